@@ -1,0 +1,9 @@
+PYTHON ?= python3
+
+.PHONY: install test demo bench
+
+install:  ## install t3al and its test tools (torch from the local wheel cache where pinned)
+	$(PYTHON) -m pip install -e '.[test]'
+
+test:  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
+	$(PYTHON) -m pytest -q

@@ -1,0 +1,1 @@
+"""Stage-two presets and sweep definitions, shipped as TOML files."""

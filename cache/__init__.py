@@ -1,0 +1,23 @@
+"""The cache between the stages: its schema (v1), an atomic writer and a lazy reader."""
+from .schema import (
+    SCHEMA_VERSION,
+    CacheError,
+    CacheInfo,
+    Head,
+    ModelIdentity,
+    VideoRecord,
+    check_video_id,
+)
+from .store import CacheReader, CacheWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CacheError",
+    "CacheInfo",
+    "CacheReader",
+    "CacheWriter",
+    "Head",
+    "ModelIdentity",
+    "VideoRecord",
+    "check_video_id",
+]

@@ -1,0 +1,1 @@
+"""open_clip model configurations shipped with t3al (registered before model creation)."""

@@ -1,0 +1,1 @@
+"""t3al package."""

@@ -1,0 +1,62 @@
+"""Shared fixtures: the read-only data folder (../shared or $T3AL_SHARED) and tiny caches."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t3al.cache import CacheInfo, CacheWriter, Head, ModelIdentity, VideoRecord
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder; skipped when absent, but a failure when T3AL_SHARED is set (CI)."""
+    configured = os.environ.get("T3AL_SHARED")
+    path = Path(configured) if configured else REPO.parent / "shared"
+    if not path.is_absolute():
+        path = (REPO / path).resolve()
+    if not (path / "data").is_dir():
+        message = f"shared data folder not found at {path}"
+        if configured:
+            pytest.fail(f"T3AL_SHARED is set but {message}")
+        pytest.skip(f"{message}; set T3AL_SHARED to run the tests that use real data")
+    return path
+
+
+def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[str], seed: int = 0,
+                     fps: float = 10.0, caption_every: int = 5) -> Path:
+    """A cache with identity projections (Dv = Dt = E = width) and the given per-video features.
+
+    Prompt features are one-hot rows, so frame features can be built by hand to point at a class.
+    """
+    rng = np.random.default_rng(seed)
+    width = next(iter(videos.values())).shape[1] if videos else len(classes)
+    writer = CacheWriter(root, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
+    prompts = np.zeros((len(classes), width), dtype=np.float32)
+    prompts[np.arange(len(classes)), np.arange(len(classes)) % width] = 1.0
+    writer.write_head(Head(
+        visual_proj=np.eye(width, dtype=np.float32),
+        text_projection=np.eye(width, dtype=np.float32),
+        logit_scale=np.log(100.0),
+        class_names=list(classes),
+        prompts=[f"a video of action {c}" for c in classes],
+        prompt_features=prompts,
+    ))
+    for video_id, features in videos.items():
+        n = features.shape[0]
+        frames = np.arange(0, n, caption_every)
+        writer.write_video(VideoRecord(
+            video_id=video_id,
+            features=features,
+            timestamps=np.arange(n) / fps,
+            fps=fps,
+            caption_frames=frames,
+            caption_texts=[f"caption {i}" for i in frames],
+            caption_features=features[frames] + 0.01 * rng.standard_normal((len(frames), width)),
+            duration=n / fps,
+        ))
+    return root

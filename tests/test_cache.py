@@ -1,0 +1,119 @@
+"""The cache contract: atomic per-video files, schema and model checks, lazy typed reading."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, ModelIdentity, VideoRecord
+
+from conftest import write_tiny_cache
+
+
+def _record(video_id: str = "v1", n: int = 6, width: int = 4) -> VideoRecord:
+    features = np.arange(n * width, dtype=np.float32).reshape(n, width)
+    return VideoRecord(video_id, features, np.arange(n) / 2.0, fps=2.0,
+                       caption_frames=[0, 3], caption_texts=["a man", "a ball"],
+                       caption_features=np.ones((2, width)), duration=3.0,
+                       source_path="/x/v1.mp4", source_size=10, source_mtime=5.0)
+
+
+def test_video_round_trips_with_types(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m", "tag")))
+    writer.write_video(_record())
+    video = CacheReader(tmp_path).video("v1")
+    assert video.features.dtype == np.float32
+    np.testing.assert_array_equal(video.features, _record().features)  # small ints survive float16
+    np.testing.assert_array_equal(video.timestamps, np.arange(6) / 2.0)
+    assert video.caption_texts == ["a man", "a ball"]
+    assert list(video.caption_frames) == [0, 3]
+    assert (video.fps, video.n_frames, video.source_size) == (2.0, 6, 10)
+
+
+def test_unicode_captions_survive(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    record = _record()
+    record.caption_texts = ["un homme saute à la perche", "跳高"]
+    writer.write_video(record)
+    assert CacheReader(tmp_path).video("v1").caption_texts == record.caption_texts
+
+
+def test_no_temporary_file_is_listed_or_left(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    writer.write_video(_record("a"))
+    (tmp_path / "videos" / ".b.h5.123.tmp").write_bytes(b"partial")
+    assert CacheReader(tmp_path).video_ids() == ["a"]
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [".b.h5.123.tmp", "a.h5"]
+
+
+def test_is_complete_detects_a_changed_source(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    writer.write_video(_record())
+    assert writer.is_complete("v1", 10, 5.0)
+    assert not writer.is_complete("v1", 11, 5.0)
+    assert not writer.is_complete("v2", 10, 5.0)
+
+
+def test_unknown_schema_version_is_refused(tmp_path):
+    CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    info = json.loads((tmp_path / "cache.json").read_text())
+    info["schema_version"] = 99
+    (tmp_path / "cache.json").write_text(json.dumps(info))
+    with pytest.raises(CacheError, match="unknown cache schema version 99"):
+        CacheReader(tmp_path)
+
+
+def test_a_second_model_cannot_write_into_the_cache(tmp_path):
+    CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m", "a")))
+    with pytest.raises(CacheError, match="refusing to add"):
+        CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m", "b")))
+
+
+def test_head_from_another_model_is_refused(tmp_path):
+    write_tiny_cache(tmp_path / "one", {"v": np.eye(3, dtype=np.float32)}, ["A", "B"])
+    write_tiny_cache(tmp_path / "two", {"v": np.eye(3, dtype=np.float32)}, ["A", "B"])
+    info = json.loads((tmp_path / "two" / "cache.json").read_text())
+    info["model"]["name"] = "other"
+    (tmp_path / "two" / "cache.json").write_text(json.dumps(info))
+    with pytest.raises(CacheError, match="cannot be mixed"):
+        CacheReader(tmp_path / "two").head()
+
+
+def test_missing_and_foreign_directories_get_clear_errors(tmp_path):
+    with pytest.raises(CacheError, match="no such cache directory"):
+        CacheReader(tmp_path / "absent")
+    with pytest.raises(CacheError, match="not a t3al cache"):
+        CacheReader(tmp_path)
+
+
+def test_prompts_can_be_added_and_replaced(tmp_path):
+    write_tiny_cache(tmp_path, {"v": np.eye(3, dtype=np.float32)}, ["A", "B"])
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
+    writer.add_prompts(["B", "C"], ["new B", "new C"], np.ones((2, 3)))
+    head = CacheReader(tmp_path).head()
+    assert head.class_names == ["A", "B", "C"]
+    assert head.prompts[1:] == ["new B", "new C"]
+    assert list(head.prompt_index(["C", "A"])) == [2, 0]
+    with pytest.raises(CacheError, match="no class prompt for D"):
+        head.prompt_index(["A", "D"])
+
+
+def test_failures_report_only_videos_still_missing(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    writer.record_failure("v1", "/x/v1.mp4", "corrupt")
+    writer.record_failure("v2", "/x/v2.mp4", "no video stream")
+    writer.write_video(_record("v1"))
+    assert [f["video_id"] for f in CacheReader(tmp_path).failures()] == ["v2"]
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "-opt"])
+def test_unsafe_video_ids_are_refused(bad):
+    with pytest.raises(CacheError, match="invalid video id"):
+        _record(bad)
+
+
+def test_caption_frames_must_be_inside_the_video():
+    with pytest.raises(CacheError, match="caption frame index"):
+        VideoRecord("v", np.zeros((3, 2)), np.arange(3.0), 1.0, caption_frames=[5],
+                    caption_texts=["x"], caption_features=np.zeros((1, 2)))

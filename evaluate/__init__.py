@@ -1,1 +1,37 @@
-"""t3al package."""
+"""Detection mAP of the zero-shot TAL protocol, split summaries, tables, plots and HTML reports.
+
+Public API (what t3al-adapt and users call)::
+
+    Detections.read(path) / .from_records(rows) / .write_csv(path) / .write_json(path)
+    GroundTruth.read(path) / .from_records(rows) / ground_truth_for_split(manifest, setting, index)
+    evaluate_detections(detections, ground_truth, classes, tious=THUMOS14_TIOUS, round_ap=False) -> MAPResult
+    summarize_splits([MAPResult, ...]) -> {"tiou", "mean": {"map", "avg"}, "std": {"map", "avg"}}
+    default_tious(dataset) -> tuple of thresholds
+
+All figures are percent. Bad input raises EvaluationError with a message naming file, row or video.
+"""
+from .detection import (
+    ACTIVITYNET_TIOUS,
+    THUMOS14_TIOUS,
+    MAPResult,
+    default_tious,
+    evaluate_detections,
+    interpolated_average_precision,
+    segment_tiou,
+    summarize_splits,
+)
+from .tables import Detections, EvaluationError, GroundTruth
+
+__all__ = [
+    "ACTIVITYNET_TIOUS",
+    "THUMOS14_TIOUS",
+    "Detections",
+    "EvaluationError",
+    "GroundTruth",
+    "MAPResult",
+    "default_tious",
+    "evaluate_detections",
+    "interpolated_average_precision",
+    "segment_tiou",
+    "summarize_splits",
+]

@@ -1,0 +1,227 @@
+"""Detections and ground truth as column tables, with CSV / ActivityNet-JSON / manifest readers.
+
+Both tables hold one numpy array per column (``video`` and ``label`` are object arrays of str,
+``start``/``end``/``score`` float64) and check themselves on construction: equal lengths, finite
+times, ``end >= start``, finite scores. Readers name the file and the row of any bad value.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
+GROUND_TRUTH_COLUMNS = ("video-id", "t-start", "t-end", "label")
+
+
+class EvaluationError(ValueError):
+    """Malformed detections, ground truth or class lists (the message names file, row or video)."""
+
+
+def _strings(values: Iterable[Any]) -> np.ndarray:
+    array = np.empty(len(values := list(values)), dtype=object)
+    array[:] = [str(v) for v in values]
+    return array
+
+
+def _floats(values: Iterable[Any]) -> np.ndarray:
+    return np.asarray(list(values), dtype=np.float64).reshape(-1)
+
+
+def _check_segments(video: np.ndarray, start: np.ndarray, end: np.ndarray, source: str) -> None:
+    for name, column in (("t-start", start), ("t-end", end)):
+        bad = np.flatnonzero(~np.isfinite(column))
+        if bad.size:
+            raise EvaluationError(f"{source}: row {bad[0]} (video {video[bad[0]]}): {name} is not a finite number")
+    bad = np.flatnonzero(end < start)
+    if bad.size:
+        i = bad[0]
+        raise EvaluationError(f"{source}: row {i} (video {video[i]}): t-end {end[i]} < t-start {start[i]}")
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground-truth instances: one row per (video, start, end, label)."""
+
+    video: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    label: np.ndarray
+    source: str = "ground truth"
+
+    def __post_init__(self) -> None:
+        if not len(self.video) == len(self.start) == len(self.end) == len(self.label):
+            raise EvaluationError(f"{self.source}: columns have different lengths")
+        _check_segments(self.video, self.start, self.end, self.source)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "ground truth") -> "GroundTruth":
+        """Rows as dicts with keys video, start, end, label (the manifest's annotation layout)."""
+        rows = list(records)
+        return cls(_strings(r["video"] for r in rows), _floats(r["start"] for r in rows),
+                   _floats(r["end"] for r in rows), _strings(r["label"] for r in rows), source)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "GroundTruth":
+        """Read a CSV ``video-id,t-start,t-end,label``, a t3al manifest or an ActivityNet JSON."""
+        path = Path(path)
+        if path.suffix.lower() == ".csv":
+            rows = _read_csv(path, GROUND_TRUTH_COLUMNS)
+            return cls.from_records(({"video": r["video-id"], "start": r["t-start"], "end": r["t-end"],
+                                      "label": r["label"]} for r in rows), str(path))
+        data = _read_json(path)
+        if data.get("format") == "t3al-manifest":
+            from t3al.manifests import Manifest
+
+            return cls.from_records(Manifest.from_dict(data, source=str(path)).annotations, str(path))
+        if "database" in data:
+            return cls.from_records(_activitynet_annotations(data["database"], path), str(path))
+        raise EvaluationError(f"{path}: not a ground-truth file (expected CSV, a t3al manifest or an "
+                              "ActivityNet JSON with a 'database' key)")
+
+    def select(self, mask: np.ndarray) -> "GroundTruth":
+        return GroundTruth(self.video[mask], self.start[mask], self.end[mask], self.label[mask], self.source)
+
+    def write_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(GROUND_TRUTH_COLUMNS)
+            writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
+                                 self.label))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detected segments: one row per (video, start, end, score, label)."""
+
+    video: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+    label: np.ndarray
+    source: str = "detections"
+
+    def __post_init__(self) -> None:
+        if not len(self.video) == len(self.start) == len(self.end) == len(self.score) == len(self.label):
+            raise EvaluationError(f"{self.source}: columns have different lengths")
+        _check_segments(self.video, self.start, self.end, self.source)
+        bad = np.flatnonzero(~np.isfinite(self.score))
+        if bad.size:
+            raise EvaluationError(f"{self.source}: row {bad[0]} (video {self.video[bad[0]]}): score is not a "
+                                  "finite number")
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "detections") -> "Detections":
+        """Rows as dicts with keys video, start, end, score, label."""
+        rows = list(records)
+        return cls(_strings(r["video"] for r in rows), _floats(r["start"] for r in rows),
+                   _floats(r["end"] for r in rows), _floats(r["score"] for r in rows),
+                   _strings(r["label"] for r in rows), source)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Detections":
+        """Read a CSV ``video-id,t-start,t-end,score,label`` or an ActivityNet detection JSON."""
+        path = Path(path)
+        if path.suffix.lower() == ".csv":
+            rows = _read_csv(path, DETECTION_COLUMNS)
+            return cls.from_records(({"video": r["video-id"], "start": r["t-start"], "end": r["t-end"],
+                                      "score": r["score"], "label": r["label"]} for r in rows), str(path))
+        data = _read_json(path)
+        if not isinstance(data.get("results"), dict):
+            raise EvaluationError(f"{path}: not an ActivityNet detection JSON (no 'results' object)")
+        return cls.from_records(_activitynet_detections(data["results"], path), str(path))
+
+    def select(self, mask: np.ndarray) -> "Detections":
+        return Detections(self.video[mask], self.start[mask], self.end[mask], self.score[mask], self.label[mask],
+                          self.source)
+
+    def write_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(DETECTION_COLUMNS)
+            writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
+                                 (f"{s:.6f}" for s in self.score), self.label))
+
+    def to_activitynet(self) -> dict:
+        """The ActivityNet detection JSON object (videos in first-seen order)."""
+        results: dict[str, list] = {}
+        for v, s, e, c, lab in zip(self.video, self.start, self.end, self.score, self.label):
+            results.setdefault(v, []).append({"label": lab, "score": float(c), "segment": [float(s), float(e)]})
+        return {"version": "t3al", "results": results, "external_data": {}}
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_activitynet()))
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} "
+                                      f"(expected header {','.join(columns)})")
+            rows = list(reader)
+    except OSError as error:
+        raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
+    for i, row in enumerate(rows):
+        for c in columns:
+            if row[c] is None or row[c] == "":
+                raise EvaluationError(f"{path}: line {i + 2}: empty {c}")
+        for c in set(columns) & {"t-start", "t-end", "score"}:
+            try:
+                if not math.isfinite(float(row[c])):
+                    raise ValueError
+            except ValueError:
+                raise EvaluationError(f"{path}: line {i + 2} (video {row['video-id']}): {c} {row[c]!r} is not a "
+                                      "finite number") from None
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{path}: expected a JSON object")
+    return data
+
+
+def _segment(item: Mapping, path: Path, video: str) -> tuple[float, float]:
+    try:
+        start, end = (float(x) for x in item["segment"])
+        return start, end
+    except (KeyError, TypeError, ValueError):
+        raise EvaluationError(f"{path}: video {video}: bad or missing 'segment' in {item!r}") from None
+
+
+def _activitynet_detections(results: Mapping, path: Path) -> Iterable[dict]:
+    for video, items in results.items():
+        for item in items:
+            if "label" not in item or "score" not in item:
+                raise EvaluationError(f"{path}: video {video}: detection without 'label' or 'score': {item!r}")
+            start, end = _segment(item, path, video)
+            yield {"video": video, "start": start, "end": end, "score": item["score"], "label": item["label"]}
+
+
+def _activitynet_annotations(database: Mapping, path: Path) -> Iterable[dict]:
+    for video, entry in database.items():
+        for item in entry.get("annotations", []):
+            if "label" not in item:
+                raise EvaluationError(f"{path}: video {video}: annotation without 'label': {item!r}")
+            start, end = _segment(item, path, video)
+            yield {"video": video, "start": start, "end": end, "label": item["label"]}

@@ -1,0 +1,97 @@
+"""The generated video world: deterministic by seed, a valid manifest, ground truth that fits the videos."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from t3al.demo.world import (build_captions, caption_at, frame_times, generate_world, iter_frames, label_at,
+                             plan_world, prompt_words)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    generate_world(root, seed=3, n_videos=3, n_classes=4)
+    return root
+
+
+def _decoded_frame_count(path) -> int:
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(command, capture_output=True, check=True).stdout
+    return len(raw) // (96 * 96 * 3)
+
+
+def test_same_seed_gives_the_same_plans_and_frames():
+    first, second = plan_world(5, 4), plan_world(5, 4)
+    assert first == second
+    a, b = list(iter_frames(first[0])), list(iter_frames(second[0]))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_different_seeds_give_different_worlds():
+    assert plan_world(5, 4) != plan_world(6, 4)
+
+
+def test_same_seed_gives_identical_files(tmp_path, world):
+    generate_world(tmp_path, seed=3, n_videos=3, n_classes=4)
+    for name in ("manifest.json", "captions.json"):
+        assert (tmp_path / name).read_bytes() == (world / name).read_bytes()
+    for video in (world / "videos").glob("*.mp4"):
+        assert (tmp_path / "videos" / video.name).read_bytes() == video.read_bytes()
+
+
+def test_manifest_has_the_shared_format(world):
+    manifest = json.loads((world / "manifest.json").read_text())
+    assert manifest["format"] == "t3al-manifest" and manifest["version"] == 1
+    assert manifest["classes"] == ["BallBounce", "SquareSpin", "TriangleSlide", "RingPulse"]
+    assert set(manifest["videos"]) == {p.stem for p in (world / "videos").glob("*.mp4")}
+    assert {a["label"] for a in manifest["annotations"]} <= set(manifest["classes"])
+    assert [len(s) for s in manifest["splits"]["75_25"]] == [1] * 10
+    assert [len(s) for s in manifest["splits"]["50_50"]] == [2] * 10
+
+
+def test_annotations_lie_inside_their_videos(world):
+    manifest = json.loads((world / "manifest.json").read_text())
+    for ann in manifest["annotations"]:
+        assert 0 < ann["start"] < ann["end"] <= manifest["videos"][ann["video"]]["duration"]
+
+
+def test_videos_have_the_declared_frame_count(world):
+    manifest = json.loads((world / "manifest.json").read_text())
+    for video_id, info in manifest["videos"].items():
+        expected = round(info["duration"] * info["fps"])
+        assert _decoded_frame_count(world / "videos" / f"{video_id}.mp4") == expected
+
+
+def test_split_lists_hold_seen_and_unseen_classes(world):
+    manifest = json.loads((world / "manifest.json").read_text())
+    folder = world / "splits" / "train_75_test_25" / "t3al-world"
+    unseen = (folder / "test" / "split_4.list").read_text().split()
+    seen = (folder / "train" / "split_4.list").read_text().split()
+    assert unseen == manifest["splits"]["75_25"][4]
+    assert sorted(seen + unseen) == sorted(manifest["classes"])
+
+
+def test_captions_name_the_action_only_while_it_acts():
+    spec = plan_world(1, 1)[0]
+    inst = spec.instances[0]
+    assert label_at(spec, (inst.start + inst.end) / 2) == inst.label
+    assert "resting" not in caption_at(spec, (inst.start + inst.end) / 2)
+    assert label_at(spec, inst.start - 0.01) is None
+
+
+def test_caption_runs_cover_every_frame():
+    spec = plan_world(2, 1)[0]
+    runs = build_captions([spec])[spec.video_id]
+    covered = [i for run in runs for i in range(run["first"], run["last"] + 1)]
+    assert covered == list(range(len(frame_times(spec))))
+
+
+def test_class_names_become_prompt_words():
+    assert prompt_words("BallBounce") == "Ball Bounce"
+    assert prompt_words("TriangleSlide") == "Triangle Slide"

@@ -1,1 +1,37 @@
-"""t3al package."""
+"""Dataset manifests: one JSON file with videos, ground truth, class vocabulary and zero-shot splits.
+
+Public API::
+
+    Manifest.load(path) / .save(path) / .validate() / .split_classes(setting, i) / .evaluation_set(setting, i)
+    from_thumos14_official(folder), from_t3al_json(path), from_thumos14_json(path), from_activitynet_json(path, ...)
+    add_video_info(manifest, info), read_split_lists(root, dataset_folder, classes), read_class_list(path)
+
+The format is documented in manifests/manifest.py and manifests/README.md.
+"""
+from .builders import (
+    add_video_info,
+    from_activitynet_json,
+    from_t3al_json,
+    from_thumos14_json,
+    from_thumos14_official,
+    read_class_list,
+    read_split_lists,
+)
+from .manifest import FORMAT, SETTINGS, VERSION, EvaluationSet, Manifest, ManifestError, setting_name
+
+__all__ = [
+    "FORMAT",
+    "SETTINGS",
+    "VERSION",
+    "EvaluationSet",
+    "Manifest",
+    "ManifestError",
+    "add_video_info",
+    "from_activitynet_json",
+    "from_t3al_json",
+    "from_thumos14_json",
+    "from_thumos14_official",
+    "read_class_list",
+    "read_split_lists",
+    "setting_name",
+]

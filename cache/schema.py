@@ -165,8 +165,8 @@ class VideoRecord:
         self.caption_frames = np.asarray(self.caption_frames, dtype=np.int64).reshape(-1)
         self.caption_texts = [str(t) for t in self.caption_texts]
         self.caption_features = np.asarray(self.caption_features)
-        if self.caption_features.size == 0:
-            self.caption_features = self.caption_features.reshape(len(self.caption_texts), -1)
+        if self.caption_features.size == 0 and self.caption_features.ndim != 2:
+            self.caption_features = np.zeros((0, 0), dtype=np.float32)
         if self.features.ndim != 2:
             raise CacheError(f"video {self.video_id}: features must be N x Dv, got shape {self.features.shape}")
         n = self.features.shape[0]

@@ -1,0 +1,268 @@
+"""T3AL on one video (METHOD.md sections 1-5) and the naive per-frame baseline."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AdaptConfig
+from .ops import (
+    byol_loss,
+    consensus_keep,
+    group_segments,
+    l2norm,
+    min_max,
+    moving_average,
+    pick_samples,
+    select_samples,
+)
+from .video import GroundTruthHint, VideoInput, VideoResult
+
+_PARAMETER_NAMES = {"visual": "visual_proj", "text": "text_projection", "scale": "logit_scale"}
+
+
+class Projections(torch.nn.Module):
+    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale."""
+
+    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor, logit_scale: float) -> None:
+        super().__init__()
+        self.visual_proj = torch.nn.Parameter(torch.as_tensor(visual_proj, dtype=torch.float32).clone())
+        self.text_projection = torch.nn.Parameter(torch.as_tensor(text_projection, dtype=torch.float32).clone())
+        self.logit_scale = torch.nn.Parameter(torch.tensor(float(logit_scale), dtype=torch.float32))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.named_parameters()}
+
+    def restore(self, values: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(values[name])
+
+
+def make_optimizer(params: Projections, config: AdaptConfig) -> torch.optim.Adam:
+    """torch's Adam with L2 weight decay: lr for Pt and s, lr * visual_lr_scale for Pv."""
+    chosen = {_PARAMETER_NAMES[name] for name in config.adapt}
+    for name, p in params.named_parameters():
+        p.requires_grad_(name in chosen)
+    groups = [
+        {"params": [params.text_projection, params.logit_scale], "lr": config.lr},
+        {"params": [params.visual_proj], "lr": config.lr * config.visual_lr_scale},
+    ]
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """softmax over classes of exp(s) * cos(x, class embedding); x is (E,) or (N, E)."""
+    return torch.softmax(scale.exp() * l2norm(x) @ l2norm(class_embeddings).T, dim=-1)
+
+
+def _separation(scores: torch.Tensor, target: torch.Tensor, config: AdaptConfig) -> torch.Tensor:
+    if config.separation == "byol":
+        return byol_loss(scores, target, config.smoothing)
+    if config.separation == "bce":
+        return F.binary_cross_entropy_with_logits(scores, target)
+    return scores.new_zeros(())
+
+
+def _representation(positives: torch.Tensor, text: torch.Tensor, config: AdaptConfig) -> torch.Tensor:
+    if config.representation == "text":
+        return byol_loss(positives, text.expand_as(positives), config.smoothing)
+    if config.representation == "pairwise":
+        unit = l2norm(positives)
+        i, j = torch.triu_indices(len(unit), len(unit), offset=1)
+        return (2.0 - 2.0 * (unit[i] * unit[j]).sum(dim=-1)).mean()
+    return positives.new_zeros(())
+
+
+@dataclass
+class Adaptation:
+    """What adaptation leaves for the proposal step: the parameters at the start of the last
+    step (the public code's proposals and its stream use those) and the loss of every step."""
+
+    before_last: dict[str, torch.Tensor]
+    losses: list[float]
+
+
+class T3AL:
+    """Localizes actions in one video at test time, adapting the projections to that video.
+
+    ``localize`` runs METHOD.md steps 1-5 with a given parameter set and optimiser, so the same
+    code serves the per-video reset protocol and the public code's stream.
+    """
+
+    def __init__(self, config: AdaptConfig) -> None:
+        self.config = config
+
+    def localize(
+        self,
+        video: VideoInput,
+        params: Projections,
+        optimizer: torch.optim.Optimizer | None,
+        class_features: torch.Tensor,
+        generator: torch.Generator,
+        label_embeddings: torch.Tensor | None = None,
+        hint: GroundTruthHint | None = None,
+    ) -> tuple[VideoResult, Adaptation]:
+        """Adapt ``params`` in place on ``video``; return its scored segments and the adaptation.
+
+        ``class_features`` are the split's pre-projection prompt features (C x Dt);
+        ``label_embeddings`` (C x E), when given, replace them @ Pt for the pseudo-label (stream).
+        """
+        label, probabilities, background = self.pseudo_label(video, params, class_features,
+                                                             label_embeddings, hint)
+        adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
+        result = self.propose(video, params, adaptation, class_features, label, background, hint)
+        result.probabilities = probabilities
+        result.losses = adaptation.losses
+        return result, adaptation
+
+    @torch.no_grad()
+    def pseudo_label(self, video, params, class_features, label_embeddings=None, hint=None):
+        """Step 1: the video-level class y*, its probabilities, and the background vector b."""
+        x_mean = video.features.mean(dim=0) @ params.visual_proj
+        if label_embeddings is None:
+            label_embeddings = class_features @ params.text_projection
+        probabilities = class_probabilities(x_mean, label_embeddings, params.logit_scale)
+        oracle = hint is not None and "class" in self.config.oracle
+        label = hint.true_class if oracle else int(probabilities.argmax())
+        background = x_mean if self.config.remove_background else torch.zeros_like(x_mean)
+        return label, probabilities.numpy(), background
+
+    def adapt(self, video, params, optimizer, prompt, background, generator, hint=None) -> Adaptation:
+        """Step 2: T steps of the separation + representation loss on the selected frames."""
+        cfg = self.config
+        V = video.features
+        k = cfg.k
+        target = torch.cat([torch.ones(k), torch.zeros(k)])
+        before = params.snapshot()
+        losses: list[float] = []
+        best, stale = float("inf"), 0
+        for _ in range(cfg.steps):
+            before = params.snapshot()
+            e = l2norm(prompt @ params.text_projection)
+            scale = params.logit_scale.exp()
+            if cfg.implementation == "direct":
+                X = V @ params.visual_proj
+                sim = scale * ((X - background) @ e)
+            else:
+                with torch.no_grad():
+                    sim = scale * (V @ (params.visual_proj @ e) - background @ e)
+            positives, negatives = self._samples(sim.detach(), generator, hint)
+            if cfg.implementation == "direct":
+                Xp, Xn = X[positives], X[negatives]
+            else:
+                Xp, Xn = V[positives] @ params.visual_proj, V[negatives] @ params.visual_proj
+            Xp, Xn = l2norm(Xp), l2norm(Xn)
+            scores = torch.cat([scale * Xp @ e, scale * Xn @ e])
+            loss = _separation(scores, target, cfg) + _representation(Xp, e, cfg)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if cfg.patience:
+                best, stale = (losses[-1], 0) if losses[-1] < best else (best, stale + 1)
+                if stale >= cfg.patience:
+                    break
+        return Adaptation(before, losses)
+
+    def _samples(self, sim, generator, hint) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if hint is not None and "selection" in cfg.oracle:
+            return _oracle_samples(hint.inside, cfg.k, cfg.radius, generator)
+        sim = moving_average(sim, cfg.window)
+        return select_samples(sim, cfg.k, cfg.pool, cfg.radius, generator)
+
+    @torch.no_grad()
+    def propose(self, video, params, adaptation, class_features, label, background, hint=None) -> VideoResult:
+        """Steps 3-5: cut the similarity curve into segments, suppress, label and score them."""
+        cfg = self.config
+        class_embeddings = class_features @ params.text_projection
+        e = l2norm(class_embeddings[label])
+        scale = params.logit_scale.exp()
+        residual = video.features @ adaptation.before_last["visual_proj"] - background
+        sim = scale * (l2norm(residual) @ e)
+        sim = moving_average(sim, cfg.window)
+        warnings = []
+        if cfg.normalize:
+            if sim.max() <= sim.min():
+                warnings.append(f"video {video.video_id}: constant similarity curve, no proposal")
+            sim = min_max(sim)
+        threshold = sim.mean() if cfg.threshold is None else cfg.threshold
+        segments = group_segments(torch.nonzero(sim > threshold).flatten(), cfg.stride)
+        if cfg.suppression and len(segments) >= 2:
+            segments = self._suppress(video, segments, adaptation.before_last["text_projection"])
+        means = [residual[first:last].mean(dim=0) for first, last in segments]
+        if hint is not None and "count" in cfg.oracle and means:
+            similarity = l2norm(torch.stack(means)) @ e
+            order = torch.argsort(similarity, descending=True, stable=True)[: hint.count]
+            segments = [segments[i] for i in sorted(order.tolist())]
+            means = [means[i] for i in sorted(order.tolist())]
+        labels, scores = [], []
+        for r in means:
+            q = class_probabilities(r, class_embeddings, params.logit_scale)
+            chosen = label if cfg.label_rule == "pseudo" else int(q.argmax())
+            labels.append(chosen)
+            scores.append(float(q[chosen]))
+        return VideoResult(
+            video_id=video.video_id,
+            pseudo_label=label,
+            probabilities=np.zeros(0),
+            similarity=sim.numpy(),
+            timestamps=video.timestamps,
+            segments=segments,
+            labels=labels,
+            scores=scores,
+            warnings=warnings,
+        )
+
+    def _suppress(self, video: VideoInput, segments, text_projection) -> list[tuple[int, int]]:
+        """Keep segments whose captions agree with the majority of segments (METHOD.md 4)."""
+        if video.caption_frames.numel() == 0:
+            return []
+        captions = l2norm(video.caption_features @ text_projection)
+        frames = video.caption_frames
+        kept, directions = [], []
+        for first, last in segments:
+            inside = (frames >= first) & (frames <= last)
+            if inside.any():
+                kept.append((first, last))
+                directions.append(captions[inside].mean(dim=0))
+        if not kept:
+            return []
+        agree = consensus_keep(torch.stack(directions), self.config.beta)
+        return [segment for segment, keep in zip(kept, agree.tolist()) if keep]
+
+
+def _oracle_samples(inside: torch.Tensor, k: int, radius: int, generator: torch.Generator):
+    """Positives spread over the true action frames, negatives over the other frames."""
+    n = inside.numel()
+    frames = torch.arange(n)
+    positives = frames[inside] if inside.any() else frames
+    negatives = frames[~inside] if not inside.all() else frames
+    return pick_samples(positives, k, n, radius, generator), pick_samples(negatives, k, n, radius, generator)
+
+
+def naive_localize(video: VideoInput, params: Projections, class_features: torch.Tensor,
+                   threshold: float) -> VideoResult:
+    """The naive VLM baseline: frames whose top class probability exceeds ``threshold``,
+    grouped into runs of consecutive frames, each scored by its mean class probabilities."""
+    with torch.no_grad():
+        X = video.features @ params.visual_proj
+        q = class_probabilities(X, class_features @ params.text_projection, params.logit_scale)
+        top = q.max(dim=1).values
+        segments = group_segments(torch.nonzero(top > threshold).flatten(), stride=1)
+        means = [q[first:last].mean(dim=0) for first, last in segments]
+        labels = [int(m.argmax()) for m in means]
+        video_probabilities = q.mean(dim=0)
+    return VideoResult(
+        video_id=video.video_id,
+        pseudo_label=int(video_probabilities.argmax()),
+        probabilities=video_probabilities.numpy(),
+        similarity=top.numpy(),
+        timestamps=video.timestamps,
+        segments=segments,
+        labels=labels,
+        scores=[float(m[label]) for m, label in zip(means, labels)],
+    )

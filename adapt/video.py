@@ -1,0 +1,87 @@
+"""What stage two needs of one video, taken from the cache and checked, and what it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from t3al.cache import VideoRecord
+
+
+class VideoProblem(Exception):
+    """A video that cannot be localized (reported, the rest of the split goes on)."""
+
+    def __init__(self, video_id: str, reason: str) -> None:
+        super().__init__(f"video {video_id}: {reason}")
+        self.video_id = video_id
+        self.reason = reason
+
+
+@dataclass
+class VideoInput:
+    """Pre-projection frame and caption features of one video, as float32 tensors."""
+
+    video_id: str
+    features: torch.Tensor  # (N, Dv)
+    timestamps: np.ndarray  # (N,) seconds
+    caption_frames: torch.Tensor  # (M,) frame index of each caption
+    caption_features: torch.Tensor  # (M, Dt)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.features.shape[0])
+
+    @classmethod
+    def from_record(cls, record: VideoRecord) -> "VideoInput":
+        """Check a cached video and turn it into tensors; raises VideoProblem naming the video."""
+        features = np.ascontiguousarray(record.features, dtype=np.float32)
+        if record.n_frames < 2:
+            raise VideoProblem(record.video_id, f"has {record.n_frames} frame(s); at least 2 are needed")
+        if not np.isfinite(features).all():
+            bad = int((~np.isfinite(features).all(axis=1)).sum())
+            raise VideoProblem(record.video_id, f"{bad} frame feature(s) contain NaN or infinity")
+        zero = int((np.abs(features).sum(axis=1) == 0).sum())
+        if zero:
+            raise VideoProblem(record.video_id, f"{zero} frame feature(s) are all zeros (zero norm)")
+        captions = np.asarray(record.caption_features, dtype=np.float32)
+        if captions.size and not np.isfinite(captions).all():
+            raise VideoProblem(record.video_id, "caption features contain NaN or infinity")
+        return cls(
+            video_id=record.video_id,
+            features=torch.from_numpy(features),
+            timestamps=np.asarray(record.timestamps, dtype=np.float64),
+            caption_frames=torch.from_numpy(np.asarray(record.caption_frames, dtype=np.int64)),
+            caption_features=torch.from_numpy(np.ascontiguousarray(captions)),
+        )
+
+
+@dataclass
+class GroundTruthHint:
+    """What the oracles may know of a video: its true class, instance count and action frames."""
+
+    true_class: int
+    count: int
+    inside: torch.Tensor  # (N,) bool, frames inside a true instance
+
+
+@dataclass
+class VideoResult:
+    """One video's output: pseudo-label, the proposal curve, and the scored segments (frames)."""
+
+    video_id: str
+    pseudo_label: int
+    probabilities: np.ndarray  # (C,) video-level class probabilities
+    similarity: np.ndarray  # (N,) the curve proposals were cut from
+    timestamps: np.ndarray  # (N,)
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def seconds(self) -> np.ndarray:
+        """Segments as (S, 2) start/end times from the decoder's timestamps."""
+        if not self.segments:
+            return np.zeros((0, 2))
+        return self.timestamps[np.asarray(self.segments, dtype=np.int64)]

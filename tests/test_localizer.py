@@ -1,0 +1,205 @@
+"""T3AL on one video: pseudo-label, adaptation paths, proposals, suppression, scoring, protocols."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t3al.adapt.config import AdaptConfig, ConfigError, make_config
+from t3al.adapt.localizer import T3AL, Adaptation, Projections, make_optimizer
+from t3al.adapt.runner import localize_split
+from t3al.adapt.video import VideoInput, VideoProblem
+from t3al.cache import VideoRecord
+
+from conftest import synthetic_features, write_tiny_cache
+
+WIDTH = 8
+
+
+def _video(features: np.ndarray, video_id: str = "v", caption_every: int = 5) -> VideoInput:
+    frames = np.arange(0, len(features), caption_every)
+    return VideoInput.from_record(VideoRecord(
+        video_id, features, np.arange(len(features)) / 10.0, 10.0,
+        caption_frames=frames, caption_texts=["c"] * len(frames), caption_features=features[frames]))
+
+
+def _params() -> Projections:
+    return Projections(torch.eye(WIDTH), torch.eye(WIDTH), float(np.log(100.0)))
+
+
+def _classes(n: int = 3) -> torch.Tensor:
+    return torch.eye(WIDTH)[:n]
+
+
+def _run(config: AdaptConfig, video: VideoInput, seed: int = 0):
+    params = _params()
+    optimizer = make_optimizer(params, config) if config.steps else None
+    return T3AL(config).localize(video, params, optimizer, _classes(), torch.Generator().manual_seed(seed))
+
+
+def test_pseudo_label_is_the_class_nearest_the_mean_frame():
+    video = _video(synthetic_features(actions=((0, 200, 2),)))
+    label, probabilities, background = T3AL(AdaptConfig()).pseudo_label(video, _params(), _classes())
+    assert label == 2 and probabilities.argmax() == 2 and probabilities.sum() == pytest.approx(1.0)
+    assert torch.allclose(background, video.features.mean(dim=0), atol=1e-6)
+
+
+def test_action_is_found_where_the_features_point_at_the_class():
+    video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
+    result, _ = _run(AdaptConfig(steps=0), video)
+    assert result.pseudo_label == 1
+    assert len(result.segments) == 1
+    first, last = result.segments[0]
+    assert abs(first - 100) <= 12 and abs(last - 179) <= 12
+
+
+def test_fast_path_gives_the_direct_paths_detections():
+    video = _video(synthetic_features(n=400, actions=((50, 120, 1), (250, 330, 1)), seed=3))
+    config = AdaptConfig(steps=15, k=4, pool=10, radius=3, lr=1e-2)
+    fast, _ = _run(config, video, seed=7)
+    direct, _ = _run(config.replace(implementation="direct"), video, seed=7)
+    assert fast.segments == direct.segments and fast.labels == direct.labels
+    np.testing.assert_allclose(fast.scores, direct.scores, atol=1e-5)
+    np.testing.assert_allclose(fast.similarity, direct.similarity, atol=1e-5)
+    np.testing.assert_allclose(fast.losses, direct.losses, atol=1e-5)
+
+
+def test_adaptation_changes_parameters_with_their_own_learning_rates():
+    video = _video(synthetic_features())
+    params = _params()
+    config = AdaptConfig(steps=3, lr=1e-2, visual_lr_scale=1e-3, weight_decay=0.0)
+    T3AL(config).localize(video, params, make_optimizer(params, config), _classes(), torch.Generator())
+    text_change = (params.text_projection - torch.eye(WIDTH)).abs().max()
+    visual_change = (params.visual_proj - torch.eye(WIDTH)).abs().max()
+    assert 0 < text_change <= 3 * 1e-2 * 1.01  # Adam moves each entry by at most ~lr per step
+    assert 0 < visual_change <= 3 * 1e-5 * 1.01
+
+
+def test_only_the_chosen_parameters_adapt():
+    video = _video(synthetic_features())
+    params = _params()
+    config = AdaptConfig(steps=3, lr=1e-2, adapt=("text",))
+    T3AL(config).localize(video, params, make_optimizer(params, config), _classes(), torch.Generator())
+    assert torch.equal(params.visual_proj, torch.eye(WIDTH))
+    assert float(params.logit_scale) == pytest.approx(np.log(100.0))
+    assert not torch.equal(params.text_projection, torch.eye(WIDTH))
+
+
+def test_proposals_use_the_parameters_from_the_start_of_the_last_step():
+    video = _video(synthetic_features())
+    result, adaptation = _run(AdaptConfig(steps=2, lr=1e-2), video)
+    assert isinstance(adaptation, Adaptation) and len(adaptation.losses) == 2
+    assert not torch.equal(adaptation.before_last["text_projection"], torch.eye(WIDTH))
+
+
+def test_pseudo_label_rule_gives_every_segment_the_video_label():
+    features = synthetic_features(n=400, actions=((50, 150, 1), (250, 350, 2)))
+    features[250:350, 1] += 1.2  # the second action looks a bit like class 1 too
+    video = _video(features)
+    config = AdaptConfig(steps=0, suppression=False)
+    pseudo, _ = _run(config, video)
+    argmax, _ = _run(config.replace(label_rule="argmax"), video)
+    assert pseudo.segments == argmax.segments and len(pseudo.segments) == 2
+    assert set(pseudo.labels) == {pseudo.pseudo_label}
+    assert argmax.labels == [1, 2]
+
+
+def test_suppression_drops_a_segment_whose_captions_disagree():
+    video = _video(synthetic_features(n=300))
+    captions = torch.zeros(6, WIDTH)
+    captions[:, 0] = 1.0
+    captions[5] = torch.eye(WIDTH)[3]
+    video.caption_frames = torch.tensor([10, 12, 100, 102, 200, 250])
+    video.caption_features = captions
+    kept = T3AL(AdaptConfig())._suppress(video, [(5, 20), (90, 110), (240, 260), (280, 290)], torch.eye(WIDTH))
+    # (280, 290) has no caption; (240, 260) points elsewhere: 1 vote, not > floor(3 / 2)
+    assert kept == [(5, 20), (90, 110)]
+
+
+def test_steps_zero_keeps_the_model_parameters():
+    video = _video(synthetic_features())
+    params = _params()
+    T3AL(AdaptConfig(steps=0)).localize(video, params, None, _classes(), torch.Generator())
+    assert torch.equal(params.text_projection, torch.eye(WIDTH))
+
+
+@pytest.mark.parametrize("n_frames, reason", [(1, "at least 2"), (0, "at least 2")])
+def test_videos_too_short_are_problems(n_frames, reason):
+    with pytest.raises(VideoProblem, match=reason):
+        _video(np.ones((n_frames, WIDTH), dtype=np.float32))
+
+
+def test_nan_and_zero_features_are_problems_naming_the_video():
+    features = synthetic_features()
+    features[3, 0] = np.nan
+    with pytest.raises(VideoProblem, match="video v: 1 frame feature"):
+        _video(features)
+    features = synthetic_features()
+    features[4:6] = 0.0
+    with pytest.raises(VideoProblem, match="2 frame feature.*zero"):
+        _video(features)
+
+
+def test_fewer_frames_than_k_still_localizes():
+    result, _ = _run(AdaptConfig(steps=2, k=4), _video(synthetic_features(n=3, actions=())))
+    assert len(result.similarity) == 3
+
+
+def test_constant_similarity_warns_and_proposes_nothing():
+    features = np.tile(np.eye(WIDTH, dtype=np.float32)[1], (50, 1))
+    result, _ = _run(AdaptConfig(steps=0), _video(features))
+    assert result.segments == [] and "constant similarity" in result.warnings[0]
+
+
+def test_invalid_settings_are_refused_by_name():
+    with pytest.raises(ConfigError, match="k must be"):
+        AdaptConfig(k=1)
+    with pytest.raises(ConfigError, match="protocol must be one of"):
+        make_config(protocol="batch")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        make_config(bogus=1)
+
+
+def test_activitynet_preset_holds_the_public_values():
+    config = make_config("activitynet")
+    assert (config.steps, config.k, config.stride, config.beta, config.threshold) == (15, 20, 200, 0.8, 0.7)
+    assert not config.remove_background and not config.normalize
+
+
+def _split_cache(tmp_path, n_videos=5):
+    videos = {f"vid{i}": synthetic_features(n=200 + 40 * i, actions=((60, 120, i % 3),), seed=i)
+              for i in range(n_videos)}
+    return write_tiny_cache(tmp_path / "cache", videos, ["A", "B", "C"])
+
+
+def test_same_seed_gives_identical_detections_whatever_the_jobs(tmp_path):
+    cache = _split_cache(tmp_path)
+    ids = [f"vid{i}" for i in range(5)]
+    config = AdaptConfig(steps=5, lr=1e-3)
+    one = localize_split(str(cache), ids, ["A", "B", "C"], config, seed=3, jobs=1)
+    two = localize_split(str(cache), ids, ["A", "B", "C"], config, seed=3, jobs=2)
+    for a, b in zip(one.results, two.results):
+        assert a.segments == b.segments and a.scores == b.scores
+
+
+def test_reset_protocol_does_not_depend_on_video_order(tmp_path):
+    cache = _split_cache(tmp_path)
+    config = AdaptConfig(steps=5, lr=1e-3)
+    forward = localize_split(str(cache), ["vid0", "vid1"], ["A", "B", "C"], config).results
+    backward = localize_split(str(cache), ["vid1", "vid0"], ["A", "B", "C"], config).results
+    assert forward[0].scores == backward[1].scores and forward[1].scores == backward[0].scores
+
+
+def test_stream_protocol_carries_parameters_and_depends_on_order(tmp_path):
+    cache = _split_cache(tmp_path)
+    config = AdaptConfig(protocol="stream", steps=5, lr=1e-2, radius=0)
+    forward = localize_split(str(cache), ["vid0", "vid1"], ["A", "B", "C"], config).results
+    alone = localize_split(str(cache), ["vid1"], ["A", "B", "C"], config).results
+    assert forward[1].losses != alone[0].losses
+
+
+def test_a_missing_video_is_a_problem_and_the_split_goes_on(tmp_path):
+    cache = _split_cache(tmp_path, n_videos=2)
+    outcome = localize_split(str(cache), ["vid0", "ghost", "vid1"], ["A", "B", "C"], AdaptConfig(steps=1))
+    assert [r.video_id for r in outcome.results] == ["vid0", "vid1"]
+    assert [p.video_id for p in outcome.problems] == ["ghost"]

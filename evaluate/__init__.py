@@ -6,7 +6,11 @@ Public API (what t3al-adapt and users call)::
     GroundTruth.read(path) / .from_records(rows) / ground_truth_for_split(manifest, setting, index)
     evaluate_detections(detections, ground_truth, classes, tious=THUMOS14_TIOUS, round_ap=False) -> MAPResult
     summarize_splits([MAPResult, ...]) -> {"tiou", "mean": {"map", "avg"}, "std": {"map", "avg"}}
-    default_tious(dataset) -> tuple of thresholds
+    split_ground_truth(manifest, setting, index) -> (unseen classes, GroundTruth)   # PROTOCOL.md
+    results_document(setting, [MAPResult, ...], indices=None) -> the results.json layout
+    evaluate_setting(manifest, setting, load=lambda i: Detections, tious=None, round_ap=False) -> document
+    format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv")
+    default_tious(dataset) / manifest_tious(manifest) -> tuple of thresholds
 
 All figures are percent. Bad input raises EvaluationError with a message naming file, row or video.
 """
@@ -20,6 +24,8 @@ from .detection import (
     segment_tiou,
     summarize_splits,
 )
+from .report import format_table
+from .splits import detections_path, evaluate_setting, manifest_tious, results_document, split_ground_truth
 from .tables import Detections, EvaluationError, GroundTruth
 
 __all__ = [
@@ -30,7 +36,13 @@ __all__ = [
     "GroundTruth",
     "MAPResult",
     "default_tious",
+    "detections_path",
     "evaluate_detections",
+    "evaluate_setting",
+    "format_table",
+    "manifest_tious",
+    "results_document",
+    "split_ground_truth",
     "interpolated_average_precision",
     "segment_tiou",
     "summarize_splits",

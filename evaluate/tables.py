@@ -74,9 +74,8 @@ class GroundTruth:
         """Read a CSV ``video-id,t-start,t-end,label``, a t3al manifest or an ActivityNet JSON."""
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            rows = _read_csv(path, GROUND_TRUTH_COLUMNS)
-            return cls.from_records(({"video": r["video-id"], "start": r["t-start"], "end": r["t-end"],
-                                      "label": r["label"]} for r in rows), str(path))
+            c = _read_csv(path, GROUND_TRUTH_COLUMNS)
+            return cls(c["video-id"], c["t-start"], c["t-end"], c["label"], str(path))
         data = _read_json(path)
         if data.get("format") == "t3al-manifest":
             from t3al.manifests import Manifest
@@ -134,9 +133,8 @@ class Detections:
         """Read a CSV ``video-id,t-start,t-end,score,label`` or an ActivityNet detection JSON."""
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            rows = _read_csv(path, DETECTION_COLUMNS)
-            return cls.from_records(({"video": r["video-id"], "start": r["t-start"], "end": r["t-end"],
-                                      "score": r["score"], "label": r["label"]} for r in rows), str(path))
+            c = _read_csv(path, DETECTION_COLUMNS)
+            return cls(c["video-id"], c["t-start"], c["t-end"], c["score"], c["label"], str(path))
         data = _read_json(path)
         if not isinstance(data.get("results"), dict):
             raise EvaluationError(f"{path}: not an ActivityNet detection JSON (no 'results' object)")
@@ -164,29 +162,49 @@ class Detections:
         Path(path).write_text(json.dumps(self.to_activitynet()))
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of a CSV with the given header names; numbers checked finite, errors name the line."""
     try:
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            reader = csv.reader(f)
+            header = next(reader, [])
+            missing = [c for c in columns if c not in header]
             if missing:
                 raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} "
                                       f"(expected header {','.join(columns)})")
-            rows = list(reader)
+            rows = [row for row in reader if row]
     except OSError as error:
         raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
-    for i, row in enumerate(rows):
-        for c in columns:
-            if row[c] is None or row[c] == "":
-                raise EvaluationError(f"{path}: line {i + 2}: empty {c}")
-        for c in set(columns) & {"t-start", "t-end", "score"}:
-            try:
-                if not math.isfinite(float(row[c])):
-                    raise ValueError
-            except ValueError:
-                raise EvaluationError(f"{path}: line {i + 2} (video {row['video-id']}): {c} {row[c]!r} is not a "
-                                      "finite number") from None
-    return rows
+    short = next((i for i, row in enumerate(rows) if len(row) < len(header)), None)
+    if short is not None:
+        raise EvaluationError(f"{path}: line {short + 2}: {len(rows[short])} fields, the header has {len(header)}")
+    raw = {c: [row[header.index(c)] for row in rows] for c in columns}
+    data = {c: _strings(raw[c]) for c in columns if c not in _NUMERIC}
+    for c in set(columns) & _NUMERIC:
+        data[c] = _number_column(raw[c], raw["video-id"], path, c)
+    return data
+
+
+_NUMERIC = {"t-start", "t-end", "score"}
+
+
+def _number_column(values: list[str], videos: list[str], path: Path, name: str) -> np.ndarray:
+    try:
+        column = np.asarray(values, dtype=np.float64)
+    except ValueError:
+        column = np.array([_parse_float(v) for v in values])
+    bad = np.flatnonzero(~np.isfinite(column))
+    if bad.size:
+        i = bad[0]
+        raise EvaluationError(f"{path}: line {i + 2} (video {videos[i]}): {name} {values[i]!r} is not a finite number")
+    return column
+
+
+def _parse_float(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
 
 def _read_json(path: Path) -> dict:

@@ -1,0 +1,213 @@
+"""t3al-evaluate: detection mAP of one file or of a whole zero-shot setting, tables and HTML reports."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from t3al.manifests import Manifest, ManifestError, read_class_list
+
+from .detection import ACTIVITYNET_TIOUS, THUMOS14_TIOUS, MAPResult, evaluate_detections
+from .report import FORMATS, format_table
+from .splits import detections_path, evaluate_setting, manifest_tious
+from .tables import Detections, EvaluationError, GroundTruth
+
+_EXISTING = click.Path(exists=True, path_type=Path)
+_PRESETS = {"thumos14": THUMOS14_TIOUS, "activitynet": ACTIVITYNET_TIOUS}
+
+
+def _parse_tious(values: tuple[str, ...]) -> tuple[float, ...] | None:
+    """``--tiou 0.3,0.5`` or repeated ``--tiou 0.3 --tiou 0.5`` or a preset name; None when absent."""
+    if not values:
+        return None
+    tious: list[float] = []
+    for value in values:
+        if value.lower() in _PRESETS:
+            tious += _PRESETS[value.lower()]
+            continue
+        try:
+            tious += [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: use numbers like 0.3,0.5 or thumos14 / activitynet") from None
+    if not all(0 < t <= 1 for t in tious):
+        raise click.BadParameter("thresholds must lie in (0, 1]")
+    return tuple(tious)
+
+
+_tiou_option = click.option("--tiou", "tiou_values", multiple=True, metavar="LIST",
+                            help="tIoU thresholds: 0.3,0.4,0.5 (or repeat the option), or 'thumos14' "
+                                 "(0.3:0.1:0.7) / 'activitynet' (0.5:0.05:0.95). Default: the manifest's, "
+                                 "else THUMOS14's.")
+_round_option = click.option("--round", "round_ap", is_flag=True,
+                             help="Round each class AP to 0.1 percent before averaging, like the public "
+                                  "T3AL/FreeZAD scripts (for comparison with printed tables).")
+_json_option = click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the results as JSON.")
+
+
+class _DefaultGroup(click.Group):
+    """A group whose first argument, when it is not a command name, goes to the ``score`` command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["score", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Temporal detection mAP as the ActivityNet toolkit, under the zero-shot TAL protocol.
+
+    \b
+    One file (the 'score' command is the default):
+      t3al-evaluate DETECTIONS --ground-truth GT [--classes LIST] [--tiou 0.3,0.5] [--round] [--json OUT]
+    A whole setting from a manifest (mean and std over the ten splits):
+      t3al-evaluate setting OUT_DIR --manifest manifests/thumos14.json --split 75_25 [--json OUT]
+    A paper-style table of several results files, and an HTML report of a t3al-adapt output:
+      t3al-evaluate table A/results.json B/results.json --format markdown
+      t3al-evaluate report OUT_DIR --manifest manifests/thumos14.json --plots 8
+
+    Figures are percent and unrounded unless --round. Detections on videos without ground truth of
+    the evaluated classes are dropped and their number is printed; labels outside the class list,
+    NaN scores, end < start or missing CSV columns are errors naming file and row.
+    """
+
+
+@main.command("score")
+@click.argument("detections", type=_EXISTING)
+@click.option("--ground-truth", "-g", type=_EXISTING, required=True,
+              help="Ground truth: CSV video-id,t-start,t-end,label, a t3al manifest or an ActivityNet JSON.")
+@click.option("--classes", "class_file", type=_EXISTING,
+              help="File with the evaluated classes, one per line. Default: every label in the ground truth.")
+@_tiou_option
+@_round_option
+@_json_option
+@click.option("--per-class", is_flag=True, help="Also print the AP of each class.")
+def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_values: tuple[str, ...],
+          round_ap: bool, json_out: Path | None, per_class: bool) -> None:
+    """mAP of DETECTIONS (CSV video-id,t-start,t-end,score,label or ActivityNet detection JSON)."""
+    with _errors():
+        gt = GroundTruth.read(ground_truth)
+        classes = read_class_list(class_file) if class_file else sorted(set(gt.label.tolist()))
+        tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
+        result = evaluate_detections(Detections.read(detections), gt, classes, tious, round_ap=round_ap)
+        click.echo(format_table({detections.name: result.to_dict()}))
+        if per_class:
+            click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
+                                     for c, ap in result.per_class.items()}))
+        _notes(result)
+        if json_out:
+            _write_json(json_out, result.to_dict())
+
+
+@main.command("setting")
+@click.argument("detections")
+@click.option("--manifest", "-m", "manifest_path", type=_EXISTING, required=True,
+              help="Manifest with ground truth and split lists.")
+@click.option("--split", "setting", required=True, help="Setting: 75_25 or 50_50.")
+@click.option("--index", "indices", type=int, multiple=True, help="Only these split indices (repeatable).")
+@_tiou_option
+@_round_option
+@_json_option
+def setting_command(detections: str, manifest_path: Path, setting: str, indices: tuple[int, ...],
+                    tiou_values: tuple[str, ...], round_ap: bool, json_out: Path | None) -> None:
+    """Every split of a setting: DETECTIONS is a pattern with {i} or a directory holding
+    split_<i>/detections.json|csv (t3al-adapt's OUT) or <i>.csv|json. Prints per-split mAP and
+    the mean ± sample std across splits; --json writes the results.json layout."""
+    with _errors():
+        manifest = Manifest.load(manifest_path)
+        tious = _parse_tious(tiou_values) or manifest_tious(manifest)
+        document = evaluate_setting(manifest, setting, lambda i: Detections.read(detections_path(detections, i)),
+                                    tious, round_ap, indices or None)
+        rows = {f"split {s['index']}": s for s in document["splits"]}
+        rows["mean ± std"] = document
+        click.echo(format_table(rows))
+        dropped = sum(s["n_dropped"] for s in document["splits"])
+        if dropped:
+            click.echo(f"note: {dropped} detections on videos outside the splits' evaluation sets were dropped")
+        if json_out:
+            _write_json(json_out, document)
+
+
+@main.command("table")
+@click.argument("results", type=_EXISTING, nargs=-1, required=True)
+@click.option("--name", "names", multiple=True, help="Row names, in order (default: each file's folder name).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
+@click.option("--columns", "column_values", multiple=True, metavar="LIST",
+              help="Thresholds shown as columns, e.g. 0.5,0.75,0.95 (Avg is always over all).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the table to this file.")
+def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_values: tuple[str, ...],
+          output: Path | None) -> None:
+    """Paper-style table (rows = methods, columns = mAP@tIoU and Avg) of results.json or --json files."""
+    with _errors():
+        if names and len(names) != len(results):
+            raise EvaluationError(f"{len(names)} --name for {len(results)} results files")
+        labels = names or [p.parent.name if p.name == "results.json" else p.stem for p in results]
+        rows = {label: _read_results(path) for label, path in zip(labels, results)}
+        text = format_table(rows, fmt, _parse_tious(column_values)).rstrip("\n")
+        if output:
+            output.write_text(text + "\n")
+        click.echo(text)
+
+
+@main.command("report")
+@click.argument("out_dir", type=_EXISTING)
+@click.option("--manifest", "-m", "manifest_path", type=_EXISTING, help="Manifest for ground truth and durations.")
+@click.option("--plots", "n_plots", type=int, default=8, show_default=True,
+              help="Videos plotted per split (from the saved curves; nothing is recomputed).")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Report file (default OUT_DIR/report/index.html).")
+def report(out_dir: Path, manifest_path: Path | None, n_plots: int, html_path: Path | None) -> None:
+    """HTML report of a t3al-adapt output folder: the table, AP per class per split and per-video
+    plots (similarity curve, ground-truth and predicted segments) read from OUT_DIR/split_<i>/curves."""
+    from .html import write_report
+
+    with _errors():
+        manifest = Manifest.load(manifest_path) if manifest_path else None
+        path = write_report(out_dir, manifest, n_plots, html_path)
+        click.echo(f"wrote {path}")
+
+
+def _ground_truth_tious(path: Path) -> tuple[float, ...]:
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        if data.get("format") == "t3al-manifest":
+            return manifest_tious(Manifest.from_dict(data, str(path)))
+    return THUMOS14_TIOUS
+
+
+def _read_results(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
+        raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")
+    return data
+
+
+def _notes(result: MAPResult) -> None:
+    if result.n_dropped:
+        click.echo(f"note: {result.n_dropped} detections on videos without ground truth of the evaluated "
+                   "classes were dropped")
+    if result.classes_without_detections:
+        click.echo(f"note: no detections for {', '.join(result.classes_without_detections)} (AP 0, counted)")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+class _errors:
+    """Turn input errors into a one-line message and exit status 1 (no traceback)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, (EvaluationError, ManifestError)):
+            click.echo(f"t3al-evaluate: error: {error}", err=True)
+            sys.exit(1)
+        return False

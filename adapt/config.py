@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any
 
 PARAMETERS = ("visual", "text", "scale")
-SEPARATION_LOSSES = ("byol", "bce", "none")
-REPRESENTATION_LOSSES = ("text", "pairwise", "none")
 ORACLES = ("class", "count", "selection")
+CHOICES = {
+    "method": ("t3al", "naive"),
+    "protocol": ("reset", "stream"),
+    "implementation": ("fast", "direct"),
+    "separation": ("byol", "bce", "none"),
+    "representation": ("text", "pairwise", "none"),
+    "label_rule": ("pseudo", "argmax"),
+    "adapt": PARAMETERS,
+    "oracle": ORACLES,
+}
 
 
 class ConfigError(ValueError):
@@ -51,14 +59,10 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
-        _choice("method", self.method, ("t3al", "naive"))
-        _choice("protocol", self.protocol, ("reset", "stream"))
-        _choice("implementation", self.implementation, ("fast", "direct"))
-        _choice("separation", self.separation, SEPARATION_LOSSES)
-        _choice("representation", self.representation, REPRESENTATION_LOSSES)
-        _choice("label_rule", self.label_rule, ("pseudo", "argmax"))
-        _subset("adapt", self.adapt, PARAMETERS)
-        _subset("oracle", self.oracle, ORACLES)
+        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule"):
+            _choice(name, getattr(self, name), CHOICES[name])
+        for name in ("adapt", "oracle"):
+            _subset(name, getattr(self, name), CHOICES[name])
         _at_least("steps", self.steps, 0)
         _at_least("k", self.k, 2)
         _at_least("pool", self.pool, 1)

@@ -1,0 +1,138 @@
+"""One setting end to end from the cache: localize every split, write detections, evaluate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from t3al.cache import CacheError, CacheReader
+from t3al.evaluate import Detections, evaluate_detections
+from t3al.evaluate.splits import manifest_tious, results_document, split_ground_truth
+from t3al.manifests import Manifest, setting_name
+
+from .config import AdaptConfig
+from .runner import SplitOutcome, Truths, detection_rows, localize_split
+from .video import VideoProblem, VideoResult
+
+
+@dataclass
+class SettingRun:
+    """The results document of a setting and what went wrong on the way."""
+
+    document: dict
+    problems: list[VideoProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_manifest(reader: CacheReader, path: str | os.PathLike | None) -> Manifest:
+    """The manifest given on the command line, else the copy recorded in the cache."""
+    source = path or reader.manifest_path
+    if source is None:
+        raise CacheError(f"{reader.root}: the cache records no manifest; pass --manifest FILE")
+    return Manifest.load(source)
+
+
+def code_version() -> str:
+    """The installed t3al version, plus the git commit when run from a checkout."""
+    version = metadata.version("t3al")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}"
+
+
+def run_record(reader: CacheReader, config: AdaptConfig, seed: int, manifest: Manifest) -> dict:
+    """Everything needed to rerun a results file exactly."""
+    return {"config": config.to_dict(), "seed": seed, "cache": {"path": str(reader.root.resolve()),
+            "model": reader.info.model.key(), "schema_version": reader.info.schema_version},
+            "manifest": manifest.dataset, "code_version": code_version()}
+
+
+def _truths(manifest: Manifest, setting: str, index: int) -> Truths:
+    evaluation = manifest.evaluation_set(setting, index)
+    position = {name: i for i, name in enumerate(evaluation.classes)}
+    truths: Truths = {}
+    for a in evaluation.annotations:
+        truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
+    return truths
+
+
+def write_split(folder: Path, detections: Detections, results: list[VideoResult], classes: list[str]) -> None:
+    """Detections as ActivityNet JSON and CSV, and each video's curve and segments for plots."""
+    curves = folder / "curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    detections.write_json(folder / "detections.json")
+    detections.write_csv(folder / "detections.csv")
+    for result in results:
+        np.savez_compressed(
+            curves / f"{result.video_id}.npz",
+            timestamps=result.timestamps,
+            similarity=result.similarity,
+            pseudo_label=np.array(classes[result.pseudo_label]),
+            segments=result.seconds(),
+            labels=np.array([classes[i] for i in result.labels], dtype=str),
+            scores=np.asarray(result.scores, dtype=np.float64),
+        )
+
+
+def run_setting(
+    cache: str | os.PathLike,
+    setting: str,
+    config: AdaptConfig,
+    manifest_path: str | os.PathLike | None = None,
+    indices: Sequence[int] | None = None,
+    seed: int = 0,
+    jobs: int = 1,
+    out: str | os.PathLike | None = None,
+    round_ap: bool = False,
+    on_video: Callable[[int], None] = lambda n: None,
+) -> SettingRun:
+    """Localize and evaluate splits of ``setting``; write outputs under ``out`` when given.
+
+    Each split's files are written as soon as it is done, so an interrupted run keeps them.
+    """
+    reader = CacheReader(cache)
+    manifest = load_manifest(reader, manifest_path)
+    key = setting_name(setting)
+    indices = list(indices) if indices is not None else list(range(len(manifest.splits.get(key, []))))
+    tious = manifest_tious(manifest)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(run_record(reader, config, seed, manifest), indent=2) + "\n")
+    run = SettingRun(document={})
+    results, problems_per_split = [], []
+    order = list(manifest.videos)
+    for index in indices:
+        evaluation = manifest.evaluation_set(key, index)
+        wanted = set(evaluation.videos)
+        video_ids = [v for v in order if v in wanted]
+        truths = _truths(manifest, key, index) if config.oracle else None
+        outcome: SplitOutcome = localize_split(str(cache), video_ids, evaluation.classes, config, seed, jobs,
+                                               truths, on_video)
+        detections = Detections.from_records(
+            ({"video": v, "start": s, "end": e, "score": c, "label": lab}
+             for v, s, e, c, lab in detection_rows(outcome.results, evaluation.classes)),
+            source=f"split {index}")
+        classes, ground_truth = split_ground_truth(manifest, key, index)
+        results.append(evaluate_detections(detections, ground_truth, classes, tious, round_ap=round_ap))
+        run.problems.extend(outcome.problems)
+        run.warnings.extend(w for r in outcome.results for w in r.warnings)
+        problems_per_split.append([{"video": p.video_id, "reason": p.reason} for p in outcome.problems])
+        if out is not None:
+            write_split(out / f"split_{index}", detections, outcome.results, evaluation.classes)
+    run.document = results_document(key, results, indices)
+    for split, problems in zip(run.document["splits"], problems_per_split):
+        split["problems"] = problems
+    run.document["run"] = run_record(reader, config, seed, manifest)
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(run.document, indent=2) + "\n")
+    return run

@@ -1,0 +1,103 @@
+"""`t3al-adapt` end to end on a cache and manifest written by the test."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from t3al.adapt.cli import main
+from t3al.cache import CacheWriter, CacheInfo, ModelIdentity
+from t3al.manifests import Manifest
+
+from conftest import synthetic_features, write_tiny_cache
+
+CLASSES = ["Jump", "Throw", "Swim", "Run"]
+FPS = 10.0
+
+
+def _world(tmp_path, broken: str | None = None):
+    """Eight videos, each with one action of one class; splits of two unseen classes."""
+    videos, annotations = {}, []
+    for i in range(8):
+        c = i % 4
+        start, end = 40 + 5 * i, 120 + 5 * i
+        videos[f"v{i}"] = synthetic_features(n=240, actions=((start, end, c),), seed=i)
+        annotations.append({"video": f"v{i}", "start": start / FPS, "end": (end - 1) / FPS, "label": CLASSES[c]})
+    if broken:
+        videos[broken][5] = np.nan
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)
+    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": 24.0, "fps": FPS} for v in videos},
+                        annotations, {"75_25": [["Jump", "Throw"], ["Swim", "Run"]]}, [0.3, 0.5, 0.7])
+    manifest.save(tmp_path / "manifest.json")
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
+        .attach_manifest(tmp_path / "manifest.json")
+    return cache
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args] + ["--no-progress"], catch_exceptions=False)
+
+
+def test_adapt_writes_detections_curves_and_results(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = _invoke(cache, "--split", "75_25", "--out", out, "--steps", "3")
+    assert result.exit_code == 0, result.output
+    assert "T3AL (T=3, reset)" in result.output and "mAP@0.5" in result.output
+    document = json.loads((out / "results.json").read_text())
+    assert [s["index"] for s in document["splits"]] == [0, 1]
+    assert len(document["mean"]["map"]) == 3 and np.isfinite(document["mean"]["avg"])
+    assert document["run"]["config"]["steps"] == 3 and document["run"]["cache"]["model"] == "test-model|random|"
+    detections = json.loads((out / "split_0" / "detections.json").read_text())["results"]
+    assert set(detections) <= {"v0", "v1", "v4", "v5"}  # split 0 evaluates the Jump and Throw videos
+    for items in detections.values():
+        for item in items:
+            assert 0.0 <= item["segment"][0] < item["segment"][1] <= 24.0 and 0 < item["score"] <= 1
+            assert item["label"] in ("Jump", "Throw")
+    curve = np.load(out / "split_0" / "curves" / "v0.npz")
+    assert curve["similarity"].shape == (240,) and str(curve["pseudo_label"]) == "Jump"
+
+
+def test_clean_synthetic_actions_are_found_well(tmp_path):
+    cache = _world(tmp_path)
+    result = _invoke(cache, "--out", tmp_path / "out", "--steps", "0", "--split-index", "0")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["splits"][0]["map"][0] > 90.0  # mAP@0.3 on actions drawn to be obvious
+
+
+def test_a_broken_video_is_reported_and_the_split_goes_on(tmp_path):
+    cache = _world(tmp_path, broken="v0")
+    result = _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0")
+    assert result.exit_code == 1
+    assert "video v0: 1 frame feature(s) contain NaN" in result.output
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["splits"][0]["problems"] == [{"video": "v0", "reason": "1 frame feature(s) contain NaN or infinity"}]
+    assert _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0",
+                   "--allow-failures").exit_code == 0
+
+
+def test_a_class_without_prompt_is_a_clear_error(tmp_path):
+    cache = _world(tmp_path)
+    manifest = Manifest.load(tmp_path / "manifest.json")
+    manifest.classes.append("Dance")
+    manifest.splits["75_25"][0] = ["Jump", "Dance"]
+    manifest.save(tmp_path / "other.json")
+    result = _invoke(cache, "--manifest", tmp_path / "other.json", "--out", tmp_path / "out", "--split-index", "0")
+    assert result.exit_code == 1 and "no class prompt for Dance" in result.output
+
+
+def test_missing_cache_and_bad_values_are_one_line_errors(tmp_path):
+    result = _invoke(tmp_path / "nowhere")
+    assert result.exit_code == 1 and "no such cache directory" in result.output
+    cache = _world(tmp_path)
+    result = _invoke(cache, "--k", "1")
+    assert result.exit_code == 1 and "k must be a number >= 2" in result.output
+
+
+def test_naive_baseline_runs_from_the_same_cache(tmp_path):
+    cache = _world(tmp_path)
+    result = _invoke(cache, "--method", "naive", "--out", tmp_path / "naive", "--split-index", "1")
+    assert result.exit_code == 0, result.output
+    assert "naive VLM" in result.output

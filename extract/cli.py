@@ -1,0 +1,232 @@
+"""``t3al-extract``: stage one, from a folder of videos (or the published T3AL features) to a cache."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import click
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from t3al.cache import CacheError, CacheReader, CacheWriter
+
+from .importer import import_published
+from .models import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    LoadedModel,
+    ModelLoadError,
+    encode_texts,
+    class_prompt,
+    load_model,
+    model_head,
+    register_model_configs,
+)
+from .pipeline import Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, parse_shard, run_folder
+
+log = logging.getLogger("t3al.extract")
+
+
+class DefaultGroup(click.Group):
+    """A group whose first argument, when it names no subcommand, is handed to ``run``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def model_options(func):
+    """--model, --pretrained, --model-config, --device and --precision, shared by the commands."""
+    options = [
+        click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+                     help="open_clip architecture; CLIP models work too (no captions then)."),
+        click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
+                     help="open_clip pretrained tag, or a local checkpoint file (its SHA-256 names the cache)."),
+        click.option("--model-config", "model_configs", multiple=True, type=click.Path(exists=True),
+                     help="Extra open_clip model config JSON (or folder of them); repeatable. "
+                          "Every JSON in t3al/extract/model_configs/ is always registered."),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="auto: fp16 autocast on CUDA, fp32 on CPU."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], device: str, precision: str) -> LoadedModel:
+    try:
+        register_model_configs(*model_configs)
+        return load_model(model_name, pretrained, device, precision)
+    except ModelLoadError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _class_names(classes: str | None, class_file: str | None, manifest: str | None) -> list[str]:
+    """Class names from --classes, --class-file and --manifest, in that order, without repeats."""
+    from t3al.manifests import Manifest, ManifestError, read_class_list
+
+    names: list[str] = []
+    try:
+        if classes:
+            names += [c.strip() for c in classes.split(",") if c.strip()]
+        if class_file:
+            names += read_class_list(class_file)
+        if manifest:
+            names += list(Manifest.load(manifest).classes)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from None
+    return list(dict.fromkeys(names))
+
+
+def _ensure_prompts(writer: CacheWriter, loaded: LoadedModel, class_names: list[str]) -> None:
+    """Write the head when the cache has none; add prompts of classes it lacks."""
+    reader = CacheReader(writer.root)
+    if not (writer.root / "head.h5").is_file():
+        writer.write_head(model_head(loaded, class_names, writer.info.prompt_template))
+        return
+    missing = [name for name in class_names if name not in reader.head().class_names]
+    if missing:
+        prompts = [class_prompt(name, writer.info.prompt_template) for name in missing]
+        writer.add_prompts(missing, prompts, encode_texts(loaded, prompts))
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Stage one of T3AL: video features, captions and class prompts into a cache.
+
+    \b
+      t3al-extract VIDEOS_DIR CACHE_DIR [OPTIONS]     same as `t3al-extract run ...`
+      t3al-extract prompts CACHE_DIR --classes A,B    add class prompts to a cache
+      t3al-extract import FEATURES_DIR CACHE_DIR ...  cache from the published T3AL .npy/.txt files
+
+    Without internet, give weights with --pretrained /path/to/checkpoint.
+    """
+    logging.basicConfig(level=logging.WARNING, format="t3al-extract: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
+
+
+@main.command("run")
+@click.argument("videos_dir", type=click.Path(path_type=Path))
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@model_options
+@click.option("--batch-size", default=64, show_default=True, help="Frames per inference batch.")
+@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: every frame).")
+@click.option("--caption-fps", type=float, default=10.0, show_default=True,
+              help="Captions per second of video (public T3AL: 10 on THUMOS14, 1 on ActivityNet); 0: none.")
+@click.option("--caption-batch-size", default=32, show_default=True, help="Images per caption generation batch.")
+@click.option("--caption-length", default=30, show_default=True, help="Maximum caption length in tokens.")
+@click.option("--preprocess", type=click.Choice(["model", "t3al-public"]), default="model", show_default=True,
+              help="model: open_clip's transform (shortest side, centre crop, RGB). t3al-public: squash to "
+                   "size x size and BGR channel order, as the published T3AL features were made.")
+@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="Storage type of the features.")
+@click.option("--shard", default="0/1", show_default=True,
+              help="i/n: process only this deterministic 1/n of the videos (n processes may share one cache).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Dataset manifest: its classes get prompts, and a copy goes into the cache.")
+@click.option("--classes", help="Comma-separated class names to encode as prompts.")
+@click.option("--class-file", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
+def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
+        device: str, precision: str, batch_size: int, fps: float | None, caption_fps: float,
+        caption_batch_size: int, caption_length: int, preprocess: str, feature_dtype: str, shard: str,
+        manifest: str | None, classes: str | None, class_file: str | None) -> None:
+    """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
+    if not videos_dir.is_dir():
+        raise click.ClickException(f"{videos_dir}: no such folder")
+    try:
+        shard_spec = parse_shard(shard)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--shard") from None
+    videos, refused = list_videos(videos_dir)
+    if not videos and not refused:
+        raise click.ClickException(f"{videos_dir}: no files to extract")
+    names = _class_names(classes, class_file, manifest)
+    loaded = _load(model_name, pretrained, model_configs, device, precision)
+    settings = Settings(batch_size=batch_size, fps=fps, caption_fps=caption_fps, caption_length=caption_length,
+                        caption_batch_size=caption_batch_size, preprocess=preprocess)
+    try:
+        writer = CacheWriter(cache_dir, cache_info(loaded, settings, feature_dtype))
+        if manifest:
+            writer.attach_manifest(manifest)
+        _ensure_prompts(writer, loaded, names)
+    except CacheError as err:
+        raise click.ClickException(str(err)) from None
+    summary = Summary()
+    for video_id, path, reason in refused:
+        if in_shard(video_id, shard_spec):
+            fail(writer, summary, video_id, path, reason)
+    mine = [v for v in videos if in_shard(v.video_id, shard_spec)]
+    if not loaded.can_caption and caption_fps > 0:
+        log.info("%s has no caption decoder: no captions", model_name)
+    with logging_redirect_tqdm():
+        run_folder(mine, writer, Extractor(loaded, settings), summary)
+    click.echo(f"t3al-extract: {summary.line()} (shard {shard}, {len(mine)} of {len(videos)} videos) -> {cache_dir}",
+               err=True)
+    if summary.failed:
+        click.echo(f"t3al-extract: failures listed in {cache_dir / 'failures.jsonl'}", err=True)
+        sys.exit(1)
+
+
+@main.command("prompts")
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_options
+@click.option("--classes", help="Comma-separated class names.")
+@click.option("--class-file", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="Take the classes of this manifest.")
+def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...], device: str,
+            precision: str, classes: str | None, class_file: str | None, manifest: str | None) -> None:
+    """Encode class prompts into an existing cache with the model that made it.
+
+    The model must be the cache's own (same name and tag, or the same checkpoint file).
+    """
+    names = _class_names(classes, class_file, manifest)
+    if not names:
+        raise click.UsageError("give classes with --classes, --class-file or --manifest")
+    try:
+        info = CacheReader(cache_dir).info
+        loaded = _load(model_name, pretrained, model_configs, device, precision)
+        writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
+        texts = [class_prompt(name, writer.info.prompt_template) for name in names]
+        head = writer.add_prompts(names, texts, encode_texts(loaded, texts))
+    except CacheError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"t3al-extract: {len(names)} prompts written; {cache_dir} now has {len(head.prompts)}", err=True)
+
+
+@main.command("import")
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@model_options
+@click.option("--captions", "captions_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of <video_id>.txt caption files (lines `<index>.jpg-<caption>`).")
+@click.option("--caption-stride", default=3, show_default=True,
+              help="Caption index i belongs to frame i * stride (public THUMOS14 captions: 3).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Manifest giving each video's fps, and the classes to encode as prompts.")
+@click.option("--fps", type=float, default=None, help="Frame rate of videos the manifest gives none for.")
+@click.option("--classes", help="Comma-separated class names to encode as prompts.")
+@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float32",
+              show_default=True, help="Storage type of the features.")
+def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
+            device: str, precision: str, captions_dir: Path | None, caption_stride: int, manifest: str | None,
+            fps: float | None, classes: str | None, feature_dtype: str) -> None:
+    """Build a cache from the pre-extracted T3AL features (<video_id>.npy, N x 768, pre-projection).
+
+    The model (CoCa ViT-L/14 by default) is still needed for the projections, the class prompts and
+    the captions' text features; no video is decoded.
+    """
+    loaded = _load(model_name, pretrained, model_configs, device, precision)
+    names = _class_names(classes, None, manifest)
+    with logging_redirect_tqdm():
+        try:
+            summary = import_published(features_dir, cache_dir, loaded, names, captions_dir=captions_dir,
+                                       caption_stride=caption_stride, manifest=manifest, fps=fps,
+                                       feature_dtype=feature_dtype)
+        except CacheError as err:
+            raise click.ClickException(str(err)) from None
+    click.echo(f"t3al-extract import: {summary.line()} -> {cache_dir}", err=True)
+    if summary.failed:
+        sys.exit(1)

@@ -1,0 +1,219 @@
+"""Video decoding with ffmpeg: probe, then stream fixed-size batches of preprocessed RGB frames.
+
+ffmpeg decodes, optionally resamples the frame rate, resizes and crops to the model's input size
+and writes raw 8-bit frames to a pipe; Python reads ``batch_size`` frames at a time, so memory is
+bounded by one batch whatever the video's length. Each frame's presentation time comes from
+ffmpeg's ``showinfo`` filter on stderr, read by a thread while stdout is being consumed.
+
+Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's, on RGB after conversion) is what makes
+decoding fast; ``tests/test_decode.py`` measures its distance to open_clip's PIL transform.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+PREPROCESS_MODES = ("model", "t3al-public")
+_NTSC_RATES = {23.98: 24000 / 1001, 29.97: 30000 / 1001, 47.95: 48000 / 1001,
+               59.94: 60000 / 1001, 119.88: 120000 / 1001}
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
+_SIZE = re.compile(r"[ ,](\d{2,5})x(\d{2,5})[ ,\[]")
+_RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
+_PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
+_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
+
+
+class DecodeError(Exception):
+    """A file ffmpeg cannot read as a video; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``ffmpeg -i`` tells about a file's first video stream."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How decoded frames are turned into model input: size, resize policy and channel order.
+
+    ``mode="model"`` is open_clip's inference transform (shortest side to ``size`` with bicubic,
+    centre crop); ``mode="t3al-public"`` squashes to ``size`` x ``size`` and returns BGR frames,
+    as the public T3AL extraction fed OpenCV's BGR images to a transform expecting RGB.
+    """
+
+    size: int
+    mode: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.mode not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess mode must be one of {PREPROCESS_MODES}, got {self.mode!r}")
+
+    @property
+    def pix_fmt(self) -> str:
+        return "bgr24" if self.mode == "t3al-public" else "rgb24"
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """Size after the resize step, rounded as torchvision's ``Resize(int)`` rounds it."""
+        if self.mode == "t3al-public":
+            return self.size, self.size
+        if width <= height:
+            return self.size, int(self.size * height / width)
+        return int(self.size * width / height), self.size
+
+    def crop_offset(self, width: int, height: int) -> tuple[int, int]:
+        """Top-left corner of the centre crop, as torchvision's ``CenterCrop`` places it."""
+        rw, rh = self.resized(width, height)
+        return int(round((rw - self.size) / 2.0)), int(round((rh - self.size) / 2.0))
+
+
+def ffmpeg_binary() -> str:
+    """The system's ffmpeg when on PATH, else the one shipped by the imageio-ffmpeg package."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read size, frame rate and duration of ``path`` from ``ffmpeg -i`` (no ffprobe needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError(f"{path}: no such file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DecodeError(f"{path}: unreadable ({err.strerror})") from err
+    result = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+                            capture_output=True, text=True, errors="replace")
+    return parse_probe(path, result.stderr)
+
+
+def parse_probe(path: Path, stderr: str) -> VideoInfo:
+    """Parse the stream description that ``ffmpeg -i`` prints; raise DecodeError when none fits."""
+    stream = _VIDEO_STREAM.search(stderr)
+    if stream is None:
+        reason = _input_error(stderr)
+        if reason is None and "Audio:" in stderr:
+            reason = "no video stream (audio only)"
+        raise DecodeError(f"{path}: {reason or 'no video stream'}")
+    description = stream.group(1)
+    size = _SIZE.search(description)
+    if size is None:
+        raise DecodeError(f"{path}: video stream has no frame size ({description.strip()[:80]})")
+    duration = _DURATION.search(stderr)
+    seconds = float("nan")
+    if duration:
+        h, m, s = duration.groups()
+        seconds = int(h) * 3600 + int(m) * 60 + float(s)
+    return VideoInfo(path, int(size.group(1)), int(size.group(2)), _frame_rate(description), seconds)
+
+
+def _input_error(stderr: str) -> str | None:
+    """The line in which ffmpeg says why it could not open an input, if any."""
+    for line in stderr.splitlines():
+        if any(key in line for key in ("Invalid data", "moov atom not found", "Permission denied",
+                                      "could not find codec", "Error opening input")):
+            return line.split(": ", 1)[-1].strip() if ": " in line else line.strip()
+    return None
+
+
+def _frame_rate(description: str) -> float:
+    """The stream's average frame rate (``fps``, else ``tbr``), NTSC rates made exact."""
+    rates = {kind: float(value) * (1000 if kilo else 1) for value, kilo, kind in _RATE.findall(description)}
+    rate = rates.get("fps") or rates.get("tbr") or float("nan")
+    return _NTSC_RATES.get(round(rate, 2), rate)
+
+
+def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, stream: object) -> object:
+    """ffmpeg filters: optional frame-rate resampling, RGB conversion, resize, crop, showinfo."""
+    if fps:
+        stream = stream.filter("fps", fps=fps)
+    rw, rh = geometry.resized(info.width, info.height)
+    stream = stream.filter(
+        "scale", rw, rh, flags=_SCALE_FLAGS, param0=0, param1=0.5)
+    if geometry.mode == "model":
+        x, y = geometry.crop_offset(info.width, info.height)
+        stream = stream.filter("crop", geometry.size, geometry.size, x, y)
+    return stream.filter("showinfo")
+
+
+def _read_pts(stderr: object, times: list[float], lines: list[str]) -> None:
+    """Collect each frame's ``pts_time`` from showinfo; keep the other lines for error messages."""
+    for raw in iter(stderr.readline, b""):
+        line = raw.decode("utf-8", "replace")
+        match = _PTS_TIME.search(line)
+        if match:
+            value = match.group(3)
+            times.append(float("nan") if match.group(2) == "NOPTS" else float(value))
+        elif len(lines) < 200:
+            lines.append(line.rstrip())
+
+
+def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64,
+                  fps: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(frames, timestamps)``: uint8 arrays (B, size, size, 3) and seconds (B,).
+
+    Every frame at its own presentation time by default; ``fps`` resamples to that rate.
+    """
+    graph = _filter_graph(info, geometry, fps, ffmpeg.input(str(info.path)).video)
+    args = graph.output("pipe:", format="rawvideo", pix_fmt=geometry.pix_fmt, fps_mode="passthrough") \
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "info").compile(cmd=ffmpeg_binary())
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    times: list[float] = []
+    log: list[str] = []
+    reader = threading.Thread(target=_read_pts, args=(process.stderr, times, log), daemon=True)
+    reader.start()
+    frame_bytes = geometry.size * geometry.size * 3
+    sent = 0
+    try:
+        while True:
+            data = process.stdout.read(frame_bytes * batch_size)
+            n = len(data) // frame_bytes
+            if n:
+                frames = np.frombuffer(data[: n * frame_bytes], np.uint8).reshape(n, geometry.size, geometry.size, 3)
+                yield frames, _timestamps(times, reader, sent, n, fps or info.fps)
+                sent += n
+            if len(data) < frame_bytes * batch_size:
+                break
+    finally:
+        process.stdout.close()
+        code = process.wait()
+        reader.join()
+    if code != 0 and sent == 0:
+        raise DecodeError(f"{info.path}: ffmpeg failed ({_last_error(log)})")
+    if sent == 0:
+        raise DecodeError(f"{info.path}: no decodable video frames")
+
+
+def _timestamps(times: list[float], reader: threading.Thread, start: int, n: int, fps: float) -> np.ndarray:
+    """Presentation times of frames ``start .. start+n-1``, waiting for showinfo to report them."""
+    while len(times) < start + n and reader.is_alive():
+        reader.join(0.005)
+    found = np.array(times[start: start + n], dtype=np.float64)
+    fallback = (start + np.arange(n)) / fps
+    if len(found) < n:
+        found = np.concatenate([found, fallback[len(found):]])
+    return np.where(np.isfinite(found), found, fallback)
+
+
+def _last_error(log: list[str]) -> str:
+    lines = [line for line in log if line and not line.startswith(("  ", "Stream", "Input", "Output"))]
+    return lines[-1].strip() if lines else "no output"

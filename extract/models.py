@@ -1,0 +1,220 @@
+"""open_clip models for stage one: loading, pre-projection features, captions and class prompts.
+
+The cache keeps features BEFORE the projections (the vision tower's pooled output before
+``visual.proj``, the text tower's pooled output before ``text_projection``) together with the
+projections themselves, because stage two adapts exactly those projections.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import open_clip
+import torch
+from torch import nn
+
+from t3al.cache import Head, ModelIdentity
+
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+DEFAULT_MODEL = "coca_ViT-L-14"
+DEFAULT_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
+PROMPT_TEMPLATE = "a video of action {}"
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be built or whose weights cannot be found; the message says what to do."""
+
+
+def register_model_configs(*paths: str | os.PathLike) -> None:
+    """Make every model JSON in ``extract/model_configs/`` (and in ``paths``) known to open_clip."""
+    for path in (CONFIG_DIR, *paths):
+        path = Path(path)
+        if not path.exists():
+            raise ModelLoadError(f"{path}: no such model config file or folder")
+        open_clip.add_model_config(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hash of a checkpoint file, read in chunks; it names the weights in the cache identity."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def class_prompt(name: str, template: str = PROMPT_TEMPLATE) -> str:
+    """``"a video of action Baseball Pitch"`` for ``BaseballPitch``; names with spaces are kept."""
+    words = name if " " in name else _CAMEL.sub(" ", name)
+    return template.format(words)
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model in eval mode with what stage one needs around it."""
+
+    model: nn.Module
+    tokenizer: object
+    identity: ModelIdentity
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    device: torch.device
+    precision: str
+
+    @property
+    def can_caption(self) -> bool:
+        return hasattr(self.model, "generate") and hasattr(self.model, "text_decoder")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """fp16/bf16 autocast on CUDA, plain fp32 elsewhere."""
+        if self.device.type == "cuda" and self.precision in ("fp16", "bf16"):
+            dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, device: str = "auto",
+               precision: str = "auto") -> LoadedModel:
+    """Build ``name`` with weights from a pretrained tag or a local checkpoint file."""
+    register_model_configs()
+    if name not in open_clip.list_models():
+        raise ModelLoadError(
+            f"unknown model {name!r}: not an open_clip config nor a JSON in {CONFIG_DIR} "
+            "(add one with --model-config FILE)"
+        )
+    torch_device = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if torch_device.type == "cuda" else "fp32"
+    is_file = os.path.isfile(pretrained)
+    if not is_file and not open_clip.get_pretrained_cfg(name, pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ModelLoadError(
+            f"--pretrained {pretrained!r} is neither a checkpoint file nor a tag of {name} "
+            f"(known tags: {', '.join(tags) or 'none'})"
+        )
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device=torch_device,
+                                       require_pretrained=True)
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(_weights_help(name, pretrained, is_file, err)) from None
+    model.eval()
+    identity = ModelIdentity(
+        name=name,
+        pretrained="" if is_file else pretrained,
+        checkpoint_sha256=file_sha256(pretrained) if is_file else "",
+    )
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return LoadedModel(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        identity=identity,
+        image_size=int(size),
+        mean=tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        device=torch_device,
+        precision=precision,
+    )
+
+
+def _weights_help(name: str, pretrained: str, is_file: bool, err: Exception) -> str:
+    """One message that says why the weights did not load and how to provide them."""
+    reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    if is_file:
+        return f"cannot load checkpoint {pretrained} into {name}: {reason}"
+    return (
+        f"cannot get the weights of {name} / {pretrained} ({reason}). This machine may be offline: "
+        f"pass a local checkpoint with --pretrained /path/to/open_clip_model.safetensors (or .bin/.pt), "
+        f"or pre-fill the Hugging Face hub cache (HF_HOME) by running "
+        f"`python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\"` "
+        f"once on a machine with internet access and copying that cache here"
+    )
+
+
+@contextlib.contextmanager
+def _without(module: nn.Module, attribute: str) -> Iterator[nn.Parameter]:
+    """Temporarily set a projection parameter to None so the tower returns its pooled output."""
+    param = getattr(module, attribute, None)
+    if not isinstance(param, nn.Parameter):
+        raise ModelLoadError(
+            f"{type(module).__name__}.{attribute} is not a projection matrix; only open_clip towers "
+            "with a linear projection parameter can be cached before projection"
+        )
+    setattr(module, attribute, None)
+    try:
+        yield param
+    finally:
+        setattr(module, attribute, param)
+
+
+def _first(output: torch.Tensor | tuple) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _text_owner(model: nn.Module) -> nn.Module:
+    """The module holding ``text_projection``: ``model.text`` (CoCa, custom text) or the CLIP itself."""
+    return model.text if hasattr(model, "text") else model
+
+
+def visual_features(loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """Vision tower pooled output before ``visual.proj`` (B x Dv), as float32 on the CPU."""
+    with torch.no_grad(), loaded.autocast(), _without(loaded.model.visual, "proj"):
+        return _first(loaded.model.visual(images.to(loaded.device))).float().cpu()
+
+
+def encode_texts(loaded: LoadedModel, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """Text tower pooled output before ``text_projection`` (len(texts) x Dt), float32."""
+    model = loaded.model
+    owner = _text_owner(model)
+    width = owner.text_projection.shape[0]
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        tokens = loaded.tokenizer(texts[start: start + batch_size]).to(loaded.device)
+        with torch.no_grad(), loaded.autocast(), _without(owner, "text_projection"):
+            out = model.text(tokens) if owner is not model else model.encode_text(tokens)
+        rows.append(_first(out).float().cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+
+
+def generate_captions(loaded: LoadedModel, images: torch.Tensor, seq_len: int = 30) -> list[str]:
+    """CoCa captions for a batch of preprocessed images (open_clip's beam search), cleaned."""
+    with torch.no_grad(), loaded.autocast():
+        tokens = loaded.model.generate(images.to(loaded.device), seq_len=seq_len)
+    return [clean_caption(open_clip.decode(row)) for row in tokens.cpu()]
+
+
+def clean_caption(text: str) -> str:
+    """Drop the start token and everything from the end token on; trim spaces."""
+    return text.split("<end_of_text>")[0].replace("<start_of_text>", "").strip()
+
+
+def model_head(loaded: LoadedModel, class_names: list[str], template: str = PROMPT_TEMPLATE) -> Head:
+    """Projections, log logit scale and the pre-projection features of each class prompt."""
+    prompts = [class_prompt(name, template) for name in class_names]
+    owner = _text_owner(loaded.model)
+    return Head(
+        visual_proj=loaded.model.visual.proj.detach().float().cpu().numpy(),
+        text_projection=owner.text_projection.detach().float().cpu().numpy(),
+        logit_scale=float(loaded.model.logit_scale.detach().float().cpu().reshape(-1)[0]),
+        class_names=list(class_names),
+        prompts=prompts,
+        prompt_features=encode_texts(loaded, prompts),
+    )

@@ -1,0 +1,290 @@
+"""Stage one over a folder: list and shard videos, decode, encode, caption and write the cache.
+
+Decoding runs in a background thread (and ffmpeg in its own process) while the model encodes the
+previous batch; each finished video is written atomically through ``CacheWriter``, so an
+interrupted run loses at most the video in flight and a rerun skips what is complete.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from t3al.cache import CacheError, CacheInfo, CacheWriter, VideoRecord, check_video_id
+
+from .decode import DecodeError, FrameGeometry, VideoInfo, probe, stream_frames
+from .models import LoadedModel, encode_texts, generate_captions, visual_features
+
+log = logging.getLogger("t3al.extract")
+TOOL_VERSION = "t3al-extract 1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How frames are sampled, batched and captioned."""
+
+    batch_size: int = 64
+    fps: float | None = None
+    caption_fps: float = 10.0
+    caption_batch_size: int = 32
+    caption_length: int = 30
+    preprocess: str = "model"
+    prefetch: int = 2
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """One input file and the id it gets in the cache (its stem)."""
+
+    path: Path
+    video_id: str
+
+    @property
+    def stat(self) -> os.stat_result:
+        return self.path.stat()
+
+
+@dataclass
+class Summary:
+    """What a run did, for the final line and the exit code."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
+    """Deterministic split by a hash of the id: stable when videos are added or listed differently."""
+    index, count = shard
+    return zlib.crc32(video_id.encode("utf-8")) % count == index
+
+
+def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
+    """Candidate files of ``folder`` (not hidden, sorted) and the ones refused before decoding.
+
+    Refused: names that cannot be a video id and stems shared by several files (which file would
+    the cache key ``stem`` mean?).
+    """
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    videos, refused = [], []
+    for stem, paths in sorted(by_stem.items()):
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            refused.extend((stem, p, f"name clash: {names} share the video id {stem!r}; rename one")
+                           for p in paths)
+            continue
+        try:
+            videos.append(VideoFile(paths[0], check_video_id(stem)))
+        except CacheError as err:
+            refused.append((stem, paths[0], str(err)))
+    return videos, refused
+
+
+def caption_rows(timestamps: np.ndarray, caption_fps: float, start_bin: int) -> tuple[np.ndarray, int]:
+    """Rows that get a caption: the first frame of each 1/caption_fps interval (every 3rd at 30 fps, 10/s)."""
+    if caption_fps <= 0 or len(timestamps) == 0:
+        return np.zeros(0, dtype=np.int64), start_bin
+    bins = np.floor(np.round(timestamps * caption_fps, 6)).astype(np.int64)
+    rows = []
+    last = start_bin
+    for row, b in enumerate(bins):
+        if b > last:
+            rows.append(row)
+            last = b
+    return np.array(rows, dtype=np.int64), last
+
+
+class FrameNormalizer:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) normalised with the model's mean and std, on its device."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.device = loaded.device
+        self.mean = torch.tensor(loaded.mean, device=loaded.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(loaded.std, device=loaded.device).view(1, 3, 1, 1) * 255.0
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(frames))  # a writable copy of the pipe's bytes
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+
+def _prefetch(items: Iterator, depth: int) -> Iterator:
+    """Run ``items`` in a thread, ``depth`` items ahead; exceptions surface in the consumer."""
+    done = object()
+    box: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                box.put(("item", item))
+        except BaseException as err:  # handed to the consumer
+            box.put(("error", err))
+        box.put(("done", done))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                box.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+class Extractor:
+    """Turns one video file into a VideoRecord with the loaded model."""
+
+    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self.geometry = FrameGeometry(loaded.image_size, settings.preprocess)
+        self.normalize = FrameNormalizer(loaded)
+        self.captions = settings.caption_fps > 0 and loaded.can_caption
+
+    def batches(self, video: VideoFile) -> Iterator[tuple[VideoInfo, np.ndarray, np.ndarray]]:
+        info = probe(video.path)
+        for frames, times in stream_frames(info, self.geometry, self.settings.batch_size, self.settings.fps):
+            yield info, frames, times
+
+    def extract(self, video: VideoFile, stat: os.stat_result) -> VideoRecord:
+        features, stamps, cap_rows, cap_texts = [], [], [], []
+        pending: list[torch.Tensor] = []
+        last_bin, offset, info = -1, 0, None
+        for info, frames, times in _prefetch(self.batches(video), self.settings.prefetch):
+            images = self.normalize(frames)
+            features.append(visual_features(self.loaded, images).numpy())
+            stamps.append(times)
+            if self.captions:
+                rows, last_bin = caption_rows(times, self.settings.caption_fps, last_bin)
+                cap_rows.extend((rows + offset).tolist())
+                pending.extend(images[torch.from_numpy(rows)])
+                cap_texts.extend(self._caption(pending, final=False))
+            offset += len(frames)
+        cap_texts.extend(self._caption(pending, final=True))
+        timestamps = np.concatenate(stamps)
+        fps = self.settings.fps or info.fps
+        return VideoRecord(
+            video_id=video.video_id,
+            features=np.concatenate(features),
+            timestamps=timestamps,
+            fps=fps if math.isfinite(fps) and fps > 0 else _rate_from(timestamps),
+            caption_frames=np.array(cap_rows, dtype=np.int64),
+            caption_texts=cap_texts,
+            caption_features=encode_texts(self.loaded, cap_texts) if cap_texts else np.zeros((0, 0)),
+            duration=info.duration if math.isfinite(info.duration) else float(timestamps[-1]),
+            source_path=str(video.path.resolve()),
+            source_size=stat.st_size,
+            source_mtime=stat.st_mtime,
+        )
+
+    def _caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
+        """Caption full batches of pending images (all of them when ``final``), emptying ``pending``."""
+        size = self.settings.caption_batch_size
+        texts: list[str] = []
+        while len(pending) >= size or (final and pending):
+            chunk, pending[:] = pending[:size], pending[size:]
+            texts.extend(generate_captions(self.loaded, torch.stack(chunk), self.settings.caption_length))
+        return texts
+
+
+def _rate_from(timestamps: np.ndarray) -> float:
+    """Frame rate from presentation times, when the container states none."""
+    span = float(timestamps[-1] - timestamps[0]) if len(timestamps) > 1 else 0.0
+    return (len(timestamps) - 1) / span if span > 0 else 1.0
+
+
+def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> CacheInfo:
+    """``cache.json`` for this model and these settings."""
+    from .decode import ffmpeg_binary
+    from .models import PROMPT_TEMPLATE
+
+    geometry = FrameGeometry(loaded.image_size, settings.preprocess)
+    return CacheInfo(
+        model=loaded.identity,
+        feature_dtype=feature_dtype,
+        preprocess={
+            "mode": geometry.mode,
+            "size": loaded.image_size,
+            "resize": "shortest side, centre crop" if geometry.mode == "model" else "squash to size x size",
+            "channels": geometry.pix_fmt[:3].upper(),
+            "interpolation": loaded.interpolation,
+            "resizer": "ffmpeg swscale bicubic (Catmull-Rom, a=-0.5)",
+            "mean": list(loaded.mean),
+            "std": list(loaded.std),
+        },
+        sampling={"policy": "every frame" if not settings.fps else "resampled", "fps": settings.fps,
+                  "decoder": "ffmpeg", "ffmpeg": ffmpeg_binary()},
+        captions={"fps": settings.caption_fps if loaded.can_caption else 0.0,
+                  "generation": "open_clip CoCa beam search" if loaded.can_caption else "none",
+                  "seq_len": settings.caption_length},
+        prompt_template=PROMPT_TEMPLATE,
+        tool_version=TOOL_VERSION,
+    )
+
+
+def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extractor,
+               summary: Summary) -> Summary:
+    """Extract every video not already complete; failures are logged and recorded, never fatal."""
+    bar = tqdm(videos, unit="video", desc="extract", dynamic_ncols=True)
+    for video in bar:
+        bar.set_postfix_str(video.video_id)
+        try:
+            stat = video.stat
+            if writer.is_complete(video.video_id, stat.st_size, stat.st_mtime):
+                summary.skipped.append(video.video_id)
+                continue
+            writer.write_video(extractor.extract(video, stat))
+            summary.done.append(video.video_id)
+        except (DecodeError, CacheError, OSError) as err:
+            fail(writer, summary, video.video_id, video.path, str(err))
+    return summary
+
+
+def fail(writer: CacheWriter, summary: Summary, video_id: str, path: Path, reason: str) -> None:
+    """One log line and one failures.jsonl entry for a video that could not be processed."""
+    if not reason.startswith(str(path)):
+        reason = f"{path}: {reason}"
+    log.error("failed: %s", reason)
+    writer.record_failure(video_id, str(path), reason)
+    summary.failed.append((video_id, reason))

@@ -11,6 +11,8 @@ Public API (what t3al-adapt and users call)::
     evaluate_setting(manifest, setting, load=lambda i: Detections, tious=None, round_ap=False) -> document
     format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv")
     default_tious(dataset) / manifest_tious(manifest) -> tuple of thresholds
+    plots.read_curve(npz) -> Curve; plots.plot_video(curve, gt_rows, png, duration=None);
+    plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8)
 
 All figures are percent. Bad input raises EvaluationError with a message naming file, row or video.
 """

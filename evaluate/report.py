@@ -6,12 +6,13 @@ A row is a results document (``{"tiou", "mean", "std", ...}``, the ``results.jso
 from __future__ import annotations
 
 import csv
+import html
 import io
 from typing import Mapping, Sequence
 
 from .tables import EvaluationError
 
-FORMATS = ("terminal", "markdown", "csv")
+FORMATS = ("terminal", "markdown", "csv", "html")
 
 
 def _figures(row: Mapping) -> tuple[list[float], float, list[float] | None, float | None]:
@@ -35,7 +36,7 @@ def _cell(mean: float, std: float | None, digits: int) -> str:
 
 def format_table(rows: Mapping[str, Mapping], fmt: str = "terminal", tious: Sequence[float] | None = None,
                  digits: int = 2) -> str:
-    """The table of ``rows`` (name -> row) as aligned text, Markdown or CSV.
+    """The table of ``rows`` (name -> row) as aligned text, Markdown, CSV or an HTML ``<table>``.
 
     ``tious`` picks the threshold columns shown (e.g. 0.5, 0.75, 0.95 for ActivityNet); Avg is
     always the mean over all thresholds of the row. CSV has separate ``_std`` columns.
@@ -54,6 +55,8 @@ def format_table(rows: Mapping[str, Mapping], fmt: str = "terminal", tious: Sequ
     if fmt == "csv":
         return _csv(header, body)
     cells = [header] + [[name] + [_cell(m, s, digits) for m, s in figures] for name, figures in body]
+    if fmt == "html":
+        return _html(cells)
     return _markdown(cells) if fmt == "markdown" else _aligned(cells)
 
 
@@ -69,6 +72,12 @@ def _markdown(cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join(["---"] + ["---:"] * (len(cells[0]) - 1)) + "|")
     return "\n".join(lines)
+
+
+def _html(cells: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>\n" for row in cells[1:])
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
 def _csv(header: list[str], body: list) -> str:

@@ -1,0 +1,102 @@
+"""Reports: tables in three formats, per-video and per-split PNGs, and the HTML report of an output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from t3al.evaluate import EvaluationError, format_table
+from t3al.evaluate.cli import main
+from t3al.evaluate.plots import read_curve
+from t3al.manifests import Manifest
+
+TIOUS = [0.3, 0.5]
+
+
+def _write_curve(path: Path, pseudo: str, segments: list, labels: list) -> None:
+    t = np.arange(0, 30, 0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, timestamps=t, similarity=np.exp(-((t - 12) / 4) ** 2), pseudo_label=np.array(pseudo),
+                        segments=np.asarray(segments, dtype=float).reshape(-1, 2), labels=np.array(labels, dtype=str),
+                        scores=np.linspace(1, 0.5, len(labels)))
+
+
+@pytest.fixture
+def out_dir(tmp_path) -> tuple[Path, Path]:
+    """A t3al-adapt output folder of two splits, written by hand in the documented layout."""
+    manifest = Manifest("toy", ["Jump", "Swim"], {"v1": {"subset": "test", "duration": 30.0, "fps": 2.0},
+                                                  "v2": {"subset": "test", "duration": 30.0, "fps": 2.0}},
+                        [{"video": "v1", "start": 8.0, "end": 16.0, "label": "Jump"},
+                         {"video": "v2", "start": 2.0, "end": 6.0, "label": "Swim"}],
+                        {"75_25": [["Jump"], ["Swim", "Jump"]]}, TIOUS)
+    manifest.save(tmp_path / "m.json")
+    out = tmp_path / "out"
+    splits = []
+    for i, classes in enumerate(manifest.splits["75_25"]):
+        _write_curve(out / f"split_{i}" / "curves" / "v1.npz", "Jump", [[9.0, 15.5], [20, 22]], ["Jump", "Jump"])
+        if i == 1:
+            _write_curve(out / f"split_{i}" / "curves" / "v2.npz", "Swim", [], [])
+        splits.append({"index": i, "classes": classes, "map": [80.0, 50.0], "avg": 65.0,
+                       "per_class": {c: [80.0, 50.0] for c in classes}, "n_videos": 1 + i, "n_detections": 2})
+    (out / "results.json").write_text(json.dumps({
+        "setting": "75_25", "tiou": TIOUS, "splits": splits,
+        "mean": {"map": [80.0, 50.0], "avg": 65.0}, "std": {"map": [0.0, 0.0], "avg": 0.0}}))
+    (out / "config.json").write_text(json.dumps({"method": "t3al"}))
+    return out, tmp_path / "m.json"
+
+
+def test_report_writes_html_linking_valid_pngs(out_dir):
+    out, manifest = out_dir
+    result = CliRunner().invoke(main, ["report", str(out), "--manifest", str(manifest), "--plots", "5"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text()
+    pngs = sorted((out / "report" / "img").rglob("*.png"))
+    assert [p.relative_to(out / "report").as_posix() for p in pngs] == [
+        "img/split_0/v1.png", "img/split_0_ap.png", "img/split_1/v1.png", "img/split_1/v2.png", "img/split_1_ap.png"]
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert f'href="{png.relative_to(out / "report").as_posix()}"' in page
+    assert page.count("data:image/png;base64,") == len(pngs)
+    assert "mean ± std" in page and "Swim, Jump" in page and "&quot;method&quot;" in page
+
+
+def test_report_without_manifest_says_ground_truth_is_missing(out_dir):
+    out, _ = out_dir
+    result = CliRunner().invoke(main, ["report", str(out), "--plots", "1", "--html", str(out / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "ground-truth segments are not shown" in (out / "r.html").read_text()
+    assert len(list((out / "img").rglob("*.png"))) == 4  # two bar charts, one video per split
+
+
+def test_report_of_a_folder_without_results_is_an_error(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "results.json: not found" in result.output
+
+
+def test_curve_with_missing_array_names_the_file(tmp_path):
+    np.savez(tmp_path / "v.npz", timestamps=np.arange(3.0))
+    with pytest.raises(EvaluationError, match="v.npz: missing array\\(s\\) similarity"):
+        read_curve(tmp_path / "v.npz")
+
+
+def test_table_formats_agree_on_figures():
+    rows = {"T3AL": {"tiou": TIOUS, "mean": {"map": [12.345, 6.0], "avg": 9.1725},
+                     "std": {"map": [1.0, 0.5], "avg": 0.75}},
+            "T=0": {"tiou": TIOUS, "map": [5.0, 2.0], "avg": 3.5}}
+    terminal = format_table(rows).splitlines()
+    assert terminal[0].split() == ["method", "mAP@0.3", "mAP@0.5", "Avg"]
+    assert terminal[2].split() == ["T3AL", "12.35", "±", "1.00", "6.00", "±", "0.50", "9.17", "±", "0.75"]
+    assert "| T=0 | 5.00 | 2.00 | 3.50 |" in format_table(rows, "markdown")
+    assert "T3AL,12.3450,1.0000,6.0000,0.5000,9.1725,0.7500" in format_table(rows, "csv")
+    assert "<td>12.35 ± 1.00</td>" in format_table(rows, "html")
+
+
+def test_table_rows_with_different_thresholds_are_an_error():
+    rows = {"a": {"tiou": [0.3], "map": [1.0], "avg": 1.0}, "b": {"tiou": [0.5], "map": [1.0], "avg": 1.0}}
+    with pytest.raises(EvaluationError, match="row 'b' has thresholds"):
+        format_table(rows)

@@ -7,3 +7,6 @@ install:  ## install t3al and its test tools (torch from the local wheel cache w
 
 test:  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
 	$(PYTHON) -m pytest -q
+
+bench:  ## benchmarks; each script prints its figures
+	$(PYTHON) benchmarks/bench_map.py

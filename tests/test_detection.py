@@ -176,3 +176,42 @@ def test_reproduces_freezad_thumos14_75_25_reference(shared_dir):
     summary = summarize_splits(results)
     np.testing.assert_allclose(summary["mean"]["map"], expected["75/mean"]["map_per_threshold"], atol=1e-3)
     assert summary["mean"]["avg"] == pytest.approx(expected["75/mean"]["avg"], abs=1e-3)
+
+
+def test_no_detections_at_all_gives_zero_for_every_class():
+    result = evaluate_detections(_det(), _gt(("v", 0, 10, "A"), ("v", 20, 30, "B")), ["A", "B"], tious=[0.5])
+    assert result.map.tolist() == [0.0] and result.classes_without_detections == ["A", "B"]
+
+
+def _reference_ap(dets: list, gts: list, threshold: float) -> float:
+    """The protocol's definition, one detection at a time (single class), for comparison."""
+    used = set()
+    flags = []
+    for video, start, end, _ in sorted(dets, key=lambda d: -d[3]):
+        best, best_iou = None, -1.0
+        for j, (gv, gs, ge) in enumerate(gts):
+            inter = max(0.0, min(end, ge) - max(start, gs))
+            iou = inter / ((end - start) + (ge - gs) - inter)
+            if gv == video and j not in used and iou > best_iou:
+                best, best_iou = j, iou
+        hit = best is not None and best_iou >= threshold
+        used |= {best} if hit else set()
+        flags.append(hit)
+    tp = np.cumsum(flags)
+    precision, recall = tp / np.arange(1, len(flags) + 1), tp / len(gts)
+    ap, level = 0.0, 0.0
+    for k in range(len(flags) - 1, -1, -1):  # area under the monotone envelope, right to left
+        level = max(level, precision[k])
+        ap += (recall[k] - (recall[k - 1] if k else 0.0)) * level
+    return 100 * ap
+
+
+def test_vectorised_matching_equals_the_one_by_one_definition_on_random_data():
+    rng = np.random.default_rng(7)
+    gts = [(f"v{rng.integers(4)}", s, s + rng.uniform(1, 8)) for s in rng.uniform(0, 60, 25)]
+    dets = [(f"v{rng.integers(5)}", s, s + rng.uniform(0.5, 10), c)
+            for s, c in zip(rng.uniform(0, 60, 300), rng.permutation(300) / 300)]
+    result = evaluate_detections(_det(*[(v, s, e, c, "A") for v, s, e, c in dets]),
+                                 _gt(*[(v, s, e, "A") for v, s, e in gts]), ["A"], tious=[0.1, 0.3, 0.5, 0.7])
+    expected = [_reference_ap([d for d in dets if d[0] != "v4"], gts, t) for t in (0.1, 0.3, 0.5, 0.7)]
+    np.testing.assert_allclose(result.map, expected, atol=1e-9)

@@ -39,7 +39,8 @@ def _parse_tious(values: tuple[str, ...]) -> tuple[float, ...] | None:
 _tiou_option = click.option("--tiou", "tiou_values", multiple=True, metavar="LIST",
                             help="tIoU thresholds: 0.3,0.4,0.5 (or repeat the option), or 'thumos14' "
                                  "(0.3:0.1:0.7) / 'activitynet' (0.5:0.05:0.95). Default: the manifest's, "
-                                 "else THUMOS14's.")
+                                 "else THUMOS14's. (T3AL's public script averages ActivityNet over "
+                                 "0.5,0.75,0.95 only; pass that list to compare.)")
 _round_option = click.option("--round", "round_ap", is_flag=True,
                              help="Round each class AP to 0.1 percent before averaging, like the public "
                                   "T3AL/FreeZAD scripts (for comparison with printed tables).")

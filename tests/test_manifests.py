@@ -13,6 +13,7 @@ from t3al.manifests import (
     from_activitynet_json,
     from_t3al_json,
     from_thumos14_official,
+    read_class_list,
     read_split_lists,
 )
 from t3al.manifests.cli import main
@@ -150,3 +151,38 @@ def test_cli_reports_a_bad_file_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["show", str(path)])
     assert result.exit_code == 1
     assert "broken.json: invalid JSON" in result.output
+
+
+def test_activitynet_split_lists_use_the_200_class_vocabulary(shared_dir):
+    data = shared_dir / "data"
+    classes = read_class_list(data / "activitynet" / "action_name.csv")
+    splits = read_split_lists(data / "splits", "ActivityNet", classes)
+    assert len(classes) == 200
+    assert [len(s) for s in splits["75_25"]] == [50] * 10 and [len(s) for s in splits["50_50"]] == [100] * 10
+
+
+def test_activitynet_cli_fills_fps_from_video_info(tmp_path):
+    (tmp_path / "anet.json").write_text(json.dumps({"database": {
+        "abc": {"subset": "validation", "duration": 20.0, "annotations": [{"segment": [1, 4], "label": "Zumba"}]}}}))
+    (tmp_path / "info.csv").write_text("video,numFrame,seconds,fps,rfps,subset,featureFrame\n"
+                                       "v_abc,600,20.0,30.0,29.9,validation,592\n")
+    (tmp_path / "classes.csv").write_text("action\nYoga\nZumba\n")
+    result = CliRunner().invoke(main, ["activitynet", "--annotations", str(tmp_path / "anet.json"), "--classes",
+                                       str(tmp_path / "classes.csv"), "--video-info", str(tmp_path / "info.csv"),
+                                       "-o", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(tmp_path / "m.json")
+    assert manifest.classes == ["Yoga", "Zumba"]
+    assert manifest.videos == {"v_abc": {"subset": "validation", "duration": 20.0, "fps": 30.0}}
+
+
+def test_thumos14_official_cli_merges_validation_and_test_folders(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "val" / "HighJump_val.txt").write_text("video_validation_0000001 1.0 2.5\n")
+    (tmp_path / "test" / "Diving_test.txt").write_text("video_test_0000007 0.5 1.5\n")
+    result = CliRunner().invoke(main, ["thumos14-official", str(tmp_path / "val"), str(tmp_path / "test"),
+                                       "-o", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(tmp_path / "m.json")
+    assert manifest.classes == ["Diving", "HighJump"] and len(manifest.videos) == 2

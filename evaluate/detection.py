@@ -94,13 +94,11 @@ def match_detections(det_key: np.ndarray, det_start: np.ndarray, det_end: np.nda
     keep = iou >= min(tious)
     det_idx, gt_idx, iou = det_idx[keep], gt_idx[keep], iou[keep]
     order = np.lexsort((-iou, det_idx))  # by detection (score order), then tIoU descending
-    det_idx, gt_idx, iou = det_idx[order].tolist(), gt_idx[order].tolist(), iou[order].tolist()
+    det_idx, gt_idx, iou = det_idx[order], gt_idx[order].tolist(), iou[order].tolist()
+    starts = np.flatnonzero(np.r_[True, det_idx[1:] != det_idx[:-1]]) if len(det_idx) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(det_idx)]
     locked = [set() for _ in tious]
-    i = 0
-    while i < len(det_idx):
-        j = i
-        while j < len(det_idx) and det_idx[j] == det_idx[i]:
-            j += 1
+    for i, j in zip(starts.tolist(), ends.tolist()):
         for t, threshold in enumerate(tious):
             for k in range(i, j):
                 if iou[k] < threshold:
@@ -109,7 +107,6 @@ def match_detections(det_key: np.ndarray, det_start: np.ndarray, det_end: np.nda
                     locked[t].add(gt_idx[k])
                     tp[t, det_idx[i]] = True
                     break
-        i = j
     return tp
 
 

@@ -29,7 +29,8 @@ _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
 _SIZE = re.compile(r"[ ,](\d{2,5})x(\d{2,5})[ ,\[]")
 _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 _PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
-_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
+_LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
+_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
 
 class DecodeError(Exception):
@@ -127,11 +128,12 @@ def parse_probe(path: Path, stderr: str) -> VideoInfo:
 
 
 def _input_error(stderr: str) -> str | None:
-    """The line in which ffmpeg says why it could not open an input, if any."""
+    """Why ffmpeg could not open an input, from the first line that says so, without log prefixes."""
     for line in stderr.splitlines():
         if any(key in line for key in ("Invalid data", "moov atom not found", "Permission denied",
                                       "could not find codec", "Error opening input")):
-            return line.split(": ", 1)[-1].strip() if ": " in line else line.strip()
+            reason = _LOG_PREFIX.sub("", line).strip()
+            return f"not a readable video ({reason.rsplit(': ', 1)[-1]})"
     return None
 
 

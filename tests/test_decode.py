@@ -1,0 +1,145 @@
+"""Decoding: probing without ffprobe, streamed batches, presentation times, resizing and bad files."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times
+from t3al.extract.decode import DecodeError, FrameGeometry, ffmpeg_binary, probe, stream_frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    return {
+        "25": make_video(root / "v25.mp4", frames=30, rate="25", size="97x61"),
+        "ntsc": make_video(root / "ntsc.mp4", frames=31, rate="30000/1001", size="64x48"),
+        "vfr": make_video(root / "vfr.mp4", frames=20, rate="25", setpts=VFR_SETPTS),
+        "red": make_video(root / "red.mp4", frames=3, rate="25", size="40x30", source="color=c=red"),
+        "smooth": make_video(root / "smooth.mp4", frames=4, rate="25", size="320x240", source="gradients"),
+        "audio": make_audio(root / "audio.m4a"),
+    }
+
+
+def _all(info, geometry, batch_size=8, fps=None):
+    batches = list(stream_frames(info, geometry, batch_size, fps))
+    return batches, np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def test_probe_reads_size_rate_and_duration_without_ffprobe(videos):
+    info = probe(videos["25"])
+    assert (info.width, info.height, info.fps) == (97, 61, 25.0)
+    assert info.duration == pytest.approx(1.2, abs=0.05)
+
+
+def test_probe_makes_ntsc_rates_exact(videos):
+    assert probe(videos["ntsc"]).fps == pytest.approx(30000 / 1001, abs=1e-9)
+
+
+def test_frames_come_in_fixed_size_batches_with_presentation_times(videos):
+    batches, frames, times = _all(probe(videos["25"]), FrameGeometry(32), batch_size=8)
+    assert [len(b[0]) for b in batches] == [8, 8, 8, 6]
+    assert frames.shape == (30, 32, 32, 3) and frames.dtype == np.uint8
+    np.testing.assert_allclose(times, np.arange(30) / 25, atol=1e-6)
+
+
+def test_ntsc_timestamps_follow_the_stream(videos):
+    _, frames, times = _all(probe(videos["ntsc"]), FrameGeometry(32))
+    assert len(frames) == 31
+    np.testing.assert_allclose(times, np.arange(31) * 1001 / 30000, atol=1e-4)
+
+
+def test_variable_frame_rate_keeps_every_frame_at_its_own_time(videos):
+    _, frames, times = _all(probe(videos["vfr"]), FrameGeometry(32))
+    assert len(frames) == 20
+    np.testing.assert_allclose(times, vfr_times(20), atol=1e-6)
+
+
+def test_fps_option_resamples_to_a_regular_grid(videos):
+    _, frames, times = _all(probe(videos["25"]), FrameGeometry(32), fps=5)
+    assert len(frames) == 6
+    np.testing.assert_allclose(times, np.arange(6) / 5, atol=1e-6)
+
+
+def test_geometry_matches_torchvision_resize_and_center_crop():
+    geometry = FrameGeometry(224)
+    assert geometry.resized(2500, 2000) == (280, 224)
+    assert geometry.crop_offset(2500, 2000) == (28, 0)
+    assert FrameGeometry(32).resized(97, 61) == (50, 32)
+    assert FrameGeometry(32).crop_offset(97, 61) == (9, 0)
+    assert FrameGeometry(32, "t3al-public").resized(97, 61) == (32, 32)
+
+
+def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos):
+    info = probe(videos["smooth"])
+    raw = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(info.path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    full = np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width, 3)
+    transform = open_clip.image_transform(64, is_train=False)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    reference = torch.stack([transform(Image.fromarray(frame)) for frame in full])
+    _, ours, _ = _all(info, FrameGeometry(64))
+    ours = (torch.from_numpy(ours.copy()).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    levels = ((ours - reference) * std * 255).abs()  # differences in 8-bit grey levels
+    assert levels.mean() < 2.0 and levels.max() <= 16
+
+
+def test_t3al_public_mode_squashes_and_returns_bgr(videos):
+    _, frames, _ = _all(probe(videos["red"]), FrameGeometry(24, "t3al-public"))
+    assert frames.shape == (3, 24, 24, 3)
+    blue, green, red = frames[..., 0].mean(), frames[..., 1].mean(), frames[..., 2].mean()
+    assert red > 200 and blue < 40 and green < 40
+
+
+def test_audio_only_file_is_refused_with_its_reason(videos):
+    with pytest.raises(DecodeError, match="audio only"):
+        probe(videos["audio"])
+
+
+def test_non_video_file_is_refused(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("not a video\n")
+    with pytest.raises(DecodeError, match="notes.mp4: not a readable video"):
+        probe(path)
+
+
+def test_zero_length_file_is_refused(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.touch()
+    with pytest.raises(DecodeError, match="empty.mp4"):
+        probe(path)
+
+
+def test_truncated_mp4_is_refused(tmp_path, videos):
+    data = videos["25"].read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match="cut.mp4"):
+        info = probe(path)
+        list(stream_frames(info, FrameGeometry(32)))
+
+
+def test_unreadable_file_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "locked.mp4"
+    path.write_bytes(b"x")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(DecodeError, match="locked.mp4: unreadable"):
+        probe(path)
+
+
+def test_real_video_decodes_every_frame_at_30_fps(shared_dir):
+    info = probe(shared_dir / "data" / "videos" / "video_validation_0000986.mp4")
+    assert (info.width, info.height, info.fps) == (2500, 2000, 30.0)
+    _, frames, times = _all(info, FrameGeometry(32), batch_size=256)
+    assert len(frames) == round(info.duration * 30)
+    np.testing.assert_allclose(times, np.arange(len(frames)) / 30, atol=1e-4)

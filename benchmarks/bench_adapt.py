@@ -1,0 +1,120 @@
+"""Stage-two speed: seconds per video for the fast and direct paths, and a THUMOS14-sized setting.
+
+    python benchmarks/bench_adapt.py per-video  [--frames 6000 --steps 60 --repeat 5]
+    python benchmarks/bench_adapt.py setting    [--jobs 2 --split 75_25]
+
+``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4.
+``setting`` writes a cache of 413 videos with the THUMOS14 manifest's ids (N drawn from
+1,000-15,000, random features) and times `run_setting` over the ten splits.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t3al.adapt.config import make_config
+from t3al.adapt.localizer import T3AL, Projections, make_optimizer
+from t3al.adapt.pipeline import run_setting
+from t3al.adapt.runner import single_thread
+from t3al.adapt.video import VideoInput
+from t3al.cache import CacheInfo, CacheWriter, Head, ModelIdentity, VideoRecord
+
+WIDTH = 768
+N_CLASSES = 20
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_head(rng: np.random.Generator, classes: list[str]) -> Head:
+    scale = 1.0 / np.sqrt(WIDTH)
+    return Head(rng.standard_normal((WIDTH, WIDTH), dtype=np.float32) * scale,
+                rng.standard_normal((WIDTH, WIDTH), dtype=np.float32) * scale, np.log(100.0), classes,
+                [f"a video of action {c}" for c in classes],
+                rng.standard_normal((len(classes), WIDTH), dtype=np.float32))
+
+
+def random_record(rng: np.random.Generator, video_id: str, n: int, fps: float = 30.0) -> VideoRecord:
+    """Frames that drift slowly (a random walk plus noise), captions every third frame."""
+    walk = np.cumsum(rng.standard_normal((n // 50 + 2, WIDTH), dtype=np.float32), axis=0)
+    features = np.repeat(walk, 50, axis=0)[:n] + rng.standard_normal((n, WIDTH), dtype=np.float32)
+    frames = np.arange(0, n, 3)
+    return VideoRecord(video_id, features, np.arange(n) / fps, fps, frames, [""] * len(frames),
+                       features[frames])
+
+
+def time_video(config, video: VideoInput, head: Head, repeat: int) -> float:
+    """Best of ``repeat`` runs of one video, in CPU seconds of this process on one thread
+    (CPU time rather than wall time, so other work on the machine distorts it less)."""
+    classes = torch.from_numpy(head.prompt_features[:5])
+    times = []
+    with single_thread():
+        for _ in range(repeat):
+            start = time.process_time()
+            params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
+                                 head.logit_scale)
+            optimizer = make_optimizer(params, config) if config.steps else None
+            T3AL(config).localize(video, params, optimizer, classes, torch.Generator().manual_seed(0))
+            times.append(time.process_time() - start)
+    return min(times)
+
+
+def per_video(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(0)
+    head = random_head(rng, [f"class{i}" for i in range(N_CLASSES)])
+    video = VideoInput.from_record(random_record(rng, "bench", args.frames))
+    config = make_config("thumos14", steps=args.steps)
+    fast = time_video(config, video, head, args.repeat)
+    direct = time_video(config.replace(implementation="direct"), video, head, 1)
+    t0 = time_video(config.replace(steps=0), video, head, args.repeat)
+    print(f"N={args.frames} D=E={WIDTH} K={config.k} T={args.steps}, one thread, CPU seconds")
+    print(f"  fast path    {fast:8.3f} s/video")
+    print(f"  direct path  {direct:8.3f} s/video   (ratio direct/fast {direct / fast:.1f}x)")
+    print(f"  T=0          {t0:8.3f} s/video")
+
+
+def setting(args: argparse.Namespace) -> None:
+    from t3al.manifests import Manifest
+    manifest_path = REPO / "manifests" / "thumos14.json"
+    manifest = Manifest.load(manifest_path)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        start = time.perf_counter()
+        writer = CacheWriter(tmp, CacheInfo(ModelIdentity("bench-768", "random"), feature_dtype="float16"))
+        writer.write_head(random_head(rng, manifest.classes))
+        writer.attach_manifest(manifest_path)
+        frames = rng.integers(1000, 15001, size=len(manifest.videos))
+        for video_id, n in zip(manifest.videos, frames):
+            writer.write_video(random_record(rng, video_id, int(n)))
+        print(f"cache of {len(frames)} videos, mean N {frames.mean():.0f}, written in "
+              f"{time.perf_counter() - start:.1f} s")
+        config = make_config("thumos14", steps=args.steps)
+        count = [0]
+        start = time.perf_counter()
+        run = run_setting(tmp, args.split, config, jobs=args.jobs, on_video=lambda n: count.__setitem__(0, count[0] + n))
+        elapsed = time.perf_counter() - start
+        print(f"setting {args.split}: {count[0]} video-splits in {elapsed:.1f} s with --jobs {args.jobs} "
+              f"({elapsed / count[0] * args.jobs:.3f} core-s per video-split); avg mAP {run.document['mean']['avg']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("per-video")
+    one.add_argument("--frames", type=int, default=6000)
+    one.add_argument("--steps", type=int, default=60)
+    one.add_argument("--repeat", type=int, default=5)
+    full = sub.add_parser("setting")
+    full.add_argument("--jobs", type=int, default=2)
+    full.add_argument("--split", default="75_25")
+    full.add_argument("--steps", type=int, default=60)
+    full.add_argument("--tmp", default=None, help="folder for the temporary cache (about 5 GB)")
+    args = parser.parse_args()
+    per_video(args) if args.command == "per-video" else setting(args)
+
+
+if __name__ == "__main__":
+    main()

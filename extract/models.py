@@ -111,7 +111,7 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
     try:
         model = open_clip.create_model(name, pretrained=pretrained, device=torch_device,
                                        require_pretrained=True)
-    except (RuntimeError, OSError, ValueError, KeyError) as err:
+    except Exception as err:  # any failure to build or load becomes one message naming the weights
         raise ModelLoadError(_weights_help(name, pretrained, is_file, err)) from None
     model.eval()
     identity = ModelIdentity(
@@ -137,7 +137,7 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
 
 def _weights_help(name: str, pretrained: str, is_file: bool, err: Exception) -> str:
     """One message that says why the weights did not load and how to provide them."""
-    reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}" if str(err) else type(err).__name__
     if is_file:
         return f"cannot load checkpoint {pretrained} into {name}: {reason}"
     return (

@@ -1,0 +1,226 @@
+"""`t3al-extract` end to end on generated videos and tiny models: cache content, resume, shards,
+bad input, prompts, import of published features, and stage two reading the result."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times, write_tiny_models
+from t3al.cache import CacheReader
+from t3al.extract.cli import main
+from t3al.extract.pipeline import caption_rows, in_shard, parse_shard
+from t3al.manifests import Manifest
+
+COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
+CLASSES = ["BaseballPitch", "CliffDiving"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return folder, write_tiny_models(folder)
+
+
+@pytest.fixture(scope="module")
+def good_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("good")
+    make_video(root / "v25.mp4", frames=20, rate="25", size="97x61")
+    make_video(root / "ntsc.mp4", frames=16, rate="30000/1001", size="64x48")
+    make_video(root / "vfr.mp4", frames=14, rate="25", setpts=VFR_SETPTS)
+    return root
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _extract(models, videos, cache, *extra, model=COCA):
+    folder, checkpoints = models
+    args = [str(videos), str(cache), "--model", model, "--pretrained", str(checkpoints[model]),
+            "--model-config", str(folder), "--caption-fps", "2", "--caption-length", "6", "--batch-size", "8",
+            *[str(a) for a in extra]]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _failures(cache):
+    return {entry["video_id"]: entry["reason"] for entry in CacheReader(cache).failures()}
+
+
+def test_extract_writes_a_cache_that_stage_two_reads(models, good_videos, tmp_path):
+    result = _extract(models, good_videos, tmp_path / "cache", "--classes", ",".join(CLASSES))
+    assert result.exit_code == 0, result.output
+    assert "3 done, 0 skipped, 0 failed" in result.output
+    reader = CacheReader(tmp_path / "cache")
+    assert reader.video_ids() == ["ntsc", "v25", "vfr"]
+    assert reader.info.model.checkpoint_sha256 and reader.info.preprocess["mode"] == "model"
+    head = reader.head()
+    assert head.class_names == CLASSES and head.prompts[0] == "a video of action Baseball Pitch"
+    v25 = reader.video("v25")
+    assert v25.features.shape == (20, head.visual_proj.shape[0]) and v25.fps == 25.0
+    np.testing.assert_allclose(v25.timestamps, np.arange(20) / 25, atol=1e-6)
+    assert v25.caption_frames.tolist() == [0, 13]  # first frames at or after 0 s and 0.5 s
+    assert v25.caption_features.shape == (2, head.text_projection.shape[0])
+    assert all(isinstance(t, str) and "<" not in t for t in v25.caption_texts)
+    assert reader.video("ntsc").fps == pytest.approx(30000 / 1001)
+    np.testing.assert_allclose(reader.video("vfr").timestamps, vfr_times(14), atol=1e-6)
+
+
+def test_stage_two_runs_on_a_cache_stage_one_wrote(models, good_videos, tmp_path):
+    from t3al.adapt.cli import main as adapt
+
+    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": None, "fps": None}
+                                         for v in ("v25", "ntsc", "vfr")},
+                        [{"video": "v25", "start": 0.1, "end": 0.5, "label": "BaseballPitch"},
+                         {"video": "ntsc", "start": 0.1, "end": 0.4, "label": "CliffDiving"}],
+                        {"50_50": [["BaseballPitch"], ["CliffDiving"]]}, [0.3, 0.5])
+    manifest.save(tmp_path / "manifest.json")
+    result = _extract(models, good_videos, tmp_path / "cache", "--manifest", tmp_path / "manifest.json")
+    assert result.exit_code == 0, result.output
+    assert CacheReader(tmp_path / "cache").manifest_path is not None
+    out = tmp_path / "out"
+    result = CliRunner().invoke(adapt, [str(tmp_path / "cache"), "--split", "50_50", "--out", str(out),
+                                        "--steps", "2", "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [s["index"] for s in json.loads((out / "results.json").read_text())["splits"]] == [0, 1]
+
+
+def test_rerun_skips_complete_videos_and_redoes_changed_ones(models, good_videos, tmp_path):
+    videos = _copy(good_videos, tmp_path / "videos")
+    cache = tmp_path / "cache"
+    assert _extract(models, videos, cache, "--caption-fps", "0").exit_code == 0
+    before = (cache / "videos" / "ntsc.h5").stat().st_mtime_ns
+    stat = (videos / "v25.mp4").stat()
+    os.utime(videos / "v25.mp4", (stat.st_atime, stat.st_mtime + 10))
+    result = _extract(models, videos, cache, "--caption-fps", "0")
+    assert result.exit_code == 0 and "1 done, 2 skipped, 0 failed" in result.output
+    assert (cache / "videos" / "ntsc.h5").stat().st_mtime_ns == before
+    assert CacheReader(cache).video("v25").source_mtime == stat.st_mtime + 10
+
+
+def test_shards_split_the_videos_without_overlap(models, good_videos, tmp_path):
+    cache = tmp_path / "cache"
+    ids = ["ntsc", "v25", "vfr"]
+    for i in range(2):
+        assert _extract(models, good_videos, cache, "--shard", f"{i}/2", "--caption-fps", "0").exit_code == 0
+    assert CacheReader(cache).video_ids() == ids
+    shards = [{v for v in ids if in_shard(v, (i, 2))} for i in range(2)]
+    assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(ids)
+
+
+def test_shard_spec_is_checked():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_bad_inputs_each_get_one_reason_and_the_rest_is_processed(models, good_videos, tmp_path):
+    videos = _copy(good_videos, tmp_path / "videos")
+    (videos / "notes.txt").write_text("hello\n")
+    (videos / "empty.mp4").touch()
+    data = (videos / "v25.mp4").read_bytes()
+    (videos / "cut.mp4").write_bytes(data[: len(data) // 3])
+    make_audio(videos / "sound.m4a")
+    shutil.copy(videos / "ntsc.mp4", videos / "ntsc.mkv")
+    result = _extract(models, videos, tmp_path / "cache", "--caption-fps", "0")
+    assert result.exit_code == 1
+    assert "2 done, 0 skipped, 6 failed" in result.output
+    reasons = _failures(tmp_path / "cache")
+    assert set(reasons) == {"notes", "empty", "cut", "sound", "ntsc"}
+    assert "audio only" in reasons["sound"] and "name clash" in reasons["ntsc"]
+    assert "not a readable video" in reasons["notes"] and "cut.mp4" in reasons["cut"]
+    assert CacheReader(tmp_path / "cache").video_ids() == ["v25", "vfr"]
+    assert not list((tmp_path / "cache" / "videos").glob(".*"))  # no temporary file left behind
+
+
+def test_missing_and_empty_folders_are_clear_errors(models, tmp_path):
+    result = _extract(models, tmp_path / "nowhere", tmp_path / "cache")
+    assert result.exit_code != 0 and "nowhere: no such folder" in result.output
+    (tmp_path / "empty").mkdir()
+    result = _extract(models, tmp_path / "empty", tmp_path / "cache")
+    assert result.exit_code != 0 and "no files to extract" in result.output
+
+
+def test_clip_model_extracts_without_captions(models, good_videos, tmp_path):
+    result = _extract(models, good_videos, tmp_path / "cache", model=CLIP)
+    assert result.exit_code == 0, result.output
+    video = CacheReader(tmp_path / "cache").video("v25")
+    assert video.features.shape == (20, 32) and video.caption_texts == []
+
+
+def test_t3al_public_preprocessing_is_recorded(models, good_videos, tmp_path):
+    result = _extract(models, good_videos, tmp_path / "cache", "--preprocess", "t3al-public", "--caption-fps", "0")
+    assert result.exit_code == 0
+    info = CacheReader(tmp_path / "cache").info
+    assert info.preprocess["mode"] == "t3al-public" and info.preprocess["channels"] == "BGR"
+
+
+def test_offline_default_model_gives_one_message_without_traceback(good_videos, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(main, [str(good_videos), str(tmp_path / "cache"), "--model", "coca_ViT-B-32"])
+    assert result.exit_code == 1 and "--pretrained /path/to/" in result.output
+    assert "Traceback" not in result.output and result.exception.__class__ is SystemExit
+
+
+def test_prompts_command_adds_classes_and_refuses_another_model(models, good_videos, tmp_path):
+    folder, checkpoints = models
+    cache = tmp_path / "cache"
+    assert _extract(models, good_videos, cache, "--classes", "BaseballPitch", "--caption-fps", "0").exit_code == 0
+    base = ["prompts", str(cache), "--model-config", str(folder), "--model", COCA]
+    result = CliRunner().invoke(main, base + ["--pretrained", str(checkpoints[COCA]), "--classes", "Diving,Shotput"])
+    assert result.exit_code == 0, result.output
+    assert CacheReader(cache).head().class_names == ["BaseballPitch", "Diving", "Shotput"]
+    other = tmp_path / "other.pt"
+    state = torch.load(checkpoints[COCA], weights_only=True)
+    state["logit_scale"] = state["logit_scale"] + 1
+    torch.save(state, other)
+    result = CliRunner().invoke(main, base + ["--pretrained", str(other), "--classes", "Diving"])
+    assert result.exit_code == 1 and "refusing" in result.output
+
+
+def test_import_builds_a_cache_from_published_features_and_captions(models, tmp_path):
+    folder, checkpoints = models
+    features, captions = tmp_path / "features", tmp_path / "captions"
+    features.mkdir(), captions.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(features / "video_test_0000001.npy", rng.standard_normal((10, 24)).astype(np.float32))
+    (captions / "video_test_0000001.txt").write_text("0.jpg-a man throws a ball\n1.jpg-a crowd\n4.jpg-too late\n")
+    np.save(features / "broken.npy", rng.standard_normal((10, 7)).astype(np.float32))
+    result = CliRunner().invoke(main, ["import", str(features), str(tmp_path / "cache"), "--captions", str(captions),
+                                       "--model", COCA, "--pretrained", str(checkpoints[COCA]),
+                                       "--model-config", str(folder), "--fps", "30", "--classes", "Diving"])
+    assert result.exit_code == 1 and "1 done, 0 skipped, 1 failed" in result.output
+    reader = CacheReader(tmp_path / "cache")
+    video = reader.video("video_test_0000001")
+    assert video.caption_frames.tolist() == [0, 3] and video.caption_texts == ["a man throws a ball", "a crowd"]
+    np.testing.assert_allclose(video.timestamps, np.arange(10) / 30)
+    assert reader.info.preprocess["mode"] == "t3al-public" and reader.head().class_names == ["Diving"]
+    assert "N x 24" in _failures(tmp_path / "cache")["broken"]
+
+
+def test_caption_rows_take_the_first_frame_of_each_interval():
+    times = np.arange(12) / 30
+    rows, last = caption_rows(times, 10.0, -1)
+    assert rows.tolist() == [0, 3, 6, 9] and last == 3
+    rows, _ = caption_rows(np.arange(12, 15) / 30, 10.0, last)
+    assert rows.tolist() == [0]  # frame 12 opens the interval [0.4, 0.5)
+    assert caption_rows(times, 0.0, -1)[0].size == 0
+
+
+def test_real_videos_extract_with_a_tiny_model(models, shared_dir, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(shared_dir / "data" / "videos" / "video_validation_0000986.mp4", videos / "video_validation_0000986.mp4")
+    result = _extract(models, videos, tmp_path / "cache", "--fps", "2", "--caption-fps", "0.5")
+    assert result.exit_code == 0, result.output
+    video = CacheReader(tmp_path / "cache").video("video_validation_0000986")
+    assert video.fps == 2.0 and video.features.shape[0] == pytest.approx(40, abs=1)
+    assert video.caption_frames.tolist() == list(range(0, video.features.shape[0], 4))

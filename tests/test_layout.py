@@ -1,0 +1,43 @@
+"""The architecture rules that the folder list promises."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _imports(folder: str) -> set[str]:
+    names: set[str] = set()
+    for path in (REPO / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_stage_two_never_imports_open_clip():
+    assert "open_clip" not in _imports("adapt")
+
+
+@pytest.mark.parametrize("folder", ["adapt", "evaluate", "extract", "manifests", "demo", "benchmarks"])
+def test_only_the_cache_package_touches_hdf5(folder):
+    assert "h5py" not in _imports(folder)
+
+
+def test_folders_are_installed_under_t3al_only(tmp_path):
+    """From outside the checkout, `t3al.cache` imports and a bare `cache` does not come from us."""
+    code = (
+        "import importlib.util as u\n"
+        "for name in ('cache', 'adapt', 'evaluate', 'extract', 'manifests', 'demo'):\n"
+        "    assert u.find_spec('t3al.' + name) is not None, name\n"
+        "    spec = u.find_spec(name)\n"
+        f"    assert spec is None or not str(spec.origin).startswith({str(REPO)!r}), name\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)

@@ -172,8 +172,53 @@ def _prefetch(items: Iterator, depth: int) -> Iterator:
                 pass
 
 
+class VideoAccumulator:
+    """Features, times and captions of one video, gathered batch by batch."""
+
+    def __init__(self, extractor: "Extractor", video: VideoFile, stat: os.stat_result, info: VideoInfo) -> None:
+        self.extractor, self.video, self.stat, self.info = extractor, video, stat, info
+        self.features: list[np.ndarray] = []
+        self.stamps: list[np.ndarray] = []
+        self.caption_frames: list[int] = []
+        self.caption_texts: list[str] = []
+        self.pending: list[torch.Tensor] = []
+        self.last_bin = -1
+        self.n_frames = 0
+
+    def add(self, frames: np.ndarray, times: np.ndarray) -> None:
+        extractor = self.extractor
+        images = extractor.normalize(frames)
+        self.features.append(visual_features(extractor.loaded, images).numpy())
+        self.stamps.append(times)
+        if extractor.captions:
+            rows, self.last_bin = caption_rows(times, extractor.settings.caption_fps, self.last_bin)
+            self.caption_frames.extend((rows + self.n_frames).tolist())
+            self.pending.extend(images[torch.from_numpy(rows)])
+            self.caption_texts.extend(extractor.caption(self.pending, final=False))
+        self.n_frames += len(frames)
+
+    def finish(self) -> VideoRecord:
+        texts = self.caption_texts + self.extractor.caption(self.pending, final=True)
+        timestamps = np.concatenate(self.stamps)
+        fps = self.extractor.settings.fps or self.info.fps
+        duration = self.info.duration
+        return VideoRecord(
+            video_id=self.video.video_id,
+            features=np.concatenate(self.features),
+            timestamps=timestamps,
+            fps=fps if math.isfinite(fps) and fps > 0 else _rate_from(timestamps),
+            caption_frames=np.array(self.caption_frames, dtype=np.int64),
+            caption_texts=texts,
+            caption_features=encode_texts(self.extractor.loaded, texts) if texts else np.zeros((0, 0)),
+            duration=duration if math.isfinite(duration) else float(timestamps[-1]),
+            source_path=str(self.video.path.resolve()),
+            source_size=self.stat.st_size,
+            source_mtime=self.stat.st_mtime,
+        )
+
+
 class Extractor:
-    """Turns one video file into a VideoRecord with the loaded model."""
+    """Turns video files into VideoRecords with the loaded model, decoding ahead in a thread."""
 
     def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
         self.loaded = loaded
@@ -182,43 +227,48 @@ class Extractor:
         self.normalize = FrameNormalizer(loaded)
         self.captions = settings.caption_fps > 0 and loaded.can_caption
 
-    def batches(self, video: VideoFile) -> Iterator[tuple[VideoInfo, np.ndarray, np.ndarray]]:
-        info = probe(video.path)
-        for frames, times in stream_frames(info, self.geometry, self.settings.batch_size, self.settings.fps):
-            yield info, frames, times
+    def _decoded(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple]:
+        """``(video, stat, info, frames, times)`` per batch; ``frames`` None closes a video,
+        ``info`` a DecodeError when the video cannot be decoded."""
+        for video, stat in todo:
+            try:
+                info = probe(video.path)
+                for frames, times in stream_frames(info, self.geometry, self.settings.batch_size,
+                                                   self.settings.fps):
+                    yield video, stat, info, frames, times
+                yield video, stat, info, None, None
+            except DecodeError as err:
+                yield video, stat, err, None, None
 
-    def extract(self, video: VideoFile, stat: os.stat_result) -> VideoRecord:
-        features, stamps, cap_rows, cap_texts = [], [], [], []
-        pending: list[torch.Tensor] = []
-        last_bin, offset, info = -1, 0, None
-        for info, frames, times in _prefetch(self.batches(video), self.settings.prefetch):
-            images = self.normalize(frames)
-            features.append(visual_features(self.loaded, images).numpy())
-            stamps.append(times)
-            if self.captions:
-                rows, last_bin = caption_rows(times, self.settings.caption_fps, last_bin)
-                cap_rows.extend((rows + offset).tolist())
-                pending.extend(images[torch.from_numpy(rows)])
-                cap_texts.extend(self._caption(pending, final=False))
-            offset += len(frames)
-        cap_texts.extend(self._caption(pending, final=True))
-        timestamps = np.concatenate(stamps)
-        fps = self.settings.fps or info.fps
-        return VideoRecord(
-            video_id=video.video_id,
-            features=np.concatenate(features),
-            timestamps=timestamps,
-            fps=fps if math.isfinite(fps) and fps > 0 else _rate_from(timestamps),
-            caption_frames=np.array(cap_rows, dtype=np.int64),
-            caption_texts=cap_texts,
-            caption_features=encode_texts(self.loaded, cap_texts) if cap_texts else np.zeros((0, 0)),
-            duration=info.duration if math.isfinite(info.duration) else float(timestamps[-1]),
-            source_path=str(video.path.resolve()),
-            source_size=stat.st_size,
-            source_mtime=stat.st_mtime,
-        )
+    def records(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
+        """One ``(video, record or error)`` per video of ``todo``, in order.
 
-    def _caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
+        The next batches (of this or the next video) are decoded while the model works.
+        """
+        current: VideoAccumulator | None = None
+        failed: VideoFile | None = None
+        for video, stat, info, frames, times in _prefetch(self._decoded(todo), self.settings.prefetch):
+            if isinstance(info, DecodeError):
+                current = None
+                yield video, info
+                continue
+            if video is failed:
+                continue
+            try:
+                if current is None or current.video is not video:
+                    current = VideoAccumulator(self, video, stat, info)
+                if frames is not None:
+                    current.add(frames, times)
+                    continue
+                record = current.finish()
+            except (RuntimeError, ValueError, CacheError) as err:  # e.g. out of memory on this video
+                current, failed = None, video
+                yield video, err
+                continue
+            current = None
+            yield video, record
+
+    def caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
         """Caption full batches of pending images (all of them when ``final``), emptying ``pending``."""
         size = self.settings.caption_batch_size
         texts: list[str] = []
@@ -266,18 +316,30 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
 def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extractor,
                summary: Summary) -> Summary:
     """Extract every video not already complete; failures are logged and recorded, never fatal."""
-    bar = tqdm(videos, unit="video", desc="extract", dynamic_ncols=True)
-    for video in bar:
-        bar.set_postfix_str(video.video_id)
+    todo = []
+    for video in videos:
         try:
             stat = video.stat
-            if writer.is_complete(video.video_id, stat.st_size, stat.st_mtime):
-                summary.skipped.append(video.video_id)
-                continue
-            writer.write_video(extractor.extract(video, stat))
-            summary.done.append(video.video_id)
-        except (DecodeError, CacheError, OSError) as err:
-            fail(writer, summary, video.video_id, video.path, str(err))
+        except OSError as err:
+            fail(writer, summary, video.video_id, video.path, f"unreadable ({err.strerror})")
+            continue
+        if writer.is_complete(video.video_id, stat.st_size, stat.st_mtime):
+            summary.skipped.append(video.video_id)
+        else:
+            todo.append((video, stat))
+    if summary.skipped:
+        log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
+    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
+        for video, outcome in extractor.records(todo):
+            bar.set_postfix_str(video.video_id)
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                writer.write_video(outcome)
+                summary.done.append(video.video_id)
+            except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
+                fail(writer, summary, video.video_id, video.path, str(err))
+            bar.update()
     return summary
 
 

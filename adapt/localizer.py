@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,6 +22,15 @@ from .ops import (
 from .video import GroundTruthHint, VideoInput, VideoResult
 
 _PARAMETER_NAMES = {"visual": "visual_proj", "text": "text_projection", "scale": "logit_scale"}
+# Settings read only after adaptation (steps 3-5); configs differing only in these share it.
+PROPOSAL_FIELDS = ("normalize", "threshold", "stride", "suppression", "beta", "label_rule", "naive_threshold")
+_PROPOSAL_DEFAULTS = {name: getattr(AdaptConfig(), name) for name in PROPOSAL_FIELDS}
+
+
+def adaptation_key(config: AdaptConfig) -> AdaptConfig:
+    """``config`` with its proposal-only settings (and the count oracle) reset: configs with the
+    same key adapt identically on a video, so one adaptation serves them all."""
+    return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"))
 
 
 class Projections(torch.nn.Module):
@@ -113,13 +123,36 @@ class T3AL:
         ``class_features`` are the split's pre-projection prompt features (C x Dt);
         ``label_embeddings`` (C x E), when given, replace them @ Pt for the pseudo-label (stream).
         """
+        results, adaptation = self.localize_variants(video, params, optimizer, class_features, generator,
+                                                     [self.config], label_embeddings, hint)
+        return results[0], adaptation
+
+    def localize_variants(
+        self,
+        video: VideoInput,
+        params: Projections,
+        optimizer: torch.optim.Optimizer | None,
+        class_features: torch.Tensor,
+        generator: torch.Generator,
+        variants: Sequence[AdaptConfig],
+        label_embeddings: torch.Tensor | None = None,
+        hint: GroundTruthHint | None = None,
+    ) -> tuple[list[VideoResult], Adaptation]:
+        """Like ``localize``, but one adaptation serves several configs that differ from this one
+        only in proposal settings (same ``adaptation_key``): one result per variant."""
+        key = adaptation_key(self.config)
+        if any(adaptation_key(v) != key for v in variants):
+            raise ValueError("variants must differ from the adapting config only in PROPOSAL_FIELDS")
         label, probabilities, background = self.pseudo_label(video, params, class_features,
                                                              label_embeddings, hint)
         adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
-        result = self.propose(video, params, adaptation, class_features, label, background, hint)
-        result.probabilities = probabilities
-        result.losses = adaptation.losses
-        return result, adaptation
+        results = []
+        for variant in variants:
+            result = T3AL(variant).propose(video, params, adaptation, class_features, label, background, hint)
+            result.probabilities = probabilities
+            result.losses = adaptation.losses
+            results.append(result)
+        return results, adaptation
 
     @torch.no_grad()
     def pseudo_label(self, video, params, class_features, label_embeddings=None, hint=None):

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from t3al.evaluate.splits import manifest_tious, results_document, split_ground_
 from t3al.manifests import Manifest, setting_name
 
 from .config import AdaptConfig
-from .runner import SplitOutcome, Truths, detection_rows, localize_split
+from .runner import Truths, detection_rows, localize_many
 from .video import VideoProblem, VideoResult
 
 
@@ -65,15 +65,18 @@ def _truths(manifest: Manifest, setting: str, index: int) -> Truths:
     return truths
 
 
-def write_split(folder: Path, detections: Detections, results: list[VideoResult], classes: list[str]) -> None:
-    """Detections as ActivityNet JSON and CSV, and each video's curve and segments for plots."""
-    curves = folder / "curves"
-    curves.mkdir(parents=True, exist_ok=True)
+def write_split(folder: Path, detections: Detections, results: list[VideoResult], classes: list[str],
+                curves: bool = True) -> None:
+    """Detections as ActivityNet JSON and CSV, and (``curves``) each video's curve and segments for plots."""
+    folder.mkdir(parents=True, exist_ok=True)
     detections.write_json(folder / "detections.json")
     detections.write_csv(folder / "detections.csv")
+    if not curves:
+        return
+    (folder / "curves").mkdir(exist_ok=True)
     for result in results:
         np.savez_compressed(
-            curves / f"{result.video_id}.npz",
+            folder / "curves" / f"{result.video_id}.npz",
             timestamps=result.timestamps,
             similarity=result.similarity,
             pseudo_label=np.array(classes[result.pseudo_label]),
@@ -99,40 +102,71 @@ def run_setting(
 
     Each split's files are written as soon as it is done, so an interrupted run keeps them.
     """
+    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video)[0]
+
+
+def run_settings(
+    cache: str | os.PathLike,
+    setting: str,
+    configs: Mapping[str, AdaptConfig],
+    manifest_path: str | os.PathLike | None = None,
+    indices: Sequence[int] | None = None,
+    seed: int = 0,
+    jobs: int = 1,
+    out: str | os.PathLike | None = None,
+    round_ap: bool = False,
+    on_video: Callable[[int], None] = lambda n: None,
+    curves: bool = True,
+) -> dict[str, SettingRun]:
+    """``run_setting`` for several named configs at once, each video read once per split for all
+    of them; config ``name`` writes its files under ``out/name``."""
+    folders = [Path(out) / name if out is not None else None for name in configs]
+    runs = _run_many(cache, setting, list(configs.values()), folders, manifest_path, indices, seed, jobs, round_ap,
+                     on_video, curves)
+    return dict(zip(configs, runs))
+
+
+def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig], folders: list,
+              manifest_path: str | os.PathLike | None, indices: Sequence[int] | None, seed: int, jobs: int,
+              round_ap: bool, on_video: Callable[[int], None], curves: bool = True) -> list[SettingRun]:
+    """The split loop shared by ``run_setting`` and ``run_settings``."""
     reader = CacheReader(cache)
     manifest = load_manifest(reader, manifest_path)
     key = setting_name(setting)
     indices = list(indices) if indices is not None else list(range(len(manifest.splits.get(key, []))))
     tious = manifest_tious(manifest)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(run_record(reader, config, seed, manifest), indent=2) + "\n")
-    run = SettingRun(document={})
-    results, problems_per_split = [], []
+    folders = [Path(f) if f is not None else None for f in folders]
+    for config, folder in zip(configs, folders):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text(json.dumps(run_record(reader, config, seed, manifest), indent=2) + "\n")
+    runs = [SettingRun(document={}) for _ in configs]
+    results: list[list] = [[] for _ in configs]
+    problems_per_split: list[list] = [[] for _ in configs]
     order = list(manifest.videos)
     for index in indices:
         evaluation = manifest.evaluation_set(key, index)
         wanted = set(evaluation.videos)
         video_ids = [v for v in order if v in wanted]
-        truths = _truths(manifest, key, index) if config.oracle else None
-        outcome: SplitOutcome = localize_split(str(cache), video_ids, evaluation.classes, config, seed, jobs,
-                                               truths, on_video)
-        detections = Detections.from_records(
-            ({"video": v, "start": s, "end": e, "score": c, "label": lab}
-             for v, s, e, c, lab in detection_rows(outcome.results, evaluation.classes)),
-            source=f"split {index}")
+        truths = _truths(manifest, key, index) if any(c.oracle for c in configs) else None
+        outcomes = localize_many(str(cache), video_ids, evaluation.classes, configs, seed, jobs, truths, on_video)
         classes, ground_truth = split_ground_truth(manifest, key, index)
-        results.append(evaluate_detections(detections, ground_truth, classes, tious, round_ap=round_ap))
-        run.problems.extend(outcome.problems)
-        run.warnings.extend(w for r in outcome.results for w in r.warnings)
-        problems_per_split.append([{"video": p.video_id, "reason": p.reason} for p in outcome.problems])
-        if out is not None:
-            write_split(out / f"split_{index}", detections, outcome.results, evaluation.classes)
-    run.document = results_document(key, results, indices)
-    for split, problems in zip(run.document["splits"], problems_per_split):
-        split["problems"] = problems
-    run.document["run"] = run_record(reader, config, seed, manifest)
-    if out is not None:
-        (out / "results.json").write_text(json.dumps(run.document, indent=2) + "\n")
-    return run
+        for i, (outcome, run, folder) in enumerate(zip(outcomes, runs, folders)):
+            detections = Detections.from_records(
+                ({"video": v, "start": s, "end": e, "score": c, "label": lab}
+                 for v, s, e, c, lab in detection_rows(outcome.results, evaluation.classes)),
+                source=f"split {index}")
+            results[i].append(evaluate_detections(detections, ground_truth, classes, tious, round_ap=round_ap))
+            run.problems.extend(outcome.problems)
+            run.warnings.extend(w for r in outcome.results for w in r.warnings)
+            problems_per_split[i].append([{"video": p.video_id, "reason": p.reason} for p in outcome.problems])
+            if folder is not None:
+                write_split(folder / f"split_{index}", detections, outcome.results, evaluation.classes, curves)
+    for config, run, folder, result, problems in zip(configs, runs, folders, results, problems_per_split):
+        run.document = results_document(key, result, indices)
+        for split, split_problems in zip(run.document["splits"], problems):
+            split["problems"] = split_problems
+        run.document["run"] = run_record(reader, config, seed, manifest)
+        if folder is not None:
+            (folder / "results.json").write_text(json.dumps(run.document, indent=2) + "\n")
+    return runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import joblib
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from t3al.cache import CacheError, CacheReader, Head
 
 from .config import AdaptConfig
-from .localizer import T3AL, Projections, make_optimizer, naive_localize
+from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = 4  # videos per joblib task: few enough for a live progress bar, enough to amortise set-up
@@ -58,64 +58,164 @@ def _load(reader: CacheReader, video_id: str) -> VideoInput:
 Truths = dict[str, list[tuple[float, float, int]]]  # video -> (start s, end s, class index) instances
 
 
-def _hint(config: AdaptConfig, video: VideoInput, truths: Truths) -> GroundTruthHint | None:
-    if not config.oracle or video.video_id not in truths:
+def _hint(configs: Sequence[AdaptConfig], video: VideoInput, truths: Truths) -> GroundTruthHint | None:
+    if not any(c.oracle for c in configs) or video.video_id not in truths:
         return None
     return hint_for(video, truths[video.video_id])
 
 
-def _localize_chunk(root: str, video_ids: list[str], classes: list[str], config: AdaptConfig, seed: int,
-                    truths: Truths) -> list[VideoResult | VideoProblem]:
-    """Per-video reset protocol on a few videos (runs in a joblib worker)."""
+def _groups(configs: Sequence[AdaptConfig]) -> list[list[int]]:
+    """Positions of configs that share one adaptation per video (naive configs: identical ones)."""
+    groups: dict[object, list[int]] = {}
+    for i, config in enumerate(configs):
+        key = adaptation_key(config) if config.method == "t3al" else ("naive", config.naive_threshold)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _class_features(head: Head, classes: list[str]) -> torch.Tensor:
+    return torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
+
+
+def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head, class_features: torch.Tensor,
+                 seed: int, truths: Truths) -> list[VideoResult]:
+    """Every config on one loaded video, each group of configs from the model's own parameters."""
+    results: list[VideoResult | None] = [None] * len(configs)
+    for group in _groups(configs):
+        first = configs[group[0]]
+        params = Projections(*_head_tensors(head))
+        if first.method == "naive":
+            outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
+        else:
+            generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+            optimizer = make_optimizer(params, first) if first.steps else None
+            chosen = [configs[i] for i in group]
+            outputs, _ = T3AL(first).localize_variants(video, params, optimizer, class_features, generator, chosen,
+                                                       hint=_hint(chosen, video, truths))
+        for i, output in zip(group, outputs):
+            results[i] = output
+    return results
+
+
+def _localize_chunk(root: str, video_ids: list[str], classes: list[str], configs: Sequence[AdaptConfig], seed: int,
+                    truths: Truths) -> list[list[VideoResult] | VideoProblem]:
+    """Per-video reset protocol on a few videos, each read once for all configs (a joblib task)."""
     reader = CacheReader(root)
     head = reader.head()
-    class_features = torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
-    visual, text, scale = _head_tensors(head)
-    method = T3AL(config)
-    out: list[VideoResult | VideoProblem] = []
+    class_features = _class_features(head, classes)
+    out: list[list[VideoResult] | VideoProblem] = []
     with single_thread():
         for video_id in video_ids:
             try:
-                video = _load(reader, video_id)
-                params = Projections(visual, text, scale)
-                if config.method == "naive":
-                    out.append(naive_localize(video, params, class_features, config.naive_threshold))
-                    continue
-                generator = torch.Generator().manual_seed(video_seed(seed, video_id))
-                optimizer = make_optimizer(params, config) if config.steps else None
-                result, _ = method.localize(video, params, optimizer, class_features, generator,
-                                            hint=_hint(config, video, truths))
-                out.append(result)
+                out.append(_reset_video(_load(reader, video_id), configs, head, class_features, seed, truths))
             except VideoProblem as problem:
                 out.append(problem)
     return out
 
 
-def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[str], config: AdaptConfig,
+@dataclass
+class _Stream:
+    """One public-code stream: parameters, optimiser and generator carried from video to video."""
+
+    positions: list[int]
+    configs: list[AdaptConfig]
+    params: Projections
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+    def localize(self, video: VideoInput, class_features: torch.Tensor, label_embeddings: torch.Tensor,
+                 truths: Truths) -> list[VideoResult]:
+        results, adaptation = T3AL(self.configs[0]).localize_variants(
+            video, self.params, self.optimizer, class_features, self.generator, self.configs, label_embeddings,
+            _hint(self.configs, video, truths))
+        self.params.restore(adaptation.before_last)
+        self.params.logit_scale.requires_grad_(False)
+        return results
+
+
+def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[str], configs: Sequence[AdaptConfig],
                      seed: int, truths: Truths,
-                     on_video: Callable[[int], None]) -> list[VideoResult | VideoProblem]:
-    """The public code's protocol: one optimiser over the videos in order, parameters carried over."""
+                     on_video: Callable[[int], None]) -> list[list[VideoResult] | VideoProblem]:
+    """The public code's protocol: one optimiser over the videos in order, parameters carried over.
+
+    Several stream configs advance together, each video read once for all of them."""
     head = reader.head()
-    class_features = torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
-    params = Projections(*_head_tensors(head))
-    optimizer = make_optimizer(params, config)
-    label_embeddings = (class_features @ params.text_projection).detach()
-    generator = torch.Generator().manual_seed(seed)
-    method = T3AL(config)
-    out: list[VideoResult | VideoProblem] = []
+    class_features = _class_features(head, classes)
+    streams = []
+    for group in _groups(configs):
+        params = Projections(*_head_tensors(head))
+        streams.append(_Stream(group, [configs[i] for i in group], params, make_optimizer(params, configs[group[0]]),
+                               torch.Generator().manual_seed(seed)))
+    label_embeddings = (class_features @ torch.from_numpy(head.text_projection)).detach()
+    out: list[list[VideoResult] | VideoProblem] = []
     with single_thread():
         for video_id in video_ids:
             try:
                 video = _load(reader, video_id)
-                result, adaptation = method.localize(video, params, optimizer, class_features, generator,
-                                                     label_embeddings, _hint(config, video, truths))
-                params.restore(adaptation.before_last)
-                params.logit_scale.requires_grad_(False)
-                out.append(result)
+                results: list[VideoResult | None] = [None] * len(configs)
+                for stream in streams:
+                    for i, result in zip(stream.positions, stream.localize(video, class_features, label_embeddings,
+                                                                           truths)):
+                        results[i] = result
+                out.append(results)
             except VideoProblem as problem:
                 out.append(problem)
-            on_video(1)
+            on_video(len(configs))
     return out
+
+
+def localize_many(
+    cache: str,
+    video_ids: list[str],
+    classes: list[str],
+    configs: Sequence[AdaptConfig],
+    seed: int = 0,
+    jobs: int = 1,
+    truths: Truths | None = None,
+    on_video: Callable[[int], None] = lambda n: None,
+) -> list[SplitOutcome]:
+    """Localize ``video_ids`` (in this order) with every config of ``configs``; one outcome per config.
+
+    Each video is read from the cache once for all per-video-reset configs (spread over ``jobs``
+    workers) and once for all stream configs (run in order, in this process); configs that
+    differ only in proposal settings share one adaptation. Videos missing from the cache, or
+    unusable, become problems. ``truths`` (ground-truth instances per video) are read only by the
+    oracles. ``on_video(n)`` is called as (video, config) pairs complete (for a progress bar).
+    """
+    reader = CacheReader(cache)
+    reader.head().prompt_index(classes)
+    truths = truths or {}
+    missing = [v for v in video_ids if v not in reader]
+    present = [v for v in video_ids if v in reader]
+    outcomes = [SplitOutcome(problems=[VideoProblem(v, f"not in cache {cache}") for v in missing]) for _ in configs]
+    on_video(len(missing) * len(configs))
+    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method == "t3al"]
+    reset = [i for i in range(len(configs)) if i not in stream]
+    if stream:
+        items = _localize_stream(reader, present, classes, [configs[i] for i in stream], seed, truths, on_video)
+        _collect(outcomes, stream, items)
+    if reset:
+        chosen = [configs[i] for i in reset]
+        chunks = [present[i:i + CHUNK] for i in range(0, len(present), CHUNK)]
+        tasks = (joblib.delayed(_localize_chunk)(str(cache), chunk, classes, chosen, seed,
+                                                 {v: truths[v] for v in chunk if v in truths})
+                 for chunk in chunks)
+        items = []
+        for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
+            items.extend(done)
+            on_video(len(done) * len(reset))
+        _collect(outcomes, reset, items)
+    return outcomes
+
+
+def _collect(outcomes: list[SplitOutcome], positions: list[int], items: list[list[VideoResult] | VideoProblem]) -> None:
+    """Spread per-video items (one result per config, or one problem for all) over the outcomes."""
+    for item in items:
+        for j, i in enumerate(positions):
+            if isinstance(item, VideoProblem):
+                outcomes[i].problems.append(item)
+            else:
+                outcomes[i].results.append(item[j])
 
 
 def localize_split(
@@ -128,33 +228,9 @@ def localize_split(
     truths: Truths | None = None,
     on_video: Callable[[int], None] = lambda n: None,
 ) -> SplitOutcome:
-    """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``.
-
-    Videos missing from the cache, or unusable, become problems; the others are localized.
-    ``truths`` (ground-truth instances per video) are read only by the oracles of ``config.oracle``.
-    ``on_video(n)`` is called as videos complete (for a progress bar).
-    """
-    reader = CacheReader(cache)
-    reader.head().prompt_index(classes)
-    truths = truths or {}
-    missing = [v for v in video_ids if v not in reader]
-    present = [v for v in video_ids if v in reader]
-    outcome = SplitOutcome(problems=[VideoProblem(v, f"not in cache {cache}") for v in missing])
-    on_video(len(missing))
-    if config.protocol == "stream" and config.method == "t3al":
-        items = _localize_stream(reader, present, classes, config, seed, truths, on_video)
-    else:
-        chunks = [present[i:i + CHUNK] for i in range(0, len(present), CHUNK)]
-        tasks = (joblib.delayed(_localize_chunk)(str(cache), chunk, classes, config, seed,
-                                                 {v: truths[v] for v in chunk if v in truths})
-                 for chunk in chunks)
-        items = []
-        for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
-            items.extend(done)
-            on_video(len(done))
-    for item in items:
-        (outcome.problems if isinstance(item, VideoProblem) else outcome.results).append(item)
-    return outcome
+    """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``: the
+    one-config case of ``localize_many``."""
+    return localize_many(cache, video_ids, classes, [config], seed, jobs, truths, on_video)[0]
 
 
 def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:

@@ -83,7 +83,7 @@ def config_options(command):
 def resolve_config(preset: str | None, config_file: Path | None, dataset: str, options: dict) -> AdaptConfig:
     """Preset (default: from the manifest's dataset), then config file, then command-line options."""
     overrides = {k: (v or None) if isinstance(v, tuple) else v for k, v in options.items()}
-    threshold = _threshold(overrides.pop("threshold"))
+    threshold = _threshold(overrides.pop("threshold", None))
     config = make_config(preset or ("activitynet" if dataset.lower().startswith("activitynet") else "thumos14"),
                          config_file, **overrides)
     if threshold is not None:

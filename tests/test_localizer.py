@@ -8,7 +8,8 @@ import torch
 from t3al.adapt.config import AdaptConfig, ConfigError, make_config
 from t3al.adapt.localizer import T3AL, Adaptation, Projections, make_optimizer
 from t3al.adapt.runner import localize_split
-from t3al.adapt.video import VideoInput, VideoProblem
+from t3al.adapt.ops import moving_average
+from t3al.adapt.video import GroundTruthHint, VideoInput, VideoProblem
 from t3al.cache import VideoRecord
 
 from conftest import synthetic_features, write_tiny_cache
@@ -203,3 +204,130 @@ def test_a_missing_video_is_a_problem_and_the_split_goes_on(tmp_path):
     outcome = localize_split(str(cache), ["vid0", "ghost", "vid1"], ["A", "B", "C"], AdaptConfig(steps=1))
     assert [r.video_id for r in outcome.results] == ["vid0", "vid1"]
     assert [p.video_id for p in outcome.problems] == ["ghost"]
+
+
+# Each switch changes what it should and nothing else.
+
+def _hint(video: VideoInput, true_class: int, count: int, inside: slice) -> GroundTruthHint:
+    mask = torch.zeros(video.n_frames, dtype=torch.bool)
+    mask[inside] = True
+    return GroundTruthHint(true_class, count, mask)
+
+
+def _three_actions() -> VideoInput:
+    return _video(synthetic_features(n=450, actions=((40, 100, 1), (190, 250, 1), (340, 400, 1))))
+
+
+def test_suppression_off_keeps_what_suppression_drops_on_the_same_curve():
+    video = _three_actions()
+    video.caption_features[video.caption_frames >= 300] = torch.eye(WIDTH)[3]  # the third action's captions disagree
+    kept, _ = _run(AdaptConfig(steps=0), video)
+    every, _ = _run(AdaptConfig(steps=0, suppression=False), video)
+    np.testing.assert_array_equal(kept.similarity, every.similarity)
+    assert len(every.segments) == 3 and kept.segments == every.segments[:2]
+
+
+def test_beta_one_drops_every_segment_and_minus_one_keeps_every_captioned_one():
+    video = _three_actions()
+    none, _ = _run(AdaptConfig(steps=0, beta=1.0), video)
+    every, _ = _run(AdaptConfig(steps=0, beta=-1.0), video)
+    assert none.segments == [] and len(every.segments) == 3
+
+
+def test_background_removal_changes_the_curve_but_not_the_pseudo_label():
+    video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
+    removed, _ = _run(AdaptConfig(steps=0), video)
+    kept, _ = _run(AdaptConfig(steps=0, remove_background=False), video)
+    assert removed.pseudo_label == kept.pseudo_label == 1
+    assert not np.allclose(removed.similarity, kept.similarity)
+
+
+def test_smoothing_window_is_a_moving_average_of_the_unsmoothed_curve():
+    video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
+    raw, _ = _run(AdaptConfig(steps=0, window=0, normalize=False), video)
+    smooth, _ = _run(AdaptConfig(steps=0, window=20, normalize=False), video)
+    np.testing.assert_allclose(smooth.similarity, moving_average(torch.from_numpy(raw.similarity), 20).numpy(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("separation, representation", [("bce", "none"), ("byol", "none"), ("none", "text"),
+                                                        ("byol", "pairwise")])
+def test_each_loss_changes_the_losses_but_not_the_pseudo_label(separation, representation):
+    video = _video(synthetic_features())
+    base = AdaptConfig(steps=2, lr=1e-2, radius=0)
+    reference, _ = _run(base, video)
+    variant, _ = _run(base.replace(separation=separation, representation=representation), video)
+    assert variant.pseudo_label == reference.pseudo_label
+    assert not np.allclose(variant.losses, reference.losses)
+
+
+def test_text_only_adaptation_leaves_the_visual_curve_path_untouched():
+    video = _video(synthetic_features())
+    params = _params()
+    config = AdaptConfig(steps=3, lr=1e-2, adapt=("text", "scale"))
+    _, adaptation = T3AL(config).localize(video, params, make_optimizer(params, config), _classes(), torch.Generator())
+    assert torch.equal(adaptation.before_last["visual_proj"], torch.eye(WIDTH))
+    assert not torch.equal(params.text_projection, torch.eye(WIDTH))
+
+
+def test_early_stopping_ends_adaptation_when_the_loss_stops_falling():
+    video = _video(synthetic_features())
+    fixed, _ = _run(AdaptConfig(steps=20, lr=0.0, radius=0), video)
+    stopped, _ = _run(AdaptConfig(steps=20, lr=0.0, radius=0, patience=5), video)
+    assert len(fixed.losses) == 20 and len(stopped.losses) == 6  # constant loss: 5 steps without a lower one
+
+
+def test_radius_zero_makes_the_result_independent_of_the_seed():
+    video = _video(synthetic_features())
+    config = AdaptConfig(steps=3, lr=1e-2, radius=0)
+    assert _run(config, video, seed=1)[0].losses == _run(config, video, seed=2)[0].losses
+    moved = config.replace(radius=10)
+    assert _run(moved, video, seed=1)[0].losses != _run(moved, video, seed=2)[0].losses
+
+
+def test_class_oracle_uses_the_true_class():
+    video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
+    config = AdaptConfig(steps=0, oracle=("class",))
+    result, _ = T3AL(config).localize(video, _params(), None, _classes(), torch.Generator(),
+                                      hint=_hint(video, 2, 1, slice(100, 180)))
+    assert result.pseudo_label == 2 and set(result.labels) <= {2}
+    assert result.probabilities.argmax() == 1  # the model's own probabilities are reported unchanged
+
+
+def test_count_oracle_keeps_exactly_the_true_count_of_the_same_segments():
+    video = _three_actions()
+    video.features[190:250, 1] += 1.0  # the middle action is the most similar to its class
+    config = AdaptConfig(steps=0, suppression=False)
+    every, _ = _run(config, video)
+    hint = _hint(video, 1, 1, slice(190, 250))
+    counted, _ = T3AL(config.replace(oracle=("count",))).localize(video, _params(), None, _classes(),
+                                                                   torch.Generator(), hint=hint)
+    np.testing.assert_array_equal(counted.similarity, every.similarity)
+    assert len(every.segments) == 3 and counted.segments == [every.segments[1]]
+
+
+def test_selection_oracle_draws_positives_inside_the_truth_and_negatives_outside():
+    video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
+    method = T3AL(AdaptConfig(k=4, radius=0, oracle=("selection",)))
+    positives, negatives = method._samples(torch.zeros(300), torch.Generator(), _hint(video, 1, 1, slice(20, 60)))
+    assert ((positives >= 20) & (positives < 60)).all()
+    assert ((negatives < 20) | (negatives >= 60)).all()
+
+
+def test_proposal_variants_share_one_adaptation_and_match_separate_runs():
+    video = _three_actions()
+    base = AdaptConfig(steps=4, lr=1e-2, radius=3)
+    variants = [base, base.replace(suppression=False), base.replace(label_rule="argmax", beta=0.5)]
+    params = _params()
+    shared, _ = T3AL(base).localize_variants(video, params, make_optimizer(params, base), _classes(),
+                                             torch.Generator().manual_seed(0), variants)
+    for variant, result in zip(variants, shared):
+        alone, _ = _run(variant, video)
+        assert result.segments == alone.segments and result.labels == alone.labels
+        assert result.scores == alone.scores and result.losses == alone.losses
+
+
+def test_variants_that_adapt_differently_are_refused():
+    with pytest.raises(ValueError, match="PROPOSAL_FIELDS"):
+        T3AL(AdaptConfig()).localize_variants(_video(synthetic_features()), _params(), None, _classes(),
+                                              torch.Generator(), [AdaptConfig(k=8)])

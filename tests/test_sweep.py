@@ -1,0 +1,153 @@
+"""Sweeps: shipped tables resolve, files are checked, `t3al-sweep` matches separate runs and reads each video once."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from t3al.adapt import runner
+from t3al.adapt.cli import resolve_config
+from t3al.adapt.config import ConfigError
+from t3al.adapt.pipeline import run_setting, run_settings
+from t3al.adapt.sweep import load_sweep, parse_sweep, resolve_rows, sweep_names
+from t3al.adapt.sweep_cli import main
+from t3al.cache import CacheInfo, CacheWriter, ModelIdentity
+from t3al.manifests import Manifest
+
+from conftest import synthetic_features, write_tiny_cache
+
+CLASSES = ["Jump", "Throw", "Swim"]
+FPS = 10.0
+
+
+def _world(tmp_path):
+    """Six short videos, one action each; two splits of two unseen classes."""
+    videos, annotations = {}, []
+    for i in range(6):
+        c = i % 3
+        videos[f"v{i}"] = synthetic_features(n=160, actions=((40 + 4 * i, 100 + 4 * i, c),), seed=i)
+        annotations.append({"video": f"v{i}", "start": (40 + 4 * i) / FPS, "end": (99 + 4 * i) / FPS,
+                            "label": CLASSES[c]})
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)
+    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": 16.0, "fps": FPS} for v in videos},
+                        annotations, {"75_25": [["Jump", "Throw"], ["Throw", "Swim"]]}, [0.3, 0.5, 0.7])
+    manifest.save(tmp_path / "manifest.json")
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
+        .attach_manifest(tmp_path / "manifest.json")
+    return cache
+
+
+SWEEP = """
+description = "toy sweep"
+rows = [
+    {name = "naive", method = "naive"},
+    {name = "T=2", steps = 2},
+    {name = "T=2 argmax", steps = 2, label_rule = "argmax", suppression = false},
+    {name = "T=2 stream", steps = 2, protocol = "stream"},
+    {name = "T=2 stream count", steps = 2, protocol = "stream", oracle = ["count"]},
+]
+"""
+
+
+def _resolve(values):
+    return resolve_config(None, None, "toy", values)
+
+
+@pytest.mark.parametrize("name", sweep_names())
+def test_every_shipped_sweep_resolves_on_both_presets_to_distinct_thumos14_configs(name):
+    sweep = load_sweep(name)
+    assert sweep.description and len(sweep.rows) >= 4
+    configs = resolve_rows(sweep, _resolve, {})
+    assert len(set(configs.values())) == len(configs)
+    resolve_rows(sweep, lambda values: resolve_config(None, None, "activitynet", values), {})
+
+
+def test_shipped_sweeps_cover_the_paper_tables():
+    assert {"table1", "table5", "table6", "fig4"} <= set(sweep_names())
+    losses = resolve_rows(load_sweep("table5"), _resolve, {})
+    assert {(c.separation, c.representation) for c in losses.values()} == {
+        ("bce", "none"), ("byol", "none"), ("none", "text"), ("byol", "text"), ("byol", "pairwise")}
+    oracles = resolve_rows(load_sweep("fig4"), _resolve, {})
+    assert oracles["all oracles"].oracle == ("class", "count", "selection") and oracles["T3AL"].oracle == ()
+    main_rows = resolve_rows(load_sweep("table1"), _resolve, {})
+    assert main_rows["naive VLM"].method == "naive" and main_rows["T3AL_0"].steps == 0
+    assert main_rows["T3AL"].protocol == "reset" and main_rows["T3AL (public stream)"].protocol == "stream"
+
+
+def test_common_settings_apply_to_every_row_and_rows_win():
+    configs = resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {"steps": 7, "radius": 0})
+    assert configs["T=2"].steps == 2 and configs["naive"].steps == 7
+    assert all(c.radius == 0 for c in configs.values())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rows = []", "non-empty list"),
+    ("colour = 1\nrows = [{name = 'a'}]", "unknown key"),
+    ("rows = [{steps = 1}]", "row 1 needs a name"),
+    ("rows = [{name = '../up'}]", "row 1 needs a name"),
+    ("rows = [{name = 'a'}, {name = 'a'}]", "two rows are named 'a'"),
+    ("rows = [{name = 'a'", "not valid TOML"),
+])
+def test_malformed_sweep_files_are_refused_with_the_reason(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sweep(text, "bad", "bad.toml")
+
+
+def test_a_bad_setting_names_its_row():
+    sweep = parse_sweep("rows = [{name = 'fine'}, {name = 'broken', k = 1}]", "mine", "mine.toml")
+    with pytest.raises(ConfigError, match="sweep mine, row 'broken': k must be"):
+        resolve_rows(sweep, _resolve, {})
+
+
+def test_sweep_rows_equal_separate_runs(tmp_path):
+    cache = _world(tmp_path)
+    configs = resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {})
+    together = run_settings(cache, "75_25", configs, jobs=2)
+    for name, config in configs.items():
+        alone = run_setting(cache, "75_25", config)
+        assert together[name].document["splits"] == alone.document["splits"], name
+        assert together[name].document["run"]["config"] == config.to_dict()
+
+
+def test_each_video_is_read_once_per_split_for_all_reset_rows(tmp_path, monkeypatch):
+    cache = _world(tmp_path)
+    reads = []
+    load = runner._load
+    monkeypatch.setattr(runner, "_load", lambda reader, video_id: reads.append(video_id) or load(reader, video_id))
+    configs = {name: config for name, config in resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {}).items()
+               if config.protocol == "reset"}
+    run_settings(cache, "75_25", configs, indices=[0])
+    assert sorted(reads) == ["v0", "v1", "v3", "v4"]  # the Jump and Throw videos, each read once for three rows
+
+
+def test_sweep_command_writes_the_table_and_every_rows_results(tmp_path):
+    cache = _world(tmp_path)
+    (tmp_path / "mine.toml").write_text(SWEEP)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(cache), "--table", str(tmp_path / "mine.toml"), "--out", str(out),
+                                       "--no-progress", "--radius", "0"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "toy sweep" in result.output and "T=2 stream count" in result.output and "mAP@0.5" in result.output
+    markdown = (out / "table.md").read_text()
+    assert markdown.count("\n") == 2 + 5 and "±" in markdown
+    with open(out / "table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == ["naive", "T=2", "T=2 argmax", "T=2 stream", "T=2 stream count"]
+    assert set(rows[0]) >= {"mAP@0.3", "mAP@0.3_std", "Avg", "Avg_std"}
+    for row in rows:
+        document = json.loads((out / row["method"] / "results.json").read_text())
+        assert document["run"]["config"]["radius"] == 0 and document["run"]["cache"]["model"] == "test-model|random|"
+        assert "code_version" in document["run"] and float(row["Avg"]) == pytest.approx(document["mean"]["avg"], abs=1e-4)
+        assert (out / row["method"] / "split_1" / "detections.csv").is_file()
+
+
+def test_shipped_sweep_runs_by_name_and_unknown_names_are_one_line_errors(tmp_path):
+    cache = _world(tmp_path)
+    result = CliRunner().invoke(main, [str(cache), "--table", "table6", "--out", str(tmp_path / "t6"), "--steps", "1",
+                                       "--split-index", "0", "--no-progress", "--no-curves"])
+    assert result.exit_code == 0, result.output
+    assert "Pv + Pt + s" in result.output and not (tmp_path / "t6" / "Pt" / "split_0" / "curves").exists()
+    result = CliRunner().invoke(main, [str(cache), "--table", "table99", "--no-progress"])
+    assert result.exit_code == 1 and "unknown sweep 'table99'" in result.output

@@ -37,12 +37,20 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def model_options(func):
-    """--model, --pretrained, --model-config, --device and --precision, shared by the commands."""
+def model_options(func=None, *, from_cache: bool = False):
+    """--model, --pretrained, --model-config, --device and --precision, shared by the commands.
+
+    With ``from_cache`` the model and tag default to the ones the cache names.
+    """
+    if func is None:
+        return lambda f: model_options(f, from_cache=from_cache)
+    origin = "from the cache" if from_cache else None
     options = [
-        click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+        click.option("--model", "model_name", default=None if from_cache else DEFAULT_MODEL,
+                     show_default=origin or True,
                      help="open_clip architecture; CLIP models work too (no captions then)."),
-        click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
+        click.option("--pretrained", default=None if from_cache else DEFAULT_PRETRAINED,
+                     show_default=origin or True,
                      help="open_clip pretrained tag, or a local checkpoint file (its SHA-256 names the cache)."),
         click.option("--model-config", "model_configs", multiple=True, type=click.Path(exists=True),
                      help="Extra open_clip model config JSON (or folder of them); repeatable. "
@@ -108,7 +116,7 @@ def main() -> None:
     log.setLevel(logging.INFO)
 
 
-@main.command("run")
+@main.command("run", short_help="Extract a folder of videos into a cache (the default command).")
 @click.argument("videos_dir", type=click.Path(path_type=Path))
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @model_options
@@ -170,9 +178,9 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         sys.exit(1)
 
 
-@main.command("prompts")
+@main.command("prompts", short_help="Add class prompts to an existing cache.")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@model_options
+@model_options(from_cache=True)
 @click.option("--classes", help="Comma-separated class names.")
 @click.option("--class-file", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="Take the classes of this manifest.")
@@ -187,7 +195,10 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
         raise click.UsageError("give classes with --classes, --class-file or --manifest")
     try:
         info = CacheReader(cache_dir).info
-        loaded = _load(model_name, pretrained, model_configs, device, precision)
+        if pretrained is None and not info.model.pretrained:
+            raise click.UsageError(f"{cache_dir} was made from a checkpoint file: give it with --pretrained")
+        loaded = _load(model_name or info.model.name, pretrained or info.model.pretrained, model_configs,
+                       device, precision)
         writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
         texts = [class_prompt(name, writer.info.prompt_template) for name in names]
         head = writer.add_prompts(names, texts, encode_texts(loaded, texts))
@@ -196,7 +207,7 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
     click.echo(f"t3al-extract: {len(names)} prompts written; {cache_dir} now has {len(head.prompts)}", err=True)
 
 
-@main.command("import")
+@main.command("import", short_help="Build a cache from the published T3AL features and captions.")
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @model_options

@@ -113,24 +113,29 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
                                        require_pretrained=True)
     except Exception as err:  # any failure to build or load becomes one message naming the weights
         raise ModelLoadError(_weights_help(name, pretrained, is_file, err)) from None
-    model.eval()
     identity = ModelIdentity(
         name=name,
         pretrained="" if is_file else pretrained,
         checkpoint_sha256=file_sha256(pretrained) if is_file else "",
     )
+    return wrap_model(model, name, identity, torch_device, precision)
+
+
+def wrap_model(model: nn.Module, name: str, identity: ModelIdentity, device: torch.device,
+               precision: str) -> LoadedModel:
+    """A LoadedModel around an open_clip model, with its tokenizer and preprocessing settings."""
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size
     return LoadedModel(
-        model=model,
+        model=model.eval(),
         tokenizer=open_clip.get_tokenizer(name),
         identity=identity,
         image_size=int(size),
         mean=tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         interpolation=str(cfg.get("interpolation", "bicubic")),
-        device=torch_device,
+        device=device,
         precision=precision,
     )
 

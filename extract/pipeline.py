@@ -124,10 +124,10 @@ def caption_rows(timestamps: np.ndarray, caption_fps: float, start_bin: int) -> 
 class FrameNormalizer:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) normalised with the model's mean and std, on its device."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.device = loaded.device
-        self.mean = torch.tensor(loaded.mean, device=loaded.device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(loaded.std, device=loaded.device).view(1, 3, 1, 1) * 255.0
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
+        self.device = device
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.array(frames))  # a writable copy of the pipe's bytes
@@ -224,7 +224,7 @@ class Extractor:
         self.loaded = loaded
         self.settings = settings
         self.geometry = FrameGeometry(loaded.image_size, settings.preprocess)
-        self.normalize = FrameNormalizer(loaded)
+        self.normalize = FrameNormalizer(loaded.mean, loaded.std, loaded.device)
         self.captions = settings.caption_fps > 0 and loaded.can_caption
 
     def _decoded(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple]:

@@ -1,0 +1,176 @@
+"""Benchmark of stage one: decode + preprocess throughput and peak memory, and end-to-end extraction.
+
+    python -m t3al.extract.bench [VIDEOS_DIR]            # default: $T3AL_SHARED/data/videos or ../shared
+    python -m t3al.extract.bench --arch coca_ViT-L-14    # real-size architecture, random weights (GPU)
+
+Peak RSS is the process's own maximum resident set (``ru_maxrss``) plus the largest ffmpeg child's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import open_clip
+import torch
+
+from t3al.cache import ModelIdentity
+
+from .decode import FrameGeometry, ffmpeg_binary, probe, stream_frames
+from .models import (encode_texts, generate_captions, load_model, register_model_configs, visual_features,
+                     wrap_model)
+from .pipeline import Extractor, FrameNormalizer, Settings, list_videos
+
+TINY_COCA = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32,
+                   "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
+                 "embed_cls": True, "output_tokens": True},
+    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
+                       "attn_pooler_heads": 2},
+    "custom_text": True,
+}
+
+
+def default_videos() -> Path:
+    shared = Path(os.environ.get("T3AL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    return shared / "data" / "videos"
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest child, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, child
+
+
+def bench_ffmpeg_only(videos: list[Path]) -> dict:
+    """Frames/s of ffmpeg decoding alone (no resize, no output), the ceiling for the pipeline."""
+    frames, start = 0, time.perf_counter()
+    for path in videos:
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"], check=True)
+        info = probe(path)
+        frames += round(info.duration * info.fps)
+    seconds = time.perf_counter() - start
+    return {"frames": frames, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1)}
+
+
+def bench_decode(videos: list[Path], size: int, batch_size: int, device: str) -> dict:
+    """Frames/s of decode + resize + normalise into model-ready float tensors."""
+    normalize = FrameNormalizer(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, torch.device(device))
+    frames, start = 0, time.perf_counter()
+    for path in videos:
+        for batch, _ in stream_frames(probe(path), FrameGeometry(size), batch_size):
+            normalize(batch)
+            frames += len(batch)
+    seconds = time.perf_counter() - start
+    return {"frames": frames, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1)}
+
+
+def tiny_checkpoint(folder: Path) -> tuple[str, Path]:
+    """Register a small 224-pixel CoCa and save random weights for it."""
+    name = "t3al_bench_tiny_coca"
+    (folder / f"{name}.json").write_text(json.dumps(TINY_COCA))
+    register_model_configs(folder)
+    torch.manual_seed(0)
+    path = folder / f"{name}.pt"
+    torch.save(open_clip.create_model(name).state_dict(), path)
+    return name, path
+
+
+def bench_end_to_end(videos_dir: Path, caption_fps: float, device: str) -> dict:
+    """Whole extraction of the folder with a tiny CoCa (random weights), nothing written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        name, checkpoint = tiny_checkpoint(Path(tmp))
+        loaded = load_model(name, str(checkpoint), device=device)
+        extractor = Extractor(loaded, Settings(caption_fps=caption_fps, caption_length=20))
+        videos, _ = list_videos(videos_dir)
+        todo = [(video, video.stat) for video in videos]
+        start = time.perf_counter()
+        records = [record for _, record in extractor.records(todo)]
+        seconds = time.perf_counter() - start
+    frames = sum(r.n_frames for r in records)
+    captions = sum(len(r.caption_texts) for r in records)
+    return {"model": "tiny CoCa (224 px, 2 layers)", "frames": frames, "captions": captions,
+            "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1)}
+
+
+def bench_architecture(arch: str, device: str, batch_size: int, caption_batch: int) -> dict:
+    """Feature frames/s and captions/s of a real-size architecture with random weights."""
+    register_model_configs()
+    model = open_clip.create_model(arch, device=device)
+    loaded = wrap_model(model, arch, ModelIdentity(arch, "random"), torch.device(device),
+                        "fp16" if device.startswith("cuda") else "fp32")
+    size = loaded.image_size
+    images = torch.randn(batch_size, 3, size, size, device=device)
+    result = {"arch": arch, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+              "precision": loaded.precision}
+    for _ in range(2):
+        visual_features(loaded, images)
+    _sync(device)
+    start, rounds = time.perf_counter(), 5
+    for _ in range(rounds):
+        visual_features(loaded, images)
+    _sync(device)
+    result["feature_frames_per_s"] = round(rounds * batch_size / (time.perf_counter() - start), 1)
+    if loaded.can_caption:
+        generate_captions(loaded, images[:2])
+        _sync(device)
+        start = time.perf_counter()
+        texts = generate_captions(loaded, images[:caption_batch])
+        encode_texts(loaded, texts)
+        _sync(device)
+        result["captions_per_s"] = round(caption_batch / (time.perf_counter() - start), 1)
+    return result
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@click.command()
+@click.argument("videos_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--size", default=224, show_default=True, help="Model input size for the decode benchmark.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--caption-fps", default=1.0, show_default=True, help="Caption rate of the end-to-end run.")
+@click.option("--skip-end-to-end", is_flag=True, help="Only the decode benchmark.")
+@click.option("--arch", help="Also time this open_clip architecture with random weights (e.g. coca_ViT-L-14).")
+@click.option("--caption-batch", default=32, show_default=True, help="Images per caption batch for --arch.")
+def main(videos_dir: Path | None, size: int, batch_size: int, device: str, caption_fps: float,
+         skip_end_to_end: bool, arch: str | None, caption_batch: int) -> None:
+    """Print frames/s and peak memory of stage one on a folder of videos."""
+    videos_dir = videos_dir or default_videos()
+    videos, _ = list_videos(videos_dir)
+    paths = [v.path for v in videos]
+    info = probe(paths[0])
+    click.echo(f"{len(paths)} videos in {videos_dir} ({info.width}x{info.height}), {os.cpu_count()} CPUs, "
+               f"torch threads {torch.get_num_threads()}")
+    baseline = bench_ffmpeg_only(paths)
+    click.echo(f"ffmpeg decode alone (-f null): ~{baseline['frames']} frames in {baseline['seconds']} s = "
+               f"{baseline['frames_per_s']} frames/s")
+    decode = bench_decode(paths, size, batch_size, device)
+    own, child = peak_rss_mb()
+    click.echo(f"decode+preprocess to {size}x{size} float tensors: {decode['frames']} frames in "
+               f"{decode['seconds']} s = {decode['frames_per_s']} frames/s "
+               f"({decode['frames_per_s'] / baseline['frames_per_s']:.0%} of ffmpeg alone); peak RSS python {own:.0f} MiB, "
+               f"ffmpeg {child:.0f} MiB")
+    if not skip_end_to_end:
+        e2e = bench_end_to_end(videos_dir, caption_fps, device)
+        own, child = peak_rss_mb()
+        click.echo(f"end-to-end ({e2e['model']}, captions {caption_fps}/s): {e2e['frames']} frames, "
+                   f"{e2e['captions']} captions in {e2e['seconds']} s = {e2e['frames_per_s']} frames/s; "
+                   f"peak RSS python {own:.0f} MiB, ffmpeg {child:.0f} MiB")
+    if arch:
+        click.echo(json.dumps(bench_architecture(arch, device, batch_size, caption_batch)))
+
+
+if __name__ == "__main__":
+    main()

@@ -146,9 +146,11 @@ class T3AL:
         label, probabilities, background = self.pseudo_label(video, params, class_features,
                                                              label_embeddings, hint)
         adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
+        with torch.no_grad():
+            residual = video.features @ adaptation.before_last["visual_proj"] - background
         results = []
         for variant in variants:
-            result = T3AL(variant).propose(video, params, adaptation, class_features, label, background, hint)
+            result = T3AL(variant).propose(video, params, adaptation, class_features, label, residual, hint)
             result.probabilities = probabilities
             result.losses = adaptation.losses
             results.append(result)
@@ -208,13 +210,15 @@ class T3AL:
         return select_samples(sim, cfg.k, cfg.pool, cfg.radius, generator)
 
     @torch.no_grad()
-    def propose(self, video, params, adaptation, class_features, label, background, hint=None) -> VideoResult:
-        """Steps 3-5: cut the similarity curve into segments, suppress, label and score them."""
+    def propose(self, video, params, adaptation, class_features, label, residual, hint=None) -> VideoResult:
+        """Steps 3-5: cut the similarity curve into segments, suppress, label and score them.
+
+        ``residual`` is F before normalisation, V @ Pv (start of the last step) - b.
+        """
         cfg = self.config
         class_embeddings = class_features @ params.text_projection
         e = l2norm(class_embeddings[label])
         scale = params.logit_scale.exp()
-        residual = video.features @ adaptation.before_last["visual_proj"] - background
         sim = scale * (l2norm(residual) @ e)
         sim = moving_average(sim, cfg.window)
         warnings = []

@@ -10,6 +10,7 @@ decoding fast; ``tests/test_decode.py`` measures its distance to open_clip's PIL
 """
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ _SIZE = re.compile(r"[ ,](\d{2,5})x(\d{2,5})[ ,\[]")
 _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 _PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
+_COLOUR = re.compile(r",\s*\w+\(([^)]*)\)")
+_MATRICES = ("bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020c", "fcc", "smpte240m", "ycgco")
 _SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
 
@@ -46,6 +49,7 @@ class VideoInfo:
     height: int
     fps: float
     duration: float
+    colour: str = ""  # what ffmpeg prints after the pixel format, e.g. "tv, bt709, progressive"
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,9 @@ def parse_probe(path: Path, stderr: str) -> VideoInfo:
     if duration:
         h, m, s = duration.groups()
         seconds = int(h) * 3600 + int(m) * 60 + float(s)
-    return VideoInfo(path, int(size.group(1)), int(size.group(2)), _frame_rate(description), seconds)
+    colour = _COLOUR.search(description)
+    return VideoInfo(path, int(size.group(1)), int(size.group(2)), _frame_rate(description), seconds,
+                     colour.group(1) if colour else "")
 
 
 def _input_error(stderr: str) -> str | None:
@@ -144,13 +150,34 @@ def _frame_rate(description: str) -> float:
     return _NTSC_RATES.get(round(rate, 2), rate)
 
 
+@functools.lru_cache(maxsize=None)
+def has_zscale(binary: str) -> bool:
+    """Whether this ffmpeg was built with zimg, the faster of its two resizers."""
+    result = subprocess.run([binary, "-hide_banner", "-filters"], capture_output=True, text=True)
+    return re.search(r"\bzscale\b", result.stdout) is not None
+
+
+def _resize(stream: object, info: VideoInfo, width: int, height: int) -> object:
+    """Bicubic resize with Catmull-Rom weights (PIL's), to planar RGB.
+
+    zimg (``zscale``) when available: 2-3x less CPU than swscale for the same output. Untagged
+    streams are read as swscale reads them (BT.601 matrix, limited range).
+    """
+    if has_zscale(ffmpeg_binary()):
+        tokens = set(re.split(r"[,/\s]+", info.colour))
+        colour = {} if tokens & set(_MATRICES) else {"matrixin": "470bg"}
+        if not tokens & {"tv", "pc"}:
+            colour["rangein"] = "limited"
+        return stream.filter("zscale", w=width, h=height, filter="bicubic", param_a=0, param_b=0.5,
+                             **colour).filter("format", "gbrp")
+    return stream.filter("scale", width, height, flags=_SCALE_FLAGS, param0=0, param1=0.5)
+
+
 def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, stream: object) -> object:
-    """ffmpeg filters: optional frame-rate resampling, RGB conversion, resize, crop, showinfo."""
+    """ffmpeg filters: optional frame-rate resampling, resize to RGB, crop, showinfo."""
     if fps:
         stream = stream.filter("fps", fps=fps)
-    rw, rh = geometry.resized(info.width, info.height)
-    stream = stream.filter(
-        "scale", rw, rh, flags=_SCALE_FLAGS, param0=0, param1=0.5)
+    stream = _resize(stream, info, *geometry.resized(info.width, info.height))
     if geometry.mode == "model":
         x, y = geometry.crop_offset(info.width, info.height)
         stream = stream.filter("crop", geometry.size, geometry.size, x, y)
@@ -187,13 +214,15 @@ def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64
     sent = 0
     try:
         while True:
-            data = process.stdout.read(frame_bytes * batch_size)
-            n = len(data) // frame_bytes
+            buffer = bytearray(frame_bytes * batch_size)  # writable, so torch can share it without a copy
+            got = process.stdout.readinto(buffer)
+            n = got // frame_bytes
             if n:
-                frames = np.frombuffer(data[: n * frame_bytes], np.uint8).reshape(n, geometry.size, geometry.size, 3)
-                yield frames, _timestamps(times, reader, sent, n, fps or info.fps)
+                frames = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
+                yield frames.reshape(n, geometry.size, geometry.size, 3), _timestamps(times, reader, sent, n,
+                                                                                    fps or info.fps)
                 sent += n
-            if len(data) < frame_bytes * batch_size:
+            if got < len(buffer):
                 break
     finally:
         process.stdout.close()

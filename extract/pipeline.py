@@ -36,7 +36,7 @@ class Settings:
     batch_size: int = 64
     fps: float | None = None
     caption_fps: float = 10.0
-    caption_batch_size: int = 32
+    caption_batch_size: int = 0  # 0: 32 on CUDA, 8 elsewhere (beam search holds B x 6 x L x vocab logits)
     caption_length: int = 30
     preprocess: str = "model"
     prefetch: int = 2
@@ -130,11 +130,12 @@ class FrameNormalizer:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(frames))  # a writable copy of the pipe's bytes
+        x = torch.from_numpy(frames)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float()
-        return (x - self.mean) / self.std
+        out = torch.empty((x.shape[0], 3, x.shape[1], x.shape[2]), device=self.device)
+        out.copy_(x.permute(0, 3, 1, 2))  # one pass: layout change and conversion to float
+        return out.sub_(self.mean).div_(self.std)
 
 
 def _prefetch(items: Iterator, depth: int) -> Iterator:
@@ -270,7 +271,7 @@ class Extractor:
 
     def caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
         """Caption full batches of pending images (all of them when ``final``), emptying ``pending``."""
-        size = self.settings.caption_batch_size
+        size = self.settings.caption_batch_size or (32 if self.loaded.device.type == "cuda" else 8)
         texts: list[str] = []
         while len(pending) >= size or (final and pending):
             chunk, pending[:] = pending[:size], pending[size:]

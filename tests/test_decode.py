@@ -75,7 +75,9 @@ def test_geometry_matches_torchvision_resize_and_center_crop():
     assert FrameGeometry(32, "t3al-public").resized(97, 61) == (32, 32)
 
 
-def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos):
+@pytest.mark.parametrize("zimg", [True, False], ids=["zscale", "swscale"])
+def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos, zimg, monkeypatch):
+    monkeypatch.setattr("t3al.extract.decode.has_zscale", lambda binary: zimg)
     info = probe(videos["smooth"])
     raw = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(info.path), "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
@@ -88,6 +90,17 @@ def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos):
     ours = (torch.from_numpy(ours.copy()).permute(0, 3, 1, 2).float() / 255 - mean) / std
     levels = ((ours - reference) * std * 255).abs()  # differences in 8-bit grey levels
     assert levels.mean() < 2.0 and levels.max() <= 16
+
+
+@pytest.mark.parametrize("tags", [["-colorspace", "bt709", "-color_range", "tv"], ["-color_range", "pc"]])
+def test_colour_tagged_streams_decode_with_their_tags(tmp_path, tags):
+    path = tmp_path / "tagged.mp4"
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25",
+                    "-frames:v", "3", "-pix_fmt", "yuv420p", *tags, str(path)], check=True)
+    info = probe(path)
+    assert tags[-1] in info.colour
+    _, frames, _ = _all(info, FrameGeometry(32))
+    assert frames.shape == (3, 32, 32, 3) and 20 < frames.mean() < 235
 
 
 def test_t3al_public_mode_squashes_and_returns_bgr(videos):

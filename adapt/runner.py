@@ -49,10 +49,19 @@ def _head_tensors(head: Head) -> tuple[torch.Tensor, torch.Tensor, float]:
 
 
 def _load(reader: CacheReader, video_id: str) -> VideoInput:
+    """A cached video checked against the head's widths; any defect becomes a VideoProblem."""
     try:
-        return VideoInput.from_record(reader.video(video_id))
+        video = VideoInput.from_record(reader.video(video_id))
     except CacheError as err:
         raise VideoProblem(video_id, str(err)) from err
+    head = reader.head()
+    if video.features.shape[1] != head.visual_proj.shape[0]:
+        raise VideoProblem(video_id, f"features have width {video.features.shape[1]}, the head's visual_proj "
+                                     f"expects {head.visual_proj.shape[0]}")
+    if len(video.caption_frames) and video.caption_features.shape[1] != head.text_projection.shape[0]:
+        raise VideoProblem(video_id, f"caption features have width {video.caption_features.shape[1]}, the head's "
+                                     f"text_projection expects {head.text_projection.shape[0]}")
+    return video
 
 
 Truths = dict[str, list[tuple[float, float, int]]]  # video -> (start s, end s, class index) instances

@@ -7,7 +7,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from t3al.adapt.cli import main
-from t3al.cache import CacheWriter, CacheInfo, ModelIdentity
+from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord
 from t3al.manifests import Manifest
 
 from conftest import synthetic_features, write_tiny_cache
@@ -101,3 +101,12 @@ def test_naive_baseline_runs_from_the_same_cache(tmp_path):
     result = _invoke(cache, "--method", "naive", "--out", tmp_path / "naive", "--split-index", "1")
     assert result.exit_code == 0, result.output
     assert "naive VLM" in result.output
+
+
+def test_features_of_the_wrong_width_are_a_problem_naming_the_video(tmp_path):
+    cache = _world(tmp_path)
+    writer = CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
+    writer.write_video(VideoRecord("v0", np.ones((50, 5), dtype=np.float32), np.arange(50) / FPS, FPS))
+    result = _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0")
+    assert result.exit_code == 1
+    assert "video v0: features have width 5, the head's visual_proj expects 8" in result.output

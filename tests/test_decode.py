@@ -129,6 +129,11 @@ def test_zero_length_file_is_refused(tmp_path):
         probe(path)
 
 
+def test_video_with_zero_frames_is_refused(tmp_path):
+    with pytest.raises(DecodeError, match="zero.mp4: no video stream"):
+        probe(make_video(tmp_path / "zero.mp4", frames=0))
+
+
 def test_truncated_mp4_is_refused(tmp_path, videos):
     data = videos["25"].read_bytes()
     path = tmp_path / "cut.mp4"

@@ -22,6 +22,7 @@ from .scenes import (ACTIONS, DISTRACTOR_KINDS, SCENES, SIZE, ActionClass, Distr
 
 DATASET = "t3al-world"
 FRAME_RATES = (24.0, 25.0, 30000 / 1001, 30.0)
+DURATIONS = (10.0, 40.0)
 SETTINGS = {"75_25": 0.25, "50_50": 0.5}
 N_SPLITS = 10
 DISTRACTOR_COLOURS = (("grey", (120, 120, 120)), ("brown", (120, 80, 40)), ("black", (20, 20, 20)),
@@ -104,11 +105,12 @@ def _plan_distractors(rng: np.random.Generator, duration: float) -> list[Distrac
     return items
 
 
-def plan_video(seed: int, index: int, main: str, classes: Sequence[str]) -> VideoSpec:
-    """The plan of one video, a pure function of (seed, index, main class, class list)."""
+def plan_video(seed: int, index: int, main: str, classes: Sequence[str],
+               durations: tuple[float, float] = DURATIONS) -> VideoSpec:
+    """The plan of one video, a pure function of its arguments."""
     rng = np.random.default_rng([seed, index])
     fps = FRAME_RATES[int(rng.integers(len(FRAME_RATES)))]
-    duration = float(rng.uniform(10.0, 40.0))
+    duration = float(rng.uniform(*durations))
     others = [c for c in classes if c != main] or [main]
     other = others[int(rng.integers(len(others)))]
     instances = _plan_instances(rng, duration, main, other)
@@ -118,13 +120,16 @@ def plan_video(seed: int, index: int, main: str, classes: Sequence[str]) -> Vide
                      distractors=tuple(_plan_distractors(rng, duration)))
 
 
-def plan_world(seed: int, n_videos: int, n_classes: int = len(ACTIONS)) -> list[VideoSpec]:
+def plan_world(seed: int, n_videos: int, n_classes: int = len(ACTIONS),
+               durations: tuple[float, float] = DURATIONS) -> list[VideoSpec]:
     """Plans for n_videos videos whose main classes cycle through the first n_classes classes."""
     if not 2 <= n_classes <= len(ACTIONS):
         raise ValueError(f"n_classes must be between 2 and {len(ACTIONS)}, got {n_classes}")
+    if not 6.0 <= durations[0] <= durations[1]:
+        raise ValueError(f"video durations must be (min, max) seconds with 6 <= min <= max, got {durations}")
     classes = [a.name for a in ACTIONS[:n_classes]]
     order = np.random.default_rng(seed).permutation(n_videos) % n_classes
-    return [plan_video(seed, i, classes[int(c)], classes) for i, c in enumerate(order)]
+    return [plan_video(seed, i, classes[int(c)], classes, durations) for i, c in enumerate(order)]
 
 
 def _active(spec: VideoSpec, t: float) -> tuple[Instance | None, bool]:
@@ -257,11 +262,12 @@ def write_split_lists(manifest: dict, root: Path) -> None:
                 (folder / f"split_{i}.list").write_text("".join(f"{n}\n" for n in names))
 
 
-def generate_world(out_dir: Path, seed: int, n_videos: int, n_classes: int = len(ACTIONS)) -> Path:
+def generate_world(out_dir: Path, seed: int, n_videos: int, n_classes: int = len(ACTIONS),
+                   durations: tuple[float, float] = DURATIONS) -> Path:
     """Write videos/*.mp4, manifest.json, captions.json and splits/ under out_dir; returns the manifest path."""
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    specs = plan_world(seed, n_videos, n_classes)
+    specs = plan_world(seed, n_videos, n_classes, durations)
     for spec in tqdm(specs, desc=f"world seed {seed}", unit="video"):
         write_mp4(spec, out_dir / "videos" / f"{spec.video_id}.mp4")
     manifest = build_manifest(specs, [a.name for a in ACTIONS[:n_classes]], seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -127,9 +127,23 @@ def plan_world(seed: int, n_videos: int, n_classes: int = len(ACTIONS),
         raise ValueError(f"n_classes must be between 2 and {len(ACTIONS)}, got {n_classes}")
     if not 6.0 <= durations[0] <= durations[1]:
         raise ValueError(f"video durations must be (min, max) seconds with 6 <= min <= max, got {durations}")
+    if n_videos < n_classes:
+        raise ValueError(f"{n_videos} videos cannot hold all {n_classes} classes; ask for at least {n_classes}")
     classes = [a.name for a in ACTIONS[:n_classes]]
-    order = np.random.default_rng(seed).permutation(n_videos) % n_classes
-    return [plan_video(seed, i, classes[int(c)], classes, durations) for i, c in enumerate(order)]
+    mains = [classes[int(c)] for c in np.random.default_rng(seed).permutation(n_videos) % n_classes]
+    specs = [plan_video(seed, i, main, classes, durations) for i, main in enumerate(mains)]
+    return _cover_classes(specs, mains)
+
+
+def _cover_classes(specs: list[VideoSpec], mains: list[str]) -> list[VideoSpec]:
+    """Give each class without any drawn instance its first main video's first instance, so every
+    class of the vocabulary has ground truth (worlds where all classes were drawn stay as drawn)."""
+    drawn = {inst.label for spec in specs for inst in spec.instances}
+    for label in dict.fromkeys(m for m in mains if m not in drawn):
+        k = mains.index(label)
+        first = replace(specs[k].instances[0], label=label)
+        specs[k] = replace(specs[k], instances=(first, *specs[k].instances[1:]))
+    return specs
 
 
 def _active(spec: VideoSpec, t: float) -> tuple[Instance | None, bool]:

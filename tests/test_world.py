@@ -15,7 +15,7 @@ from t3al.demo.world import (build_captions, caption_at, frame_times, generate_w
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    generate_world(root, seed=3, n_videos=3, n_classes=4)
+    generate_world(root, seed=3, n_videos=4, n_classes=4, durations=(10.0, 16.0))
     return root
 
 
@@ -27,18 +27,18 @@ def _decoded_frame_count(path) -> int:
 
 
 def test_same_seed_gives_the_same_plans_and_frames():
-    first, second = plan_world(5, 4), plan_world(5, 4)
+    first, second = plan_world(5, 4, n_classes=4), plan_world(5, 4, n_classes=4)
     assert first == second
     a, b = list(iter_frames(first[0])), list(iter_frames(second[0]))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_different_seeds_give_different_worlds():
-    assert plan_world(5, 4) != plan_world(6, 4)
+    assert plan_world(5, 4, n_classes=4) != plan_world(6, 4, n_classes=4)
 
 
 def test_same_seed_gives_identical_files(tmp_path, world):
-    generate_world(tmp_path, seed=3, n_videos=3, n_classes=4)
+    generate_world(tmp_path, seed=3, n_videos=4, n_classes=4, durations=(10.0, 16.0))
     for name in ("manifest.json", "captions.json"):
         assert (tmp_path / name).read_bytes() == (world / name).read_bytes()
     for video in (world / "videos").glob("*.mp4"):
@@ -78,7 +78,7 @@ def test_split_lists_hold_seen_and_unseen_classes(world):
 
 
 def test_captions_name_the_action_only_while_it_acts():
-    spec = plan_world(1, 1)[0]
+    spec = plan_world(1, 2, n_classes=2)[0]
     inst = spec.instances[0]
     assert label_at(spec, (inst.start + inst.end) / 2) == inst.label
     assert "resting" not in caption_at(spec, (inst.start + inst.end) / 2)
@@ -86,7 +86,7 @@ def test_captions_name_the_action_only_while_it_acts():
 
 
 def test_caption_runs_cover_every_frame():
-    spec = plan_world(2, 1)[0]
+    spec = plan_world(2, 2, n_classes=2)[0]
     runs = build_captions([spec])[spec.video_id]
     covered = [i for run in runs for i in range(run["first"], run["last"] + 1)]
     assert covered == list(range(len(frame_times(spec))))
@@ -95,3 +95,14 @@ def test_caption_runs_cover_every_frame():
 def test_class_names_become_prompt_words():
     assert prompt_words("BallBounce") == "Ball Bounce"
     assert prompt_words("TriangleSlide") == "Triangle Slide"
+
+
+def test_every_class_has_ground_truth_even_in_a_tiny_world():
+    specs = plan_world(99, 4, n_classes=4, durations=(10.0, 14.0))
+    assert {inst.label for spec in specs for inst in spec.instances} == {
+        "BallBounce", "SquareSpin", "TriangleSlide", "RingPulse"}
+
+
+def test_fewer_videos_than_classes_is_an_error():
+    with pytest.raises(ValueError, match="at least 5"):
+        plan_world(0, 3, n_classes=5)

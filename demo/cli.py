@@ -1,0 +1,169 @@
+"""t3al-demo: the whole pipeline on a generated world with the embedded tiny CoCa, in a few minutes on a CPU.
+
+It runs the same commands a user runs on a real dataset, in this process, and prints each one:
+t3al-extract (features + captions), t3al-adapt for both zero-shot settings and three methods
+(naive VLM baseline, T3AL with T=0, T3AL), t3al-evaluate table / report.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .train_tiny_coca import CHECKPOINT, MODEL_NAME
+from .world import DURATIONS, generate_world
+
+METHODS = {"naive": ["--method", "naive"], "T3AL_0": ["--method", "t3al", "--steps", "0"],
+           "T3AL": ["--method", "t3al"]}
+SETTINGS = ("75_25", "50_50")
+
+
+class StageError(click.ClickException):
+    """A pipeline command that failed; the message names the command."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What the demo runs: the world, the model, and how densely it captions."""
+
+    out: Path
+    seed: int = 2026
+    videos: int = 24
+    classes: int = 12
+    durations: tuple[float, float] = DURATIONS
+    caption_fps: float = 2.0
+    jobs: int = 2
+    plots: int = 4
+    checkpoint: Path = CHECKPOINT
+
+    @property
+    def world(self) -> Path:
+        return self.out / "world"
+
+    @property
+    def cache(self) -> Path:
+        return self.out / "cache"
+
+    def run_dir(self, setting: str, method: str) -> Path:
+        return self.out / "runs" / setting / method
+
+
+def run_command(prog: str, command: click.Command, args: list[str]) -> None:
+    """Run a click command in this process as ``prog args`` would, echoing the command line first."""
+    click.secho(f"$ {prog} {' '.join(args)}", fg="cyan", err=True)
+    try:
+        command.main(args=args, prog_name=prog, standalone_mode=False)
+    except SystemExit as exit_:
+        if exit_.code:
+            raise StageError(f"{prog} {' '.join(args)} failed (exit {exit_.code})") from None
+    except click.ClickException as error:
+        raise StageError(f"{prog} failed: {error.format_message()}") from None
+
+
+def extract(plan: DemoPlan) -> None:
+    """Stage one: features of every frame, captions at caption_fps, class prompts, into plan.cache."""
+    from t3al.extract.cli import main as extract_main
+
+    run_command("t3al-extract", extract_main, [
+        "run", str(plan.world / "videos"), str(plan.cache), "--model", MODEL_NAME, "--pretrained", str(plan.checkpoint),
+        "--manifest", str(plan.world / "manifest.json"), "--device", "cpu", "--batch-size", "256",
+        "--caption-fps", str(plan.caption_fps), "--caption-batch-size", "64", "--caption-length", "16"])
+
+
+def adapt(plan: DemoPlan, setting: str, method: str) -> Path:
+    """Stage two for one setting and method; returns its results.json."""
+    from t3al.adapt.cli import main as adapt_main
+
+    out = plan.run_dir(setting, method)
+    run_command("t3al-adapt", adapt_main, [str(plan.cache), "--split", setting, "--out", str(out),
+                                           "--jobs", str(plan.jobs), "--no-progress", *METHODS[method]])
+    return out / "results.json"
+
+
+def tables(plan: DemoPlan) -> str:
+    """The terminal table of each setting, also written as Markdown and HTML next to the runs."""
+    from t3al.evaluate.cli import main as evaluate_main
+
+    text = []
+    for setting in SETTINGS:
+        results = [str(plan.run_dir(setting, m) / "results.json") for m in METHODS]
+        names = [arg for m in METHODS for arg in ("--name", m)]
+        for fmt, suffix in (("markdown", "md"), ("html", "html")):
+            run_command("t3al-evaluate", evaluate_main, ["table", *results, *names, "--format", fmt,
+                                                         "-o", str(plan.out / f"table_{setting}.{suffix}")])
+        text.append(f"setting {setting} (mAP %, mean over 10 splits)\n"
+                    + (plan.out / f"table_{setting}.md").read_text())
+    return "\n".join(text)
+
+
+def reports(plan: DemoPlan) -> Path:
+    """One t3al-evaluate HTML report per run and an index page with both tables linking to them."""
+    from t3al.evaluate.cli import main as evaluate_main
+
+    links = []
+    for setting in SETTINGS:
+        links.append(f"<h2>Setting {setting}</h2>" + (plan.out / f"table_{setting}.html").read_text())
+        for method in METHODS:
+            run_dir = plan.run_dir(setting, method)
+            run_command("t3al-evaluate", evaluate_main, ["report", str(run_dir), "--manifest",
+                                                         str(plan.world / "manifest.json"), "--plots", str(plan.plots)])
+            page = (run_dir / "report" / "index.html").relative_to(plan.out)
+            links.append(f'<p><a href="{html.escape(str(page))}">{setting} {method}: report with plots</a></p>')
+    index = plan.out / "index.html"
+    index.write_text("<!doctype html><meta charset='utf-8'><title>t3al demo</title><h1>t3al demo: "
+                     f"generated world seed {plan.seed}, tiny CoCa</h1>" + "\n".join(links))
+    return index
+
+
+def run_demo(plan: DemoPlan) -> dict:
+    """World, extraction, both settings x three methods, tables and reports; returns timings and paths."""
+    timings = {}
+    started = time.time()
+    if not (plan.world / "manifest.json").exists():
+        generate_world(plan.world, plan.seed, plan.videos, plan.classes, plan.durations)
+    timings["world"] = time.time() - started
+    extract(plan)
+    timings["extract"] = time.time() - started - sum(timings.values())
+    for setting in SETTINGS:
+        for method in METHODS:
+            adapt(plan, setting, method)
+    timings["adapt"] = time.time() - started - sum(timings.values())
+    table = tables(plan)
+    index = reports(plan)
+    timings["report"] = time.time() - started - sum(timings.values())
+    summary = {"timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(time.time() - started, 1),
+               "table": table, "index": str(index)}
+    (plan.out / "demo.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+@click.command(help=__doc__)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
+              help="Folder for the world, the cache, the runs and the report (reused when it exists).")
+@click.option("--seed", default=DemoPlan.seed, show_default=True,
+              help="Seed of the held-out world (the tiny CoCa was trained on seed 1).")
+@click.option("--videos", default=DemoPlan.videos, show_default=True, help="Videos in the world.")
+@click.option("--classes", default=DemoPlan.classes, show_default=True, help="Action classes in the world (2-12).")
+@click.option("--durations", nargs=2, type=float, default=DURATIONS, show_default=True,
+              help="Shortest and longest video, seconds.")
+@click.option("--caption-fps", default=DemoPlan.caption_fps, show_default=True, help="Captions per second of video.")
+@click.option("--jobs", default=DemoPlan.jobs, show_default=True, help="Worker processes of t3al-adapt.")
+@click.option("--plots", default=DemoPlan.plots, show_default=True, help="Videos plotted per split in the reports.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=CHECKPOINT,
+              show_default=True, help="Tiny CoCa weights (open_clip state_dict).")
+def main(out: Path, seed: int, videos: int, classes: int, durations: tuple[float, float], caption_fps: float,
+         jobs: int, plots: int, checkpoint: Path) -> None:
+    plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint)
+    summary = run_demo(plan)
+    click.echo(summary["table"])
+    click.echo(f"report: {summary['index']}")
+    click.echo("time (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items())
+               + f", total {summary['total_s']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""End to end on a small generated world: t3al-demo's path (extract, adapt x 3 methods x 2 settings, report)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from t3al.cache import CacheReader
+from t3al.demo.cli import METHODS, SETTINGS, DemoPlan, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    plan = DemoPlan(tmp_path_factory.mktemp("demo"), seed=99, videos=4, classes=4, durations=(10.0, 14.0),
+                    caption_fps=1.0, jobs=1, plots=1)
+    summary = run_demo(plan)
+    return plan, summary, json.loads((plan.world / "manifest.json").read_text())
+
+
+def _detections(plan, setting, method):
+    runs = sorted(plan.run_dir(setting, method).glob("split_*/detections.json"))
+    assert len(runs) == 10
+    return {path.parent.name: json.loads(path.read_text())["results"] for path in runs}
+
+
+def test_every_video_is_cached_with_captions(demo):
+    plan, _, manifest = demo
+    reader = CacheReader(plan.cache)
+    assert sorted(reader.video_ids()) == sorted(manifest["videos"])
+    assert not list(reader.failures())
+    for video_id in manifest["videos"]:
+        video = reader.video(video_id)
+        assert len(video.caption_texts) >= math.floor(manifest["videos"][video_id]["duration"]) - 1
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_detections_lie_inside_videos_and_split_classes(demo, setting, method):
+    plan, _, manifest = demo
+    for split, results in _detections(plan, setting, method).items():
+        unseen = set(manifest["splits"][setting][int(split.split("_")[1])])
+        for video_id, items in results.items():
+            duration = manifest["videos"][video_id]["duration"]
+            for item in items:
+                start, end = item["segment"]
+                assert 0 <= start <= end <= duration + 1e-6
+                assert 0 <= item["score"] <= 1
+                assert item["label"] in unseen
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_map_is_computed_and_finite(demo, setting):
+    plan, _, _ = demo
+    for method in METHODS:
+        results = json.loads((plan.run_dir(setting, method) / "results.json").read_text())
+        assert len(results["splits"]) == 10
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in results["mean"]["map"] + [results["mean"]["avg"]])
+
+
+def test_adaptation_changes_the_detections(demo):
+    plan, _, _ = demo
+    for setting in SETTINGS:
+        assert _detections(plan, setting, "T3AL") != _detections(plan, setting, "T3AL_0")
+
+
+def test_tables_and_report_are_written(demo):
+    plan, summary, _ = demo
+    assert "T3AL_0" in summary["table"] and "naive" in summary["table"]
+    index = (plan.out / "index.html").read_text()
+    assert all(f"{s} {m}" in index for s in SETTINGS for m in METHODS)
+    assert (plan.run_dir("75_25", "T3AL") / "report" / "index.html").exists()

@@ -1,0 +1,82 @@
+"""Sweep speed: the rows of shipped sweeps (default Table 5 + Table 6) on a THUMOS14-sized cache.
+
+    python benchmarks/bench_sweep.py [--tables table5 table6 --split 75_25 --jobs 2]
+                                     [--split-index 0 ...] [--cache DIR] [--separate]
+
+Writes bench_adapt's 413-video random cache (or reuses --cache DIR, kept after the run), then
+times `run_settings` over all rows together: what `t3al-sweep` runs, without writing files.
+``--separate`` also times the same rows one `run_setting` at a time, for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from bench_adapt import write_thumos_sized_cache
+
+from t3al.adapt.cli import resolve_config
+from t3al.adapt.pipeline import run_setting, run_settings
+from t3al.adapt.sweep import load_sweep, resolve_rows
+from t3al.cache import CacheError, CacheReader
+from t3al.manifests import setting_name
+
+
+def _is_cache(path: str) -> bool:
+    try:
+        return len(CacheReader(path).video_ids()) == 413
+    except CacheError:
+        return False
+
+
+def sweep_rows(tables: list[str]) -> dict:
+    """The rows of the named sweeps, resolved with the THUMOS14 preset, names prefixed by table."""
+    rows = {}
+    for table in tables:
+        configs = resolve_rows(load_sweep(table), lambda values: resolve_config(None, None, "thumos14", values), {})
+        rows.update({f"{table}: {name}": config for name, config in configs.items()})
+    return rows
+
+
+def time_sweep(cache: str, args: argparse.Namespace) -> None:
+    rows = sweep_rows(args.tables)
+    indices = args.indices or None
+    count = [0]
+    start = time.perf_counter()
+    runs = run_settings(cache, args.split, rows, indices=indices, jobs=args.jobs,
+                        on_video=lambda n: count.__setitem__(0, count[0] + n))
+    elapsed = time.perf_counter() - start
+    splits = len(next(iter(runs.values())).document["splits"])
+    print(f"{len(rows)} rows x {splits} splits of {setting_name(args.split)}: {count[0]} video-rows in "
+          f"{elapsed:.1f} s wall with --jobs {args.jobs} ({elapsed / count[0] * args.jobs:.3f} core-s per video-row)")
+    for name, run in runs.items():
+        print(f"  {name:45s} avg mAP {run.document['mean']['avg']:.2f}")
+    if args.separate:
+        start = time.perf_counter()
+        for config in rows.values():
+            run_setting(cache, args.split, config, indices=indices, jobs=args.jobs)
+        print(f"the same rows one run_setting at a time: {time.perf_counter() - start:.1f} s wall")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", nargs="+", default=["table5", "table6"])
+    parser.add_argument("--split", default="75_25")
+    parser.add_argument("--split-index", dest="indices", type=int, action="append")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cache", help="existing bench cache to reuse, or where to write and keep it")
+    parser.add_argument("--separate", action="store_true")
+    parser.add_argument("--tmp", default=None, help="folder for the temporary cache (about 5 GB)")
+    args = parser.parse_args()
+    if args.cache:
+        if not _is_cache(args.cache):
+            write_thumos_sized_cache(args.cache)
+        time_sweep(args.cache, args)
+        return
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        write_thumos_sized_cache(tmp)
+        time_sweep(tmp, args)
+
+
+if __name__ == "__main__":
+    main()

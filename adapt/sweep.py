@@ -19,7 +19,7 @@ from t3al.evaluate.report import format_table
 
 from .config import AdaptConfig, ConfigError
 
-ROW_NAME = re.compile(r"^[\w .,:;=+()\-]+$")  # also a folder name: no slash, no leading dot
+ROW_NAME = re.compile(r"^[\w .,=+()\-]+$")  # also a folder name, on any system: no / \ : and no leading dot
 SWEEP_KEYS = {"description", "preset", "rows"}
 
 
@@ -70,7 +70,7 @@ def parse_sweep(text: str, name: str, source: str) -> Sweep:
         row_name = settings.pop("name", None)
         if not isinstance(row_name, str) or not ROW_NAME.match(row_name) or row_name.startswith("."):
             raise ConfigError(f"{source}: row {position} needs a name of letters, digits, spaces and "
-                              f"_ .,:;=+()- (it names the row's output folder); got {row_name!r}")
+                              f"_ .,=+()- (it names the row's output folder); got {row_name!r}")
         if row_name in named:
             raise ConfigError(f"{source}: two rows are named {row_name!r}")
         named[row_name] = settings

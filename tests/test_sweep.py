@@ -87,6 +87,7 @@ def test_common_settings_apply_to_every_row_and_rows_win():
     ("colour = 1\nrows = [{name = 'a'}]", "unknown key"),
     ("rows = [{steps = 1}]", "row 1 needs a name"),
     ("rows = [{name = '../up'}]", "row 1 needs a name"),
+    ("rows = [{name = 'a:b'}]", "row 1 needs a name"),
     ("rows = [{name = 'a'}, {name = 'a'}]", "two rows are named 'a'"),
     ("rows = [{name = 'a'", "not valid TOML"),
 ])

@@ -3,7 +3,7 @@
     python -m t3al.extract.bench [VIDEOS_DIR]            # default: $T3AL_SHARED/data/videos or ../shared
     python -m t3al.extract.bench --arch coca_ViT-L-14    # real-size architecture, random weights (GPU)
 
-Peak RSS is the process's own maximum resident set (``ru_maxrss``) plus the largest ffmpeg child's.
+Peak RSS: the process's own maximum resident set (``ru_maxrss``) and the largest ffmpeg child's, sampled.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import subprocess
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -43,11 +44,36 @@ def default_videos() -> Path:
     return shared / "data" / "videos"
 
 
-def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident memory of this process and of its largest child, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, child
+class ChildMemory(threading.Thread):
+    """Samples the resident memory of this process's children (ffmpeg) every 20 ms; keeps the peak.
+
+    ``RUSAGE_CHILDREN`` cannot be used: a forked child starts with the parent's resident pages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mb = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            for children in Path("/proc/self/task").glob("*/children"):
+                for pid in children.read_text().split():
+                    self.peak_mb = max(self.peak_mb, _rss_mb(pid))
+
+
+def _rss_mb(pid: str) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(rss[0]) / 1024 if rss else 0.0
+
+
+def own_peak_mb() -> float:
+    """Peak resident memory of this process, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_ffmpeg_only(videos: list[Path]) -> dict:
@@ -169,8 +195,10 @@ def main(videos_dir: Path | None, size: int, batch_size: int, device: str, capti
     baseline = bench_ffmpeg_only(paths)
     click.echo(f"ffmpeg decode alone (-f null): ~{baseline['frames']} frames in {baseline['seconds']} s = "
                f"{baseline['frames_per_s']} frames/s, {baseline['cpu_ms_per_frame']} CPU ms/frame")
+    children = ChildMemory()
+    children.start()
     decode = bench_decode(paths, size, batch_size, device)
-    own, child = peak_rss_mb()
+    own, child = own_peak_mb(), children.peak_mb
     click.echo(f"decode+preprocess to {size}x{size} float tensors: {decode['frames']} frames in "
                f"{decode['seconds']} s = {decode['frames_per_s']} frames/s "
                f"({decode['frames_per_s'] / baseline['frames_per_s']:.0%} of ffmpeg alone); {decode['cpu_ms_per_frame']} CPU "
@@ -178,7 +206,7 @@ def main(videos_dir: Path | None, size: int, batch_size: int, device: str, capti
                f"{own:.0f} MiB, ffmpeg {child:.0f} MiB")
     if not skip_end_to_end:
         e2e = bench_end_to_end(videos_dir, caption_fps, device)
-        own, child = peak_rss_mb()
+        own, child = own_peak_mb(), children.peak_mb
         click.echo(f"end-to-end ({e2e['model']}, captions {caption_fps}/s): {e2e['frames']} frames, "
                    f"{e2e['captions']} captions in {e2e['seconds']} s = {e2e['frames_per_s']} frames/s; "
                    f"peak RSS python {own:.0f} MiB, ffmpeg {child:.0f} MiB")

@@ -125,7 +125,7 @@ def main() -> None:
 @click.option("--caption-fps", type=float, default=10.0, show_default=True,
               help="Captions per second of video (public T3AL: 10 on THUMOS14, 1 on ActivityNet); 0: none.")
 @click.option("--caption-batch-size", default=0, show_default=True,
-              help="Images per caption generation batch; 0: 32 on CUDA, 8 on CPU (bounds memory).")
+              help="Images per caption generation batch; 0: 32 on CUDA, 4 on CPU (bounds memory).")
 @click.option("--caption-length", default=30, show_default=True, help="Maximum caption length in tokens.")
 @click.option("--preprocess", type=click.Choice(["model", "t3al-public"]), default="model", show_default=True,
               help="model: open_clip's transform (shortest side, centre crop, RGB). t3al-public: squash to "

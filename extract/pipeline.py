@@ -36,7 +36,7 @@ class Settings:
     batch_size: int = 64
     fps: float | None = None
     caption_fps: float = 10.0
-    caption_batch_size: int = 0  # 0: 32 on CUDA, 8 elsewhere (beam search holds B x 6 x L x vocab logits)
+    caption_batch_size: int = 0  # 0: 32 on CUDA, 4 elsewhere (beam search holds B x 6 x L x vocab logits)
     caption_length: int = 30
     preprocess: str = "model"
     prefetch: int = 2
@@ -271,7 +271,7 @@ class Extractor:
 
     def caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
         """Caption full batches of pending images (all of them when ``final``), emptying ``pending``."""
-        size = self.settings.caption_batch_size or (32 if self.loaded.device.type == "cuda" else 8)
+        size = self.settings.caption_batch_size or (32 if self.loaded.device.type == "cuda" else 4)
         texts: list[str] = []
         while len(pending) >= size or (final and pending):
             chunk, pending[:] = pending[:size], pending[size:]

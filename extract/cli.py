@@ -23,7 +23,8 @@ from .models import (
     model_head,
     register_model_configs,
 )
-from .pipeline import Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, parse_shard, run_folder
+from .pipeline import (Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, parse_shard, run_folder,
+                       settings_mismatch)
 
 log = logging.getLogger("t3al.extract")
 
@@ -157,7 +158,11 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
     settings = Settings(batch_size=batch_size, fps=fps, caption_fps=caption_fps, caption_length=caption_length,
                         caption_batch_size=caption_batch_size, preprocess=preprocess)
     try:
-        writer = CacheWriter(cache_dir, cache_info(loaded, settings, feature_dtype))
+        wanted = cache_info(loaded, settings, feature_dtype)
+        writer = CacheWriter(cache_dir, wanted)
+        mismatch = settings_mismatch(writer.info, wanted)
+        if mismatch:
+            raise CacheError(f"{cache_dir}: {mismatch}; use the same settings or another cache directory")
         if manifest:
             writer.attach_manifest(manifest)
         _ensure_prompts(writer, loaded, names)

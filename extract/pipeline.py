@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheInfo, CacheWriter, VideoRecord, check_video_id
 
-from .decode import DecodeError, FrameGeometry, VideoInfo, probe, stream_frames
-from .models import LoadedModel, encode_texts, generate_captions, visual_features
+from .decode import DecodeError, FrameGeometry, VideoInfo, ffmpeg_binary, has_zscale, probe, stream_frames
+from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features
 
 log = logging.getLogger("t3al.extract")
 TOOL_VERSION = "t3al-extract 1"
@@ -287,9 +287,6 @@ def _rate_from(timestamps: np.ndarray) -> float:
 
 def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> CacheInfo:
     """``cache.json`` for this model and these settings."""
-    from .decode import ffmpeg_binary
-    from .models import PROMPT_TEMPLATE
-
     geometry = FrameGeometry(loaded.image_size, settings.preprocess)
     return CacheInfo(
         model=loaded.identity,
@@ -300,7 +297,7 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
             "resize": "shortest side, centre crop" if geometry.mode == "model" else "squash to size x size",
             "channels": geometry.pix_fmt[:3].upper(),
             "interpolation": loaded.interpolation,
-            "resizer": "ffmpeg swscale bicubic (Catmull-Rom, a=-0.5)",
+            "resizer": f"ffmpeg {'zscale' if has_zscale(ffmpeg_binary()) else 'swscale'} bicubic (Catmull-Rom, a=-0.5)",
             "mean": list(loaded.mean),
             "std": list(loaded.std),
         },
@@ -312,6 +309,16 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
         prompt_template=PROMPT_TEMPLATE,
         tool_version=TOOL_VERSION,
     )
+
+
+def settings_mismatch(cached: CacheInfo, wanted: CacheInfo) -> str | None:
+    """Why frames extracted with ``wanted`` must not join a cache made with ``cached``, if they must not."""
+    checks = [("preprocess", "mode"), ("preprocess", "size"), ("sampling", "fps"), ("captions", "fps")]
+    for section, key in checks:
+        old, new = getattr(cached, section).get(key), getattr(wanted, section).get(key)
+        if old != new:
+            return f"the cache was made with {section} {key} = {old!r}, this run asks for {new!r}"
+    return None
 
 
 def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extractor,

@@ -114,6 +114,12 @@ def test_shards_split_the_videos_without_overlap(models, good_videos, tmp_path):
     assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(ids)
 
 
+def test_a_cache_refuses_frames_sampled_differently(models, good_videos, tmp_path):
+    assert _extract(models, good_videos, tmp_path / "cache", "--caption-fps", "0").exit_code == 0
+    result = _extract(models, good_videos, tmp_path / "cache", "--caption-fps", "0", "--fps", "5")
+    assert result.exit_code == 1 and "sampling fps = None, this run asks for 5.0" in result.output
+
+
 def test_shard_spec_is_checked():
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):

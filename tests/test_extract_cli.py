@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -102,6 +106,28 @@ def test_rerun_skips_complete_videos_and_redoes_changed_ones(models, good_videos
     assert result.exit_code == 0 and "1 done, 2 skipped, 0 failed" in result.output
     assert (cache / "videos" / "ntsc.h5").stat().st_mtime_ns == before
     assert CacheReader(cache).video("v25").source_mtime == stat.st_mtime + 10
+
+
+def test_kill_9_loses_only_the_video_in_flight(models, good_videos, tmp_path):
+    folder, checkpoints = models
+    videos, cache = _copy(good_videos, tmp_path / "videos"), tmp_path / "cache"
+    command = [sys.executable, "-c", "from t3al.extract.cli import main; main()", str(videos), str(cache),
+               "--model", COCA, "--pretrained", str(checkpoints[COCA]), "--model-config", str(folder),
+               "--caption-fps", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((cache / "videos").glob("[!.]*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    reader = CacheReader(cache)
+    complete = reader.video_ids()
+    assert 1 <= len(complete) <= 3
+    for video_id in complete:
+        assert reader.video(video_id).n_frames > 0
+    result = _extract(models, videos, cache, "--caption-fps", "0")
+    assert result.exit_code == 0 and f"{len(complete)} skipped" in result.output
+    assert CacheReader(cache).video_ids() == ["ntsc", "v25", "vfr"]
 
 
 def test_shards_split_the_videos_without_overlap(models, good_videos, tmp_path):

@@ -35,9 +35,9 @@ class DemoPlan:
     videos: int = 24
     classes: int = 12
     durations: tuple[float, float] = DURATIONS
-    caption_fps: float = 2.0
+    caption_fps: float = 1.0
     jobs: int = 2
-    plots: int = 4
+    plots: int = 2
     checkpoint: Path = CHECKPOINT
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from t3al.cache import CacheReader
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    plan = DemoPlan(tmp_path_factory.mktemp("demo"), seed=99, videos=4, classes=4, durations=(10.0, 14.0),
-                    caption_fps=1.0, jobs=1, plots=1)
+    plan = DemoPlan(tmp_path_factory.mktemp("demo"), seed=99, videos=3, classes=3, durations=(8.0, 12.0),
+                    caption_fps=1.0, jobs=1, plots=0)
     summary = run_demo(plan)
     return plan, summary, json.loads((plan.world / "manifest.json").read_text())
 
@@ -60,10 +61,14 @@ def test_map_is_computed_and_finite(demo, setting):
         assert all(math.isfinite(v) and 0 <= v <= 100 for v in results["mean"]["map"] + [results["mean"]["avg"]])
 
 
-def test_adaptation_changes_the_detections(demo):
+def test_adaptation_changes_every_curve_and_the_detections(demo):
     plan, _, _ = demo
     for setting in SETTINGS:
-        assert _detections(plan, setting, "T3AL") != _detections(plan, setting, "T3AL_0")
+        for adapted in sorted(plan.run_dir(setting, "T3AL").glob("split_*/curves/*.npz")):
+            before = np.load(plan.run_dir(setting, "T3AL_0") / adapted.relative_to(plan.run_dir(setting, "T3AL")))
+            assert not np.allclose(np.load(adapted)["similarity"], before["similarity"])
+    # with one unseen class (75_25 here) every score is a softmax over one class, so compare on 50_50
+    assert _detections(plan, "50_50", "T3AL") != _detections(plan, "50_50", "T3AL_0")
 
 
 def test_tables_and_report_are_written(demo):

@@ -45,7 +45,7 @@ def default_videos() -> Path:
 
 
 class ChildMemory(threading.Thread):
-    """Samples the resident memory of this process's children (ffmpeg) every 20 ms; keeps the peak.
+    """Samples the resident memory of this process's ffmpeg children every 20 ms; keeps the peak.
 
     ``RUSAGE_CHILDREN`` cannot be used: a forked child starts with the parent's resident pages.
     """
@@ -63,9 +63,12 @@ class ChildMemory(threading.Thread):
 
 
 def _rss_mb(pid: str) -> float:
+    """VmRSS of an ffmpeg process; 0 for anything else (a child between fork and exec shows the parent's)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
+        return 0.0
+    if not status.startswith("Name:\tffmpeg"):
         return 0.0
     rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
     return int(rss[0]) / 1024 if rss else 0.0

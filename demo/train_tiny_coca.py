@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from t3al.extract.decode import FrameGeometry, probe, stream_frames
-from t3al.extract.models import class_prompt, register_model_configs
+from t3al.extract.models import class_prompt, clean_caption, register_model_configs
 
 from .world import generate_world
 
@@ -161,8 +161,6 @@ def zero_shot_report(model, tokenizer, frames: FrameSet, classes: list[str], thr
 
 def greedy_captions(model, images: np.ndarray, max_tokens: int = 20) -> list[str]:
     """Captions by greedy decoding through the model's own forward pass (for the model card)."""
-    from t3al.extract.models import clean_caption
-
     mean, std = model.visual.image_mean, model.visual.image_std
     pixels = to_tensor(images, mean, std)
     with torch.no_grad():
@@ -178,6 +176,22 @@ def greedy_captions(model, images: np.ndarray, max_tokens: int = 20) -> list[str
 def save_fp16(model, path: Path) -> None:
     """Save the state_dict in half precision (open_clip casts it back when loading)."""
     torch.save({k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
+
+
+def measure_checkpoint(path: Path, tokenizer, frames: FrameSet, heldout: FrameSet, classes: list[str]) -> dict:
+    """Load the saved checkpoint through open_clip and measure it: size, zero-shot figures, captions."""
+    loaded, _, _ = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=str(path))
+    loaded.eval()
+    seen = FrameSet(frames.images[::10], frames.captions[::10], frames.labels[::10])
+    sample = np.linspace(0, len(heldout.labels) - 1, 8).astype(int)
+    return {
+        "parameters": sum(p.numel() for p in loaded.parameters()),
+        "logit_scale": float(loaded.logit_scale.exp()),
+        "heldout": zero_shot_report(loaded, tokenizer, heldout, classes),
+        "train": zero_shot_report(loaded, tokenizer, seen, classes),
+        "caption_examples": [{"truth": heldout.captions[i], "generated": text}
+                             for i, text in zip(sample, greedy_captions(loaded, heldout.images[sample]))],
+    }
 
 
 @click.command(help=__doc__)
@@ -216,24 +230,15 @@ def main(work: Path, out: Path, train_seed: int, train_videos: int, eval_seed: i
     trained = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_fp16(model, out)
-    loaded, _, _ = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=str(out))
-    loaded.eval()
-    classes = json.loads((eval_dir / "manifest.json").read_text())["classes"]
-    heldout = load_frames(eval_dir, size, every=5)
-    sample = np.linspace(0, len(heldout.labels) - 1, 8).astype(int)
     metrics = {
-        "model": MODEL_NAME, "parameters": sum(p.numel() for p in loaded.parameters()),
-        "checkpoint_bytes": out.stat().st_size, "seed": seed, "train_world": {"seed": train_seed, "videos": train_videos,
-        "frames_used": len(frames.labels), "every": every}, "heldout_world": {"seed": eval_seed, "videos": eval_videos},
+        "model": MODEL_NAME, "checkpoint_bytes": out.stat().st_size, "seed": seed,
+        "train_world": {"seed": train_seed, "videos": train_videos, "frames_used": len(frames.labels), "every": every},
+        "heldout_world": {"seed": eval_seed, "videos": eval_videos},
         "steps": steps, "batch_size": batch_size, "caption_rows": caption_rows, "lr": lr, "threads": threads,
         "seconds_data": round(prepared - started, 1), "seconds_training": round(trained - prepared, 1),
         "loss_first_10": float(np.mean(losses[:10])), "loss_last_10": float(np.mean(losses[-10:])),
-        "logit_scale": float(loaded.logit_scale.exp()),
-        "heldout": zero_shot_report(loaded, tokenizer, heldout, classes),
-        "train": zero_shot_report(loaded, tokenizer, FrameSet(frames.images[::10], frames.captions[::10],
-                                                              frames.labels[::10]), classes),
-        "caption_examples": [{"truth": heldout.captions[i], "generated": text}
-                             for i, text in zip(sample, greedy_captions(loaded, heldout.images[sample]))],
+        **measure_checkpoint(out, tokenizer, frames, load_frames(eval_dir, size, every=5),
+                             json.loads((eval_dir / "manifest.json").read_text())["classes"]),
     }
     out.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1))
     click.echo(json.dumps(metrics, indent=1))

@@ -42,20 +42,26 @@ def time_sweep(cache: str, args: argparse.Namespace) -> None:
     rows = sweep_rows(args.tables)
     indices = args.indices or None
     count = [0]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     runs = run_settings(cache, args.split, rows, indices=indices, jobs=args.jobs,
                         on_video=lambda n: count.__setitem__(0, count[0] + n))
     elapsed = time.perf_counter() - start
     splits = len(next(iter(runs.values())).document["splits"])
     print(f"{len(rows)} rows x {splits} splits of {setting_name(args.split)}: {count[0]} video-rows in "
-          f"{elapsed:.1f} s wall with --jobs {args.jobs} ({elapsed / count[0] * args.jobs:.3f} core-s per video-row)")
+          f"{elapsed:.1f} s wall with --jobs {args.jobs} ({elapsed / count[0] * args.jobs:.3f} core-s per video-row)"
+          + _cpu(cpu, args.jobs))
     for name, run in runs.items():
         print(f"  {name:45s} avg mAP {run.document['mean']['avg']:.2f}")
     if args.separate:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for config in rows.values():
             run_setting(cache, args.split, config, indices=indices, jobs=args.jobs)
-        print(f"the same rows one run_setting at a time: {time.perf_counter() - start:.1f} s wall")
+        print(f"the same rows one run_setting at a time: {time.perf_counter() - start:.1f} s wall" + _cpu(cpu, args.jobs))
+
+
+def _cpu(start: float, jobs: int) -> str:
+    """CPU seconds of this process: all the work with --jobs 1, so other load on the machine barely counts."""
+    return f"; {time.process_time() - start:.1f} CPU-s" if jobs == 1 else ""
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import click
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from t3al.extract.decode import FrameGeometry, probe, stream_frames
@@ -186,7 +185,7 @@ def measure_checkpoint(path: Path, tokenizer, frames: FrameSet, heldout: FrameSe
     sample = np.linspace(0, len(heldout.labels) - 1, 8).astype(int)
     return {
         "parameters": sum(p.numel() for p in loaded.parameters()),
-        "logit_scale": float(loaded.logit_scale.exp()),
+        "logit_scale": float(loaded.logit_scale.detach().exp()),
         "heldout": zero_shot_report(loaded, tokenizer, heldout, classes),
         "train": zero_shot_report(loaded, tokenizer, seen, classes),
         "caption_examples": [{"truth": heldout.captions[i], "generated": text}

@@ -17,7 +17,7 @@ import click
 from .train_tiny_coca import CHECKPOINT, MODEL_NAME
 from .world import DURATIONS, generate_world
 
-METHODS = {"naive": ["--method", "naive"], "T3AL_0": ["--method", "t3al", "--steps", "0"],
+METHODS = {"naive": ["--method", "naive"], "T3AL_0": ["--method", "t3al", "--steps", "0", "--no-suppression"],
            "T3AL": ["--method", "t3al"]}
 SETTINGS = ("75_25", "50_50")
 

@@ -23,7 +23,7 @@ HELP = {
     "protocol": "reset: each video starts from the model (independent, parallel); "
                 "stream: the public code's one optimiser over the videos in order.",
     "implementation": "fast (re-associated products, default) or direct (full V @ Pv every step).",
-    "steps": "Adaptation steps T (0 gives T3AL_0).",
+    "steps": "Adaptation steps T (0 with --no-suppression gives T3AL_0).",
     "k": "Positive and negative samples per step (K).",
     "pool": "Candidates per side = pool * K.",
     "radius": "Sample index perturbation radius r; 0 = none (exactly reproducible).",
@@ -96,26 +96,36 @@ def default_out(cache: Path, setting: str, config: AdaptConfig) -> Path:
     return Path("runs") / cache.resolve().name / setting_name(setting) / name
 
 
+def run_options(command):
+    """The options every stage-two command shares: which splits, where from, how to run and report."""
+    options = [
+        click.argument("cache", type=click.Path(path_type=Path)),
+        click.option("--split", "setting", default="75_25", show_default=True,
+                     help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes)."),
+        click.option("--split-index", "indices", type=int, multiple=True,
+                     help="Run only this split (repeat); default: all ten."),
+        click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
+                     help="Dataset manifest (ground truth, splits); default: the one recorded in the cache."),
+        click.option("--preset", type=click.Choice(preset_names()),
+                     help="Settings preset; default: activitynet for ActivityNet manifests, else thumos14."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path),
+                     help="TOML file of settings, applied over the preset (field names as the options below)."),
+        click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id)."),
+        click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes across videos (joblib)."),
+        click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
+        click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+    ]
+    command = config_options(command)
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("cache", type=click.Path(path_type=Path))
-@click.option("--split", "setting", default="75_25", show_default=True,
-              help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes).")
-@click.option("--split-index", "indices", type=int, multiple=True,
-              help="Run only this split (repeat); default: all ten.")
-@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
-              help="Dataset manifest (ground truth, splits); default: the one recorded in the cache.")
-@click.option("--preset", type=click.Choice(preset_names()),
-              help="Settings preset; default: activitynet for ActivityNet manifests, else thumos14.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="TOML file of settings, applied over the preset (field names as the options below).")
-@click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id).")
-@click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes across videos (joblib).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output folder; default runs/<cache>/<split>/<method>.")
-@click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts.")
-@click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar over videos.")
-@config_options
+@run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
          config_file: Path | None, seed: int, jobs: int, out: Path | None, round_ap: bool, allow_failures: bool,
          progress: bool, **options: Any) -> None:

@@ -13,36 +13,20 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
-from .cli import config_options, resolve_config
-from .config import ConfigError, preset_names
+from .cli import resolve_config, run_options
+from .config import ConfigError
 from .pipeline import load_manifest, run_settings
 from .sweep import load_sweep, resolve_rows, sweep_names, write_tables
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("cache", type=click.Path(path_type=Path))
 @click.option("--table", "table", required=True,
               help=f"Shipped sweep ({', '.join(sweep_names())}) or the path of your own sweep TOML file.")
-@click.option("--split", "setting", default="75_25", show_default=True,
-              help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes).")
-@click.option("--split-index", "indices", type=int, multiple=True,
-              help="Run only this split (repeat); default: all ten.")
-@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
-              help="Dataset manifest (ground truth, splits); default: the one recorded in the cache.")
-@click.option("--preset", type=click.Choice(preset_names()),
-              help="Settings preset under every row; default: the sweep's, else from the manifest's dataset.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="TOML file of settings under every row, applied over the preset.")
-@click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id).")
-@click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes across videos (joblib).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output folder; default runs/<cache>/<split>/sweep-<table>.")
 @click.option("--curves/--no-curves", default=True, show_default=True,
               help="Save every video's similarity curve per row (for plots and the HTML report).")
-@click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts.")
-@click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar over videos x rows.")
-@config_options
+@run_options
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
          preset: str | None, config_file: Path | None, seed: int, jobs: int, out: Path | None, curves: bool,
          round_ap: bool, allow_failures: bool, progress: bool, **options: Any) -> None:

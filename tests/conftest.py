@@ -72,3 +72,27 @@ def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180
     for start, end, c in actions:
         features[start:end, c] += 2.0
     return features
+
+
+def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int, int, int, int]],
+                    splits: list[list[str]], fps: float = 10.0, broken: str | None = None) -> Path:
+    """A cache and its attached manifest: video -> (frames, action start, action end, class index).
+
+    Each video holds one action on frames [start, end) (ground truth in seconds), splits are the
+    75_25 setting's unseen-class lists; ``broken`` names a video given one NaN feature.
+    """
+    from t3al.manifests import Manifest
+
+    videos, annotations = {}, []
+    for seed, (video_id, (n, start, end, c)) in enumerate(actions.items()):
+        videos[video_id] = synthetic_features(n=n, actions=((start, end, c),), seed=seed)
+        annotations.append({"video": video_id, "start": start / fps, "end": (end - 1) / fps, "label": classes[c]})
+    if broken:
+        videos[broken][5] = np.nan
+    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps)
+    manifest = Manifest("toy", classes, {v: {"subset": "test", "duration": actions[v][0] / fps, "fps": fps}
+                                         for v in videos}, annotations, {"75_25": splits}, [0.3, 0.5, 0.7])
+    manifest.save(root / "manifest.json")
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
+        .attach_manifest(root / "manifest.json")
+    return cache

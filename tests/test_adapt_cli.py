@@ -10,7 +10,7 @@ from t3al.adapt.cli import main
 from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord
 from t3al.manifests import Manifest
 
-from conftest import synthetic_features, write_tiny_cache
+from conftest import write_toy_world
 
 CLASSES = ["Jump", "Throw", "Swim", "Run"]
 FPS = 10.0
@@ -18,21 +18,8 @@ FPS = 10.0
 
 def _world(tmp_path, broken: str | None = None):
     """Eight videos, each with one action of one class; splits of two unseen classes."""
-    videos, annotations = {}, []
-    for i in range(8):
-        c = i % 4
-        start, end = 40 + 5 * i, 120 + 5 * i
-        videos[f"v{i}"] = synthetic_features(n=240, actions=((start, end, c),), seed=i)
-        annotations.append({"video": f"v{i}", "start": start / FPS, "end": (end - 1) / FPS, "label": CLASSES[c]})
-    if broken:
-        videos[broken][5] = np.nan
-    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)
-    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": 24.0, "fps": FPS} for v in videos},
-                        annotations, {"75_25": [["Jump", "Throw"], ["Swim", "Run"]]}, [0.3, 0.5, 0.7])
-    manifest.save(tmp_path / "manifest.json")
-    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
-        .attach_manifest(tmp_path / "manifest.json")
-    return cache
+    actions = {f"v{i}": (240, 40 + 5 * i, 120 + 5 * i, i % 4) for i in range(8)}
+    return write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]], FPS, broken)
 
 
 def _invoke(*args):

@@ -13,10 +13,8 @@ from t3al.adapt.config import ConfigError
 from t3al.adapt.pipeline import run_setting, run_settings
 from t3al.adapt.sweep import load_sweep, parse_sweep, resolve_rows, sweep_names
 from t3al.adapt.sweep_cli import main
-from t3al.cache import CacheInfo, CacheWriter, ModelIdentity
-from t3al.manifests import Manifest
 
-from conftest import synthetic_features, write_tiny_cache
+from conftest import write_toy_world
 
 CLASSES = ["Jump", "Throw", "Swim"]
 FPS = 10.0
@@ -24,19 +22,8 @@ FPS = 10.0
 
 def _world(tmp_path):
     """Six short videos, one action each; two splits of two unseen classes."""
-    videos, annotations = {}, []
-    for i in range(6):
-        c = i % 3
-        videos[f"v{i}"] = synthetic_features(n=160, actions=((40 + 4 * i, 100 + 4 * i, c),), seed=i)
-        annotations.append({"video": f"v{i}", "start": (40 + 4 * i) / FPS, "end": (99 + 4 * i) / FPS,
-                            "label": CLASSES[c]})
-    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)
-    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": 16.0, "fps": FPS} for v in videos},
-                        annotations, {"75_25": [["Jump", "Throw"], ["Throw", "Swim"]]}, [0.3, 0.5, 0.7])
-    manifest.save(tmp_path / "manifest.json")
-    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
-        .attach_manifest(tmp_path / "manifest.json")
-    return cache
+    actions = {f"v{i}": (160, 40 + 4 * i, 100 + 4 * i, i % 3) for i in range(6)}
+    return write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Throw", "Swim"]], FPS)
 
 
 SWEEP = """

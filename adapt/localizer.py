@@ -148,13 +148,20 @@ class T3AL:
         adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
         with torch.no_grad():
             residual = video.features @ adaptation.before_last["visual_proj"] - background
+        results = self.propose_variants(video, params, adaptation, residual, class_features, label, probabilities,
+                                        variants, hint)
+        return results, adaptation
+
+    def propose_variants(self, video, params, adaptation, residual, class_features, label, probabilities,
+                         variants: Sequence[AdaptConfig], hint=None) -> list[VideoResult]:
+        """Steps 3-5 of each variant from one adaptation (``params`` as adaptation left them)."""
         results = []
         for variant in variants:
             result = T3AL(variant).propose(video, params, adaptation, class_features, label, residual, hint)
             result.probabilities = probabilities
             result.losses = adaptation.losses
             results.append(result)
-        return results, adaptation
+        return results
 
     @torch.no_grad()
     def pseudo_label(self, video, params, class_features, label_embeddings=None, hint=None):

@@ -17,7 +17,7 @@ from t3al.evaluate.splits import manifest_tious, results_document, split_ground_
 from t3al.manifests import Manifest, setting_name
 
 from .config import AdaptConfig
-from .runner import Truths, detection_rows, localize_many
+from .runner import SplitWork, Truths, detection_rows, localize_splits
 from .video import VideoProblem, VideoResult
 
 
@@ -100,7 +100,7 @@ def run_setting(
 ) -> SettingRun:
     """Localize and evaluate splits of ``setting``; write outputs under ``out`` when given.
 
-    Each split's files are written as soon as it is done, so an interrupted run keeps them.
+    All splits run together, so a video's splits can share work; the files are written at the end.
     """
     return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video)[0]
 
@@ -144,12 +144,13 @@ def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig]
     results: list[list] = [[] for _ in configs]
     problems_per_split: list[list] = [[] for _ in configs]
     order = list(manifest.videos)
-    for index in indices:
-        evaluation = manifest.evaluation_set(key, index)
-        wanted = set(evaluation.videos)
-        video_ids = [v for v in order if v in wanted]
-        truths = _truths(manifest, key, index) if any(c.oracle for c in configs) else None
-        outcomes = localize_many(str(cache), video_ids, evaluation.classes, configs, seed, jobs, truths, on_video)
+    evaluations = [manifest.evaluation_set(key, index) for index in indices]
+    oracles = any(c.oracle for c in configs)
+    works = [SplitWork([v for v in order if v in set(evaluation.videos)], evaluation.classes,
+                       _truths(manifest, key, index) if oracles else {})
+             for index, evaluation in zip(indices, evaluations)]
+    all_outcomes = localize_splits(str(cache), works, configs, seed, jobs, on_video)
+    for index, evaluation, outcomes in zip(indices, evaluations, all_outcomes):
         classes, ground_truth = split_ground_truth(manifest, key, index)
         for i, (outcome, run, folder) in enumerate(zip(outcomes, runs, folders)):
             detections = Detections.from_records(

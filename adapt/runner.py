@@ -86,37 +86,63 @@ def _class_features(head: Head, classes: list[str]) -> torch.Tensor:
     return torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
 
 
-def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head, class_features: torch.Tensor,
-                 seed: int, truths: Truths) -> list[VideoResult]:
-    """Every config on one loaded video, each group of configs from the model's own parameters."""
-    results: list[VideoResult | None] = [None] * len(configs)
+@dataclass
+class SplitWork:
+    """One split to localize: its videos in order, its class vocabulary and (for oracles) truths."""
+
+    video_ids: list[str]
+    classes: list[str]
+    truths: Truths = field(default_factory=dict)
+
+
+def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
+                 splits: Sequence[tuple[list[str], Truths]], seed: int) -> list[list[VideoResult]]:
+    """Every config on one loaded video in each of its splits (vocabulary, truths): one result list
+    per split. Splits in which a config group gives the video the same pseudo-label share one
+    adaptation, since with per-video reset and a per-video seed nothing else it depends on changes;
+    adaptations steered by an oracle are not shared."""
+    results = [[None] * len(configs) for _ in splits]
     for group in _groups(configs):
         first = configs[group[0]]
-        params = Projections(*_head_tensors(head))
-        if first.method == "naive":
-            outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
-        else:
-            generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-            optimizer = make_optimizer(params, first) if first.steps else None
-            chosen = [configs[i] for i in group]
-            outputs, _ = T3AL(first).localize_variants(video, params, optimizer, class_features, generator, chosen,
-                                                       hint=_hint(chosen, video, truths))
-        for i, output in zip(group, outputs):
-            results[i] = output
+        chosen = [configs[i] for i in group]
+        method = T3AL(first)
+        shared: dict[object, tuple] = {}
+        for s, (classes, truths) in enumerate(splits):
+            class_features = _class_features(head, classes)
+            hint = _hint(chosen, video, truths)
+            if first.method == "naive":
+                params = Projections(*_head_tensors(head))
+                outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
+            else:
+                params = Projections(*_head_tensors(head))
+                label, probabilities, background = method.pseudo_label(video, params, class_features, hint=hint)
+                key = (classes[label], s if adaptation_key(first).oracle else None)
+                if key not in shared:
+                    generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+                    optimizer = make_optimizer(params, first) if first.steps else None
+                    adaptation = method.adapt(video, params, optimizer, class_features[label], background,
+                                              generator, hint)
+                    with torch.no_grad():
+                        residual = video.features @ adaptation.before_last["visual_proj"] - background
+                    shared[key] = (params, adaptation, residual)
+                adapted, adaptation, residual = shared[key]
+                outputs = method.propose_variants(video, adapted, adaptation, residual, class_features, label,
+                                                  probabilities, chosen, hint)
+            for i, output in zip(group, outputs):
+                results[s][i] = output
     return results
 
 
-def _localize_chunk(root: str, video_ids: list[str], classes: list[str], configs: Sequence[AdaptConfig], seed: int,
-                    truths: Truths) -> list[list[VideoResult] | VideoProblem]:
-    """Per-video reset protocol on a few videos, each read once for all configs (a joblib task)."""
+def _localize_chunk(root: str, video_ids: list[str], splits: list[list[tuple[list[str], Truths]]],
+                    configs: Sequence[AdaptConfig], seed: int) -> list[list[list[VideoResult]] | VideoProblem]:
+    """Per-video reset protocol on a few videos, each read once for all its splits and configs."""
     reader = CacheReader(root)
     head = reader.head()
-    class_features = _class_features(head, classes)
-    out: list[list[VideoResult] | VideoProblem] = []
+    out: list[list[list[VideoResult]] | VideoProblem] = []
     with single_thread():
-        for video_id in video_ids:
+        for video_id, video_splits in zip(video_ids, splits):
             try:
-                out.append(_reset_video(_load(reader, video_id), configs, head, class_features, seed, truths))
+                out.append(_reset_video(_load(reader, video_id), configs, head, video_splits, seed))
             except VideoProblem as problem:
                 out.append(problem)
     return out
@@ -173,48 +199,70 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
     return out
 
 
-def localize_many(
+def localize_splits(
     cache: str,
-    video_ids: list[str],
-    classes: list[str],
+    splits: Sequence[SplitWork],
     configs: Sequence[AdaptConfig],
     seed: int = 0,
     jobs: int = 1,
-    truths: Truths | None = None,
     on_video: Callable[[int], None] = lambda n: None,
-) -> list[SplitOutcome]:
-    """Localize ``video_ids`` (in this order) with every config of ``configs``; one outcome per config.
+) -> list[list[SplitOutcome]]:
+    """Localize every split with every config: ``outcomes[split][config]``.
 
-    Each video is read from the cache once for all per-video-reset configs (spread over ``jobs``
-    workers) and once for all stream configs (run in order, in this process); configs that
-    differ only in proposal settings share one adaptation. Videos missing from the cache, or
-    unusable, become problems. ``truths`` (ground-truth instances per video) are read only by the
-    oracles. ``on_video(n)`` is called as (video, config) pairs complete (for a progress bar).
+    Per-video-reset configs read each video once for all its splits and configs (videos spread
+    over ``jobs`` workers); configs that differ only in proposal settings, and splits that give a
+    video the same pseudo-label, share one adaptation. Stream configs run split by split, in
+    order, in this process. Videos missing from the cache, or unusable, become problems.
+    ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
     """
     reader = CacheReader(cache)
-    reader.head().prompt_index(classes)
-    truths = truths or {}
-    missing = [v for v in video_ids if v not in reader]
-    present = [v for v in video_ids if v in reader]
-    outcomes = [SplitOutcome(problems=[VideoProblem(v, f"not in cache {cache}") for v in missing]) for _ in configs]
-    on_video(len(missing) * len(configs))
+    for split in splits:
+        reader.head().prompt_index(split.classes)
+    outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {cache}") for v in split.video_ids
+                                        if v not in reader]) for _ in configs] for split in splits]
+    on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
     stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method == "t3al"]
     reset = [i for i in range(len(configs)) if i not in stream]
-    if stream:
-        items = _localize_stream(reader, present, classes, [configs[i] for i in stream], seed, truths, on_video)
-        _collect(outcomes, stream, items)
+    for split, split_outcomes in zip(splits, outcomes):
+        if stream:
+            present = [v for v in split.video_ids if v in reader]
+            items = _localize_stream(reader, present, split.classes, [configs[i] for i in stream], seed,
+                                     split.truths, on_video)
+            _collect(split_outcomes, stream, items)
     if reset:
-        chosen = [configs[i] for i in reset]
-        chunks = [present[i:i + CHUNK] for i in range(0, len(present), CHUNK)]
-        tasks = (joblib.delayed(_localize_chunk)(str(cache), chunk, classes, chosen, seed,
-                                                 {v: truths[v] for v in chunk if v in truths})
-                 for chunk in chunks)
-        items = []
-        for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
-            items.extend(done)
-            on_video(len(done) * len(reset))
-        _collect(outcomes, reset, items)
+        _localize_reset(str(cache), reader, splits, outcomes, reset, [configs[i] for i in reset], seed, jobs, on_video)
     return outcomes
+
+
+def _localize_reset(cache: str, reader: CacheReader, splits: Sequence[SplitWork], outcomes: list[list[SplitOutcome]],
+                    positions: list[int], configs: list[AdaptConfig], seed: int, jobs: int,
+                    on_video: Callable[[int], None]) -> None:
+    """The per-video-reset configs over all splits, one task per few videos."""
+    membership: dict[str, list[int]] = {}
+    for s, split in enumerate(splits):
+        for video_id in split.video_ids:
+            if video_id in reader:
+                membership.setdefault(video_id, []).append(s)
+    videos = list(membership)
+    chunks = [videos[i:i + CHUNK] for i in range(0, len(videos), CHUNK)]
+
+    def work(video_id: str) -> list[tuple[list[str], Truths]]:
+        return [(splits[s].classes, {video_id: splits[s].truths[video_id]} if video_id in splits[s].truths else {})
+                for s in membership[video_id]]
+
+    tasks = (joblib.delayed(_localize_chunk)(cache, chunk, [work(v) for v in chunk], configs, seed) for chunk in chunks)
+    done_videos = iter(videos)
+    for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
+        for item in done:
+            video_id = next(done_videos)
+            for j, s in enumerate(membership[video_id]):
+                _collect(outcomes[s], positions, [item if isinstance(item, VideoProblem) else item[j]])
+            on_video(len(membership[video_id]) * len(configs))
+    for split, split_outcomes in zip(splits, outcomes):
+        order = {v: i for i, v in enumerate(split.video_ids)}
+        for outcome in split_outcomes:
+            outcome.results.sort(key=lambda r: order[r.video_id])
+            outcome.problems.sort(key=lambda p: order.get(p.video_id, -1))
 
 
 def _collect(outcomes: list[SplitOutcome], positions: list[int], items: list[list[VideoResult] | VideoProblem]) -> None:
@@ -238,8 +286,8 @@ def localize_split(
     on_video: Callable[[int], None] = lambda n: None,
 ) -> SplitOutcome:
     """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``: the
-    one-config case of ``localize_many``."""
-    return localize_many(cache, video_ids, classes, [config], seed, jobs, truths, on_video)[0]
+    one-split, one-config case of ``localize_splits``."""
+    return localize_splits(cache, [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs, on_video)[0][0]
 
 
 def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from t3al.adapt import runner
 from t3al.adapt.cli import resolve_config
 from t3al.adapt.config import ConfigError
+from t3al.adapt.localizer import T3AL
 from t3al.adapt.pipeline import run_setting, run_settings
 from t3al.adapt.sweep import load_sweep, parse_sweep, resolve_rows, sweep_names
 from t3al.adapt.sweep_cli import main
@@ -139,3 +140,20 @@ def test_shipped_sweep_runs_by_name_and_unknown_names_are_one_line_errors(tmp_pa
     assert "Pv + Pt + s" in result.output and not (tmp_path / "t6" / "Pt" / "split_0" / "curves").exists()
     result = CliRunner().invoke(main, [str(cache), "--table", "table99", "--no-progress"])
     assert result.exit_code == 1 and "unknown sweep 'table99'" in result.output
+
+
+def test_splits_share_a_videos_adaptation_and_match_separate_runs(tmp_path, monkeypatch):
+    cache = _world(tmp_path)
+    config = resolve_config(None, None, "toy", {"steps": 3, "lr": 1e-2})
+    separate = [run_setting(cache, "75_25", config, indices=[i], out=tmp_path / f"alone{i}") for i in (0, 1)]
+    adaptations = []
+    adapt = T3AL.adapt
+    monkeypatch.setattr(T3AL, "adapt", lambda self, video, *a, **k: adaptations.append(video.video_id)
+                        or adapt(self, video, *a, **k))
+    together = run_setting(cache, "75_25", config, indices=[0, 1], out=tmp_path / "together")
+    for i in (0, 1):
+        alone = (tmp_path / f"alone{i}" / f"split_{i}" / "detections.csv").read_text()
+        assert (tmp_path / "together" / f"split_{i}" / "detections.csv").read_text() == alone
+        assert together.document["splits"][i]["map"] == separate[i].document["splits"][0]["map"]
+    # the Throw videos (v1, v4) are in both splits; each is adapted once when its pseudo-label agrees
+    assert sorted(adaptations) == sorted(set(adaptations)) and set(adaptations) == {"v0", "v1", "v2", "v3", "v4", "v5"}

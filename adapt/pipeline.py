@@ -118,8 +118,8 @@ def run_settings(
     on_video: Callable[[int], None] = lambda n: None,
     curves: bool = True,
 ) -> dict[str, SettingRun]:
-    """``run_setting`` for several named configs at once, each video read once per split for all
-    of them; config ``name`` writes its files under ``out/name``."""
+    """``run_setting`` for several named configs at once, each video read once for all splits and
+    configs; config ``name`` writes its files under ``out/name``."""
     folders = [Path(out) / name if out is not None else None for name in configs]
     runs = _run_many(cache, setting, list(configs.values()), folders, manifest_path, indices, seed, jobs, round_ap,
                      on_video, curves)

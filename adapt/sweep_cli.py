@@ -34,8 +34,8 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
 
     A sweep is a TOML file of rows, each a name and the settings it changes. Settings resolve
     as: preset, --config file, the options below (all rows), then the row's own settings. Each
-    video is read from the cache once per split for all rows; rows that differ only in proposal
-    settings share one adaptation. Writes OUT/<row>/results.json (with the row's full config,
+    video is read from the cache once for all splits and rows; rows that differ only in proposal
+    settings, and splits giving a video the same pseudo-label, share one adaptation. Writes OUT/<row>/results.json (with the row's full config,
     the cache identity and the code version), each row's detections and curves, and the table
     as OUT/table.md and OUT/table.csv (mAP per tIoU and Avg, mean ± std over splits).
 

@@ -110,11 +110,10 @@ def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
         for s, (classes, truths) in enumerate(splits):
             class_features = _class_features(head, classes)
             hint = _hint(chosen, video, truths)
+            params = Projections(*_head_tensors(head))
             if first.method == "naive":
-                params = Projections(*_head_tensors(head))
                 outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
             else:
-                params = Projections(*_head_tensors(head))
                 label, probabilities, background = method.pseudo_label(video, params, class_features, hint=hint)
                 key = (classes[label], s if adaptation_key(first).oracle else None)
                 if key not in shared:

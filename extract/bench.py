@@ -23,8 +23,8 @@ import torch
 from t3al.cache import ModelIdentity
 
 from .decode import FrameGeometry, ffmpeg_binary, probe, stream_frames
-from .models import (encode_texts, generate_captions, load_model, register_model_configs, visual_features,
-                     wrap_model)
+from .models import (encode_texts, generate_captions, load_model, random_model, register_model_configs,
+                     visual_features, wrap_model)
 from .pipeline import Extractor, FrameNormalizer, Settings, list_videos
 
 TINY_COCA = {
@@ -122,7 +122,7 @@ def tiny_checkpoint(folder: Path) -> tuple[str, Path]:
     register_model_configs(folder)
     torch.manual_seed(0)
     path = folder / f"{name}.pt"
-    torch.save(open_clip.create_model(name).state_dict(), path)
+    torch.save(random_model(name).state_dict(), path)
     return name, path
 
 

@@ -121,6 +121,19 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
     return wrap_model(model, name, identity, torch_device, precision)
 
 
+def random_model(name: str) -> nn.Module:
+    """A randomly initialised open_clip model, for tests and benchmarks without weights.
+
+    open_clip allocates the CoCa decoder's output projection with ``torch.empty`` and never
+    initialises it, so it can hold NaN; it is drawn here like the decoder's other weights.
+    """
+    model = open_clip.create_model(name)
+    decoder = getattr(model, "text_decoder", None)
+    if decoder is not None:
+        nn.init.normal_(decoder.text_projection, std=decoder.width ** -0.5)
+    return model
+
+
 def wrap_model(model: nn.Module, name: str, identity: ModelIdentity, device: torch.device,
                precision: str) -> LoadedModel:
     """A LoadedModel around an open_clip model, with its tokenizer and preprocessing settings."""

@@ -10,6 +10,7 @@ import open_clip
 import torch
 
 from t3al.extract.decode import ffmpeg_binary
+from t3al.extract.models import random_model
 
 TINY_CONFIGS = {
     "t3al_test_tiny_coca": {
@@ -39,7 +40,7 @@ def write_tiny_models(folder: Path) -> dict[str, Path]:
     open_clip.add_model_config(folder)
     for name in TINY_CONFIGS:
         torch.manual_seed(0)
-        model = open_clip.create_model(name)
+        model = random_model(name)
         checkpoints[name] = folder / f"{name}.pt"
         torch.save(model.state_dict(), checkpoints[name])
     return checkpoints

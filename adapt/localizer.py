@@ -6,11 +6,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import AdaptConfig
+from .losses import adaptation_loss, loss_gradients
 from .ops import (
-    byol_loss,
     consensus_keep,
     group_segments,
     l2norm,
@@ -69,24 +68,6 @@ def make_optimizer(params: Projections, config: AdaptConfig) -> torch.optim.Adam
 def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """softmax over classes of exp(s) * cos(x, class embedding); x is (E,) or (N, E)."""
     return torch.softmax(scale.exp() * l2norm(x) @ l2norm(class_embeddings).T, dim=-1)
-
-
-def _separation(scores: torch.Tensor, target: torch.Tensor, config: AdaptConfig) -> torch.Tensor:
-    if config.separation == "byol":
-        return byol_loss(scores, target, config.smoothing)
-    if config.separation == "bce":
-        return F.binary_cross_entropy_with_logits(scores, target)
-    return scores.new_zeros(())
-
-
-def _representation(positives: torch.Tensor, text: torch.Tensor, config: AdaptConfig) -> torch.Tensor:
-    if config.representation == "text":
-        return byol_loss(positives, text.expand_as(positives), config.smoothing)
-    if config.representation == "pairwise":
-        unit = l2norm(positives)
-        i, j = torch.triu_indices(len(unit), len(unit), offset=1)
-        return (2.0 - 2.0 * (unit[i] * unit[j]).sum(dim=-1)).mean()
-    return positives.new_zeros(())
 
 
 @dataclass
@@ -178,36 +159,49 @@ class T3AL:
     def adapt(self, video, params, optimizer, prompt, background, generator, hint=None) -> Adaptation:
         """Step 2: T steps of the separation + representation loss on the selected frames."""
         cfg = self.config
-        V = video.features
-        k = cfg.k
-        target = torch.cat([torch.ones(k), torch.zeros(k)])
+        step = self._direct_step if cfg.implementation == "direct" else self._fast_step
         before = params.snapshot()
         losses: list[float] = []
         best, stale = float("inf"), 0
-        for step in range(cfg.steps):
-            if cfg.patience or step == cfg.steps - 1:
+        for t in range(cfg.steps):
+            if cfg.patience or t == cfg.steps - 1:
                 before = params.snapshot()
-            e = l2norm(prompt @ params.text_projection)
-            scale = params.logit_scale.exp()
-            if cfg.implementation == "direct":
-                X = V @ params.visual_proj
-                sim = scale * ((X - background) @ e)
-            else:
-                with torch.no_grad():
-                    sim = scale * (V @ (params.visual_proj @ e) - background @ e)
-            samples = torch.cat(self._samples(sim.detach(), generator, hint))
-            chosen = l2norm(X[samples] if cfg.implementation == "direct" else V[samples] @ params.visual_proj)
-            scores = scale * chosen @ e
-            loss = _separation(scores, target, cfg) + _representation(chosen[:k], e, cfg)
-            optimizer.zero_grad()
-            loss.backward()
+            losses.append(step(video.features, params, prompt, background, generator, hint))
             optimizer.step()
-            losses.append(loss.item())
             if cfg.patience:
                 best, stale = (losses[-1], 0) if losses[-1] < best else (best, stale + 1)
                 if stale >= cfg.patience:
                     break
         return Adaptation(before, losses)
+
+    def _direct_step(self, V, params, prompt, background, generator, hint) -> float:
+        """One step as written in METHOD.md: the full V @ Pv with gradient, autograd throughout."""
+        for p in params.parameters():
+            p.grad = None
+        e = l2norm(prompt @ params.text_projection)
+        scale = params.logit_scale.exp()
+        X = V @ params.visual_proj
+        samples = torch.cat(self._samples(scale.detach() * ((X.detach() - background) @ e.detach()), generator, hint))
+        loss = adaptation_loss(l2norm(X[samples]), e, scale, self.config)
+        loss.backward()
+        return loss.item()
+
+    def _fast_step(self, V, params, prompt, background, generator, hint) -> float:
+        """The same step re-associated: the curve is V @ (Pv e), only the 2K sampled frames are
+        projected, and the gradients follow by the chain rule from the loss's closed-form ones:
+        Pv's is rows^T @ (gradient to rows @ Pv), Pt's the outer product of the prompt and the
+        gradient to prompt @ Pt."""
+        with torch.no_grad():
+            u = prompt @ params.text_projection
+            e = l2norm(u)
+            sim = params.logit_scale.exp() * (V @ (params.visual_proj @ e) - background @ e)
+            rows = V[torch.cat(self._samples(sim, generator, hint))]
+            projected = rows @ params.visual_proj
+        gradients = loss_gradients(projected, u, params.logit_scale.detach(), self.config)
+        _chain(params.visual_proj, gradients.projected, lambda g: rows.T @ g)
+        _chain(params.text_projection, gradients.text, lambda g: torch.outer(prompt, g))
+        _chain(params.logit_scale, gradients.log_scale, lambda g: g)
+        return gradients.loss
 
     def _samples(self, sim, generator, hint) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
@@ -274,6 +268,12 @@ class T3AL:
             return []
         agree = consensus_keep(torch.stack(directions), self.config.beta)
         return [segment for segment, keep in zip(kept, agree.tolist()) if keep]
+
+
+def _chain(parameter: torch.nn.Parameter, upstream: torch.Tensor | None, gradient) -> None:
+    """Set ``parameter``'s gradient to ``gradient(upstream)`` when it adapts and the loss reaches it;
+    otherwise None, as autograd leaves it (the optimiser then skips the parameter)."""
+    parameter.grad = gradient(upstream) if parameter.requires_grad and upstream is not None else None
 
 
 def _oracle_samples(inside: torch.Tensor, k: int, radius: int, generator: torch.Generator):

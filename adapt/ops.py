@@ -67,9 +67,20 @@ def select_samples(
     if pool * k >= n:
         positives = negatives = torch.arange(n)
     else:
-        order = torch.argsort(sim, descending=True, stable=True)
-        positives, negatives = order[: pool * k], order[-pool * k:]
+        positives, negatives = highest(sim, pool * k), highest(-sim, pool * k, ties_late=True)
     return pick_samples(positives, k, n, radius, generator), pick_samples(negatives, k, n, radius, generator)
+
+
+def highest(x: torch.Tensor, count: int, ties_late: bool = False) -> torch.Tensor:
+    """Indices of the ``count`` largest values, in frame order; values tied at the cut are taken
+    from the earliest frames (the latest with ``ties_late``), as the first (last) ``count`` of a
+    stable descending sort take them. A partial selection: no full sort of the curve."""
+    cut = torch.topk(x, count, sorted=False).values.min()
+    above = torch.nonzero(x > cut).flatten()
+    tied = torch.nonzero(x == cut).flatten()
+    missing = count - above.numel()
+    tied = tied[tied.numel() - missing:] if ties_late else tied[:missing]
+    return torch.sort(torch.cat([above, tied])).values
 
 
 def byol_loss(pred: torch.Tensor, target: torch.Tensor, smoothing: float = 0.2) -> torch.Tensor:

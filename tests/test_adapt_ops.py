@@ -8,6 +8,7 @@ from t3al.adapt.ops import (
     byol_loss,
     consensus_keep,
     group_segments,
+    highest,
     min_max,
     moving_average,
     pick_samples,
@@ -47,6 +48,23 @@ def test_selection_spreads_the_top_and_bottom_candidates_in_time():
     # step (4 - 1) // (2 - 1) = 3: the first and the fourth candidate in time
     assert positives.tolist() == [16, 19]
     assert negatives.tolist() == [0, 3]
+
+
+def test_ties_at_the_cut_go_to_the_earliest_frames_for_positives_and_latest_for_negatives():
+    # values 0 0 1 1 1 1 2 2: the 3 highest are 6, 7 and the earliest 1 (frame 2);
+    # the 3 lowest are 0, 1 and the latest 1 (frame 5)
+    sim = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0])
+    assert highest(sim, 3).tolist() == [2, 6, 7]
+    assert highest(-sim, 3, ties_late=True).tolist() == [0, 1, 5]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partial_selection_matches_a_stable_descending_sort(seed):
+    generator = torch.Generator().manual_seed(seed)
+    sim = torch.randint(0, 7, (300,), generator=generator).float()  # many ties
+    order = torch.argsort(sim, descending=True, stable=True)
+    assert highest(sim, 40).tolist() == sorted(order[:40].tolist())
+    assert highest(-sim, 40, ties_late=True).tolist() == sorted(order[-40:].tolist())
 
 
 def test_short_video_uses_every_frame_for_both_sides():

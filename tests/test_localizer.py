@@ -54,9 +54,18 @@ def test_action_is_found_where_the_features_point_at_the_class():
     assert abs(first - 100) <= 12 and abs(last - 179) <= 12
 
 
-def test_fast_path_gives_the_direct_paths_detections():
+@pytest.mark.parametrize("variant", [
+    {},
+    {"separation": "bce", "representation": "none"},
+    {"separation": "none", "representation": "text"},
+    {"separation": "byol", "representation": "pairwise"},
+    {"adapt": ("text",)},
+    {"adapt": ("visual",)},
+    {"patience": 3},
+])
+def test_fast_path_gives_the_direct_paths_detections(variant):
     video = _video(synthetic_features(n=400, actions=((50, 120, 1), (250, 330, 1)), seed=3))
-    config = AdaptConfig(steps=15, k=4, pool=10, radius=3, lr=1e-2)
+    config = AdaptConfig(steps=15, k=4, pool=10, radius=3, lr=1e-2).replace(**variant)
     fast, _ = _run(config, video, seed=7)
     direct, _ = _run(config.replace(implementation="direct"), video, seed=7)
     assert fast.segments == direct.segments and fast.labels == direct.labels

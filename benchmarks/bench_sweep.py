@@ -10,23 +10,14 @@ times `run_settings` over all rows together: what `t3al-sweep` runs, without wri
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
-from bench_adapt import write_thumos_sized_cache
+from bench_adapt import with_bench_cache
 
 from t3al.adapt.cli import resolve_config
 from t3al.adapt.pipeline import run_setting, run_settings
 from t3al.adapt.sweep import load_sweep, resolve_rows
-from t3al.cache import CacheError, CacheReader
 from t3al.manifests import setting_name
-
-
-def _is_cache(path: str) -> bool:
-    try:
-        return len(CacheReader(path).video_ids()) == 413
-    except CacheError:
-        return False
 
 
 def sweep_rows(tables: list[str]) -> dict:
@@ -74,14 +65,7 @@ def main() -> None:
     parser.add_argument("--separate", action="store_true")
     parser.add_argument("--tmp", default=None, help="folder for the temporary cache (about 5 GB)")
     args = parser.parse_args()
-    if args.cache:
-        if not _is_cache(args.cache):
-            write_thumos_sized_cache(args.cache)
-        time_sweep(args.cache, args)
-        return
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        write_thumos_sized_cache(tmp)
-        time_sweep(tmp, args)
+    with_bench_cache(args, lambda cache: time_sweep(cache, args))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Video decoding with ffmpeg: probe, then stream fixed-size batches of preprocessed RGB frames.
 
 ffmpeg decodes, optionally resamples the frame rate, resizes and crops to the model's input size
-and writes raw 8-bit frames to a pipe; Python reads ``batch_size`` frames at a time, so memory is
-bounded by one batch whatever the video's length. Each frame's presentation time comes from
-ffmpeg's ``showinfo`` filter on stderr, read by a thread while stdout is being consumed.
+and writes raw 8-bit planar frames to a pipe; Python reads ``batch_size`` frames at a time, so
+memory is bounded by one batch whatever the video's length. Each frame's presentation time comes
+from ffmpeg's ``showinfo`` filter on stderr, read by a thread while stdout is being consumed.
 
-Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's, on RGB after conversion) is what makes
-decoding fast; ``tests/test_decode.py`` measures its distance to open_clip's PIL transform.
+Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's) is what makes decoding fast;
+``tests/test_decode.py`` measures its distance to open_clip's PIL transform.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 _PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
 _COLOUR = re.compile(r",\s*\w+\(([^)]*)\)")
+_PIX_FMT = re.compile(r"^[^,]*,\s*(\w+)")
 _MATRICES = ("bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020c", "fcc", "smpte240m", "ycgco")
 _SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
@@ -50,6 +51,7 @@ class VideoInfo:
     fps: float
     duration: float
     colour: str = ""  # what ffmpeg prints after the pixel format, e.g. "tv, bt709, progressive"
+    pix_fmt: str = ""  # the decoder's pixel format, e.g. "yuv420p"
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ class FrameGeometry:
             raise ValueError(f"preprocess mode must be one of {PREPROCESS_MODES}, got {self.mode!r}")
 
     @property
-    def pix_fmt(self) -> str:
-        return "bgr24" if self.mode == "t3al-public" else "rgb24"
+    def channels(self) -> str:
+        """Channel order of the frames: what the model expects, or OpenCV's for ``t3al-public``."""
+        return "BGR" if self.mode == "t3al-public" else "RGB"
 
     def resized(self, width: int, height: int) -> tuple[int, int]:
         """Size after the resize step, rounded as torchvision's ``Resize(int)`` rounds it."""
@@ -129,8 +132,9 @@ def parse_probe(path: Path, stderr: str) -> VideoInfo:
         h, m, s = duration.groups()
         seconds = int(h) * 3600 + int(m) * 60 + float(s)
     colour = _COLOUR.search(description)
+    pix_fmt = _PIX_FMT.search(description)
     return VideoInfo(path, int(size.group(1)), int(size.group(2)), _frame_rate(description), seconds,
-                     colour.group(1) if colour else "")
+                     colour.group(1) if colour else "", pix_fmt.group(1) if pix_fmt else "")
 
 
 def _input_error(stderr: str) -> str | None:
@@ -157,31 +161,52 @@ def has_zscale(binary: str) -> bool:
     return re.search(r"\bzscale\b", result.stdout) is not None
 
 
-def _resize(stream: object, info: VideoInfo, width: int, height: int) -> object:
-    """Bicubic resize with Catmull-Rom weights (PIL's), to planar RGB.
+def _zimg_colour(info: VideoInfo) -> dict[str, str]:
+    """zscale's colour options for ``info``: untagged streams read as swscale reads them
+    (BT.601 matrix, limited range), with the same tags on the output, so a resize keeps them."""
+    tokens = set(re.split(r"[,/\s]+", info.colour))
+    colour = {} if tokens & set(_MATRICES) else {"matrixin": "470bg", "matrix": "470bg"}
+    if not tokens & {"tv", "pc"}:
+        colour.update(rangein="limited", range="limited")
+    return colour
 
-    zimg (``zscale``) when available: 2-3x less CPU than swscale for the same output. Untagged
-    streams are read as swscale reads them (BT.601 matrix, limited range).
+
+def _resize_crop(stream: object, info: VideoInfo, geometry: FrameGeometry) -> object:
+    """Bicubic resize with Catmull-Rom weights (PIL's), the centre crop, and planar 8-bit RGB.
+
+    zimg (``zscale``) when available: 2-3x less CPU than swscale for the same output. A YUV stream
+    is resized in YUV (4:4:4, 16 bits) and converted to RGB after the crop: the matrix is linear, so
+    the image is the same (within one grey level) for a fraction of the full-resolution work.
     """
-    if has_zscale(ffmpeg_binary()):
-        tokens = set(re.split(r"[,/\s]+", info.colour))
-        colour = {} if tokens & set(_MATRICES) else {"matrixin": "470bg"}
-        if not tokens & {"tv", "pc"}:
-            colour["rangein"] = "limited"
-        return stream.filter("zscale", w=width, h=height, filter="bicubic", param_a=0, param_b=0.5,
-                             **colour).filter("format", "gbrp")
-    return stream.filter("scale", width, height, flags=_SCALE_FLAGS, param0=0, param1=0.5)
+    width, height = geometry.resized(info.width, info.height)
+    if not has_zscale(ffmpeg_binary()):
+        stream = stream.filter("scale", width, height, flags=_SCALE_FLAGS, param0=0, param1=0.5)
+        return _crop(stream, info, geometry).filter("format", "gbrp")
+    resize = dict(w=width, h=height, filter="bicubic", param_a=0, param_b=0.5, **_zimg_colour(info))
+    if info.pix_fmt.startswith("yuv"):
+        stream = stream.filter("zscale", **resize).filter("format", "yuv444p16")
+        return _crop(stream, info, geometry).filter("zscale").filter("format", "gbrp")
+    return _crop(stream.filter("zscale", **resize).filter("format", "gbrp"), info, geometry)
+
+
+def _crop(stream: object, info: VideoInfo, geometry: FrameGeometry) -> object:
+    """open_clip's centre crop of the resized frame (none when squashing to the size)."""
+    if geometry.mode != "model":
+        return stream
+    x, y = geometry.crop_offset(info.width, info.height)
+    return stream.filter("crop", geometry.size, geometry.size, x, y)
 
 
 def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, stream: object) -> object:
-    """ffmpeg filters: optional frame-rate resampling, resize to RGB, crop, showinfo."""
+    """ffmpeg filters: optional frame-rate resampling, resize and crop, planes in the wanted order, showinfo.
+
+    ``gbrp`` holds G, B, R planes; shuffling them makes the raw output R, G, B (or B, G, R) planes.
+    """
     if fps:
         stream = stream.filter("fps", fps=fps)
-    stream = _resize(stream, info, *geometry.resized(info.width, info.height))
-    if geometry.mode == "model":
-        x, y = geometry.crop_offset(info.width, info.height)
-        stream = stream.filter("crop", geometry.size, geometry.size, x, y)
-    return stream.filter("showinfo")
+    stream = _resize_crop(stream, info, geometry)
+    order = {"RGB": (2, 0, 1), "BGR": (1, 0, 2)}[geometry.channels]
+    return stream.filter("shuffleplanes", *order).filter("showinfo")
 
 
 def _read_pts(stderr: object, times: list[float], lines: list[str]) -> None:
@@ -200,10 +225,12 @@ def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64
                   fps: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frames, timestamps)``: uint8 arrays (B, size, size, 3) and seconds (B,).
 
-    Every frame at its own presentation time by default; ``fps`` resamples to that rate.
+    Every frame at its own presentation time by default; ``fps`` resamples to that rate. The
+    frames are a (B, H, W, 3) view of planar (B, 3, H, W) memory: the model's layout, so turning
+    them into a tensor needs no reordering.
     """
     graph = _filter_graph(info, geometry, fps, ffmpeg.input(str(info.path)).video)
-    args = graph.output("pipe:", format="rawvideo", pix_fmt=geometry.pix_fmt, fps_mode="passthrough") \
+    args = graph.output("pipe:", format="rawvideo", pix_fmt="gbrp", fps_mode="passthrough") \
         .global_args("-hide_banner", "-nostdin", "-loglevel", "info").compile(cmd=ffmpeg_binary())
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     times: list[float] = []
@@ -218,9 +245,9 @@ def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64
             got = process.stdout.readinto(buffer)
             n = got // frame_bytes
             if n:
-                frames = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
-                yield frames.reshape(n, geometry.size, geometry.size, 3), _timestamps(times, reader, sent, n,
-                                                                                    fps or info.fps)
+                planes = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
+                frames = planes.reshape(n, 3, geometry.size, geometry.size).transpose(0, 2, 3, 1)
+                yield frames, _timestamps(times, reader, sent, n, fps or info.fps)
                 sent += n
             if got < len(buffer):
                 break

@@ -130,11 +130,11 @@ class FrameNormalizer:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(frames)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # contiguous when the frames are planar
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        out = torch.empty((x.shape[0], 3, x.shape[1], x.shape[2]), device=self.device)
-        out.copy_(x.permute(0, 3, 1, 2))  # one pass: layout change and conversion to float
+        out = torch.empty(x.shape, device=self.device)
+        out.copy_(x)  # one pass: layout change (if any) and conversion to float
         return out.sub_(self.mean).div_(self.std)
 
 
@@ -295,7 +295,7 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
             "mode": geometry.mode,
             "size": loaded.image_size,
             "resize": "shortest side, centre crop" if geometry.mode == "model" else "squash to size x size",
-            "channels": geometry.pix_fmt[:3].upper(),
+            "channels": geometry.channels,
             "interpolation": loaded.interpolation,
             "resizer": f"ffmpeg {'zscale' if has_zscale(ffmpeg_binary()) else 'swscale'} bicubic (Catmull-Rom, a=-0.5)",
             "mean": list(loaded.mean),

@@ -22,8 +22,16 @@ def videos(tmp_path_factory):
         "vfr": make_video(root / "vfr.mp4", frames=20, rate="25", setpts=VFR_SETPTS),
         "red": make_video(root / "red.mp4", frames=3, rate="25", size="40x30", source="color=c=red"),
         "smooth": make_video(root / "smooth.mp4", frames=4, rate="25", size="320x240", source="gradients"),
+        "smooth_rgb": _make_rgb_video(root / "smooth_rgb.mp4"),
         "audio": make_audio(root / "audio.m4a"),
     }
+
+
+def _make_rgb_video(path):
+    """An H.264 video coded in RGB (libx264rgb): decoded frames need no YUV to RGB conversion."""
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "gradients=size=320x240:rate=25",
+                    "-frames:v", "4", "-c:v", "libx264rgb", "-pix_fmt", "rgb24", str(path)], check=True)
+    return path
 
 
 def _all(info, geometry, batch_size=8, fps=None):
@@ -35,6 +43,11 @@ def test_probe_reads_size_rate_and_duration_without_ffprobe(videos):
     info = probe(videos["25"])
     assert (info.width, info.height, info.fps) == (97, 61, 25.0)
     assert info.duration == pytest.approx(1.2, abs=0.05)
+
+
+def test_probe_reads_the_pixel_format(videos):
+    assert probe(videos["25"]).pix_fmt == "yuv444p" and probe(videos["ntsc"]).pix_fmt == "yuv420p"
+    assert probe(videos["smooth_rgb"]).pix_fmt == "gbrp"
 
 
 def test_probe_makes_ntsc_rates_exact(videos):
@@ -75,10 +88,11 @@ def test_geometry_matches_torchvision_resize_and_center_crop():
     assert FrameGeometry(32, "t3al-public").resized(97, 61) == (32, 32)
 
 
+@pytest.mark.parametrize("source", ["smooth", "smooth_rgb"], ids=["yuv", "rgb"])
 @pytest.mark.parametrize("zimg", [True, False], ids=["zscale", "swscale"])
-def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos, zimg, monkeypatch):
+def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos, zimg, source, monkeypatch):
     monkeypatch.setattr("t3al.extract.decode.has_zscale", lambda binary: zimg)
-    info = probe(videos["smooth"])
+    info = probe(videos[source])
     raw = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(info.path), "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
     full = np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width, 3)
@@ -90,6 +104,11 @@ def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos, zimg, monk
     ours = (torch.from_numpy(ours.copy()).permute(0, 3, 1, 2).float() / 255 - mean) / std
     levels = ((ours - reference) * std * 255).abs()  # differences in 8-bit grey levels
     assert levels.mean() < 2.0 and levels.max() <= 16
+
+
+def test_frames_are_channel_planar_in_memory_as_the_model_takes_them(videos):
+    frames, _ = next(stream_frames(probe(videos["25"]), FrameGeometry(32), batch_size=8))
+    assert frames.shape == (8, 32, 32, 3) and frames.transpose(0, 3, 1, 2).flags["C_CONTIGUOUS"]
 
 
 @pytest.mark.parametrize("tags", [["-colorspace", "bt709", "-color_range", "tv"], ["-color_range", "pc"]])

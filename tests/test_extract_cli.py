@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times, write_tiny_models
 from t3al.cache import CacheReader
 from t3al.extract.cli import main
-from t3al.extract.pipeline import caption_rows, in_shard, parse_shard
+from t3al.extract.pipeline import FrameNormalizer, caption_rows, in_shard, parse_shard
 from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
@@ -236,6 +236,17 @@ def test_import_builds_a_cache_from_published_features_and_captions(models, tmp_
     np.testing.assert_allclose(video.timestamps, np.arange(10) / 30)
     assert reader.info.preprocess["mode"] == "t3al-public" and reader.head().class_names == ["Diving"]
     assert "N x 24" in _failures(tmp_path / "cache")["broken"]
+
+
+@pytest.mark.parametrize("layout", ["packed", "planar"])
+def test_frame_normalizer_gives_open_clip_model_input(layout):
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    if layout == "planar":
+        frames = np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    expected = (torch.from_numpy(frames).permute(0, 3, 1, 2) / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
+        / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(FrameNormalizer(mean, std, torch.device("cpu"))(frames), expected)
 
 
 def test_caption_rows_take_the_first_frame_of_each_interval():

@@ -22,10 +22,10 @@ import torch
 
 from t3al.cache import ModelIdentity
 
-from .decode import FrameGeometry, ffmpeg_binary, probe, stream_frames
+from .decode import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
 from .models import (encode_texts, generate_captions, load_model, random_model, register_model_configs,
                      visual_features, wrap_model)
-from .pipeline import Extractor, FrameNormalizer, Settings, list_videos
+from .pipeline import Extractor, FrameNormalizer, Settings, decode_videos, prefetch, list_videos
 
 TINY_COCA = {
     "embed_dim": 64,
@@ -45,7 +45,8 @@ def default_videos() -> Path:
 
 
 class ChildMemory(threading.Thread):
-    """Samples the resident memory of this process's ffmpeg children every 20 ms; keeps the peak.
+    """Samples the resident memory of this process's ffmpeg children every 20 ms; keeps the peak of
+    their sum (the next video's ffmpeg runs beside the current one's).
 
     ``RUSAGE_CHILDREN`` cannot be used: a forked child starts with the parent's resident pages.
     """
@@ -57,9 +58,9 @@ class ChildMemory(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.02):
-            for children in Path("/proc/self/task").glob("*/children"):
-                for pid in children.read_text().split():
-                    self.peak_mb = max(self.peak_mb, _rss_mb(pid))
+            pids = {pid for children in Path("/proc/self/task").glob("*/children")
+                    for pid in children.read_text().split()}
+            self.peak_mb = max(self.peak_mb, sum(_rss_mb(pid) for pid in pids))
 
 
 def _rss_mb(pid: str) -> float:
@@ -79,16 +80,25 @@ def own_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_ffmpeg_only(videos: list[Path]) -> dict:
-    """Frames/s of ffmpeg decoding alone (no resize, no output), the ceiling for the pipeline."""
-    frames, start, cpu = 0, time.perf_counter(), cpu_seconds()
-    for path in videos:
-        subprocess.run([ffmpeg_binary(), "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"], check=True)
-        info = probe(path)
-        frames += round(info.duration * info.fps)
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return {"frames": frames, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1),
-            "cpu_ms_per_frame": round(1000 * cpu / frames, 2)}
+def bench_ffmpeg(videos: list[Path], size: int) -> dict[str, dict]:
+    """ffmpeg alone, twice: decoding only (the ceiling), then also resizing, cropping and writing
+    the model-ready frames that Python would read (to /dev/null), one video after the other."""
+    infos = [probe(path) for path in videos]
+    frames = sum(round(info.duration * info.fps) for info in infos)
+    commands = {
+        "decode": [[ffmpeg_binary(), "-v", "error", "-nostdin", "-i", str(info.path), "-f", "null", "-"]
+                   for info in infos],
+        "frames": [ffmpeg_command(info, FrameGeometry(size)) for info in infos],
+    }
+    results = {}
+    for name, stage in commands.items():
+        start, cpu = time.perf_counter(), cpu_seconds()
+        for command in stage:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        results[name] = {"frames": frames, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1),
+                         "cpu_ms_per_frame": round(1000 * cpu / frames, 2), "load": os.getloadavg()[0]}
+    return results
 
 
 def cpu_seconds() -> float:
@@ -97,22 +107,26 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def bench_decode(videos: list[Path], size: int, batch_size: int, device: str) -> dict:
-    """Frames/s of decode + resize + normalise into model-ready float tensors.
+def bench_decode(videos_dir: Path, size: int, batch_size: int, device: str) -> dict:
+    """Frames/s of decode + resize + normalise into model-ready float tensors, as the extractor does it
+    (decoding in a thread, the next video's ffmpeg started early, normalisation in the consumer).
 
     Also the CPU time per frame, which other load on a shared machine does not inflate: the rate
     all cores would give when free is ``cpu_count / cpu_per_frame``.
     """
     normalize = FrameNormalizer(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, torch.device(device))
+    videos, _ = list_videos(videos_dir)
+    todo = [(video, video.stat) for video in videos]
     frames, start, cpu = 0, time.perf_counter(), cpu_seconds()
-    for path in videos:
-        for batch, _ in stream_frames(probe(path), FrameGeometry(size), batch_size):
+    for *_, batch, _ in prefetch(decode_videos(todo, FrameGeometry(size), batch_size), 2):
+        if batch is not None:
             normalize(batch)
             frames += len(batch)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     return {"frames": frames, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1),
             "cpu_ms_per_frame": round(1000 * cpu / frames, 2),
-            "frames_per_s_free_cores": round(frames * (os.cpu_count() or 1) / cpu, 1)}
+            "frames_per_s_free_cores": round(frames * (os.cpu_count() or 1) / cpu, 1),
+            "load": os.getloadavg()[0]}
 
 
 def tiny_checkpoint(folder: Path) -> tuple[str, Path]:
@@ -195,18 +209,20 @@ def main(videos_dir: Path | None, size: int, batch_size: int, device: str, capti
     info = probe(paths[0])
     click.echo(f"{len(paths)} videos in {videos_dir} ({info.width}x{info.height}), {os.cpu_count()} CPUs, "
                f"torch threads {torch.get_num_threads()}")
-    baseline = bench_ffmpeg_only(paths)
-    click.echo(f"ffmpeg decode alone (-f null): ~{baseline['frames']} frames in {baseline['seconds']} s = "
-               f"{baseline['frames_per_s']} frames/s, {baseline['cpu_ms_per_frame']} CPU ms/frame")
+    ffmpeg_alone = bench_ffmpeg(paths, size)
+    for name, what in [("decode", "ffmpeg decode alone (-f null)"),
+                       ("frames", f"ffmpeg decode + resize + crop to {size}x{size} planar RGB (to /dev/null)")]:
+        stage = ffmpeg_alone[name]
+        click.echo(f"{what}: {stage['frames']} frames in {stage['seconds']} s = {stage['frames_per_s']} frames/s, "
+                   f"{stage['cpu_ms_per_frame']} CPU ms/frame (load {stage['load']:.1f})")
     children = ChildMemory()
     children.start()
-    decode = bench_decode(paths, size, batch_size, device)
+    decode = bench_decode(videos_dir, size, batch_size, device)
     own, child = own_peak_mb(), children.peak_mb
-    click.echo(f"decode+preprocess to {size}x{size} float tensors: {decode['frames']} frames in "
-               f"{decode['seconds']} s = {decode['frames_per_s']} frames/s "
-               f"({decode['frames_per_s'] / baseline['frames_per_s']:.0%} of ffmpeg alone); {decode['cpu_ms_per_frame']} CPU "
-               f"ms/frame, i.e. {decode['frames_per_s_free_cores']} frames/s on free cores; peak RSS python "
-               f"{own:.0f} MiB, ffmpeg {child:.0f} MiB")
+    click.echo(f"+ Python reading and normalising to float tensors (the extractor's decoding): {decode['frames']} "
+               f"frames in {decode['seconds']} s = {decode['frames_per_s']} frames/s, {decode['cpu_ms_per_frame']} CPU "
+               f"ms/frame, i.e. {decode['frames_per_s_free_cores']} frames/s on free cores (load {decode['load']:.1f}); "
+               f"peak RSS python {own:.0f} MiB, ffmpeg {child:.0f} MiB")
     if not skip_end_to_end:
         e2e = bench_end_to_end(videos_dir, caption_fps, device)
         own, child = own_peak_mb(), children.peak_mb

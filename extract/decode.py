@@ -229,36 +229,67 @@ def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64
     frames are a (B, H, W, 3) view of planar (B, 3, H, W) memory: the model's layout, so turning
     them into a tensor needs no reordering.
     """
-    graph = _filter_graph(info, geometry, fps, ffmpeg.input(str(info.path)).video)
-    args = graph.output("pipe:", format="rawvideo", pix_fmt="gbrp", fps_mode="passthrough") \
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "info").compile(cmd=ffmpeg_binary())
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    times: list[float] = []
-    log: list[str] = []
-    reader = threading.Thread(target=_read_pts, args=(process.stderr, times, log), daemon=True)
-    reader.start()
-    frame_bytes = geometry.size * geometry.size * 3
-    sent = 0
+    stream = FrameStream(info, geometry, fps)
     try:
-        while True:
-            buffer = bytearray(frame_bytes * batch_size)  # writable, so torch can share it without a copy
-            got = process.stdout.readinto(buffer)
-            n = got // frame_bytes
-            if n:
-                planes = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
-                frames = planes.reshape(n, 3, geometry.size, geometry.size).transpose(0, 2, 3, 1)
-                yield frames, _timestamps(times, reader, sent, n, fps or info.fps)
-                sent += n
-            if got < len(buffer):
-                break
+        yield from stream.batches(batch_size)
     finally:
-        process.stdout.close()
-        code = process.wait()
-        reader.join()
-    if code != 0 and sent == 0:
-        raise DecodeError(f"{info.path}: ffmpeg failed ({_last_error(log)})")
-    if sent == 0:
-        raise DecodeError(f"{info.path}: no decodable video frames")
+        stream.close()
+
+
+def ffmpeg_command(info: VideoInfo, geometry: FrameGeometry, fps: float | None = None) -> list[str]:
+    """The ffmpeg command line that writes the video's model-ready raw frames to stdout."""
+    graph = _filter_graph(info, geometry, fps, ffmpeg.input(str(info.path)).video)
+    return graph.output("pipe:", format="rawvideo", pix_fmt="gbrp", fps_mode="passthrough") \
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "info").compile(cmd=ffmpeg_binary())
+
+
+class FrameStream:
+    """ffmpeg decoding one video into a pipe, started when the stream is made.
+
+    Making the next video's stream before the current one is read to its end lets ffmpeg start
+    and decode the first frames meanwhile, so a folder of videos is decoded without idle gaps.
+    """
+
+    def __init__(self, info: VideoInfo, geometry: FrameGeometry, fps: float | None = None) -> None:
+        self.info, self.geometry, self.fps = info, geometry, fps
+        self.process = subprocess.Popen(ffmpeg_command(info, geometry, fps), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+        self.times: list[float] = []
+        self.log: list[str] = []
+        self.reader = threading.Thread(target=_read_pts, args=(self.process.stderr, self.times, self.log),
+                                       daemon=True)
+        self.reader.start()
+
+    def batches(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(frames, timestamps)`` batches as ``stream_frames`` yields them; DecodeError when none."""
+        size = self.geometry.size
+        frame_bytes = size * size * 3
+        sent = 0
+        try:
+            while True:
+                buffer = bytearray(frame_bytes * batch_size)  # writable, so torch can share it without a copy
+                got = self.process.stdout.readinto(buffer)
+                n = got // frame_bytes
+                if n:
+                    planes = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
+                    frames = planes.reshape(n, 3, size, size).transpose(0, 2, 3, 1)
+                    yield frames, _timestamps(self.times, self.reader, sent, n, self.fps or self.info.fps)
+                    sent += n
+                if got < len(buffer):
+                    break
+        finally:
+            code = self.close()
+        if code != 0 and sent == 0:
+            raise DecodeError(f"{self.info.path}: ffmpeg failed ({_last_error(self.log)})")
+        if sent == 0:
+            raise DecodeError(f"{self.info.path}: no decodable video frames")
+
+    def close(self) -> int:
+        """Stop ffmpeg if it is still running (it ends on the closed pipe); its exit status."""
+        self.process.stdout.close()
+        code = self.process.wait()
+        self.reader.join()
+        return code
 
 
 def _timestamps(times: list[float], reader: threading.Thread, start: int, n: int, fps: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheInfo, CacheWriter, VideoRecord, check_video_id
 
-from .decode import DecodeError, FrameGeometry, VideoInfo, ffmpeg_binary, has_zscale, probe, stream_frames
+from .decode import DecodeError, FrameGeometry, FrameStream, VideoInfo, ffmpeg_binary, has_zscale, probe
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features
 
 log = logging.getLogger("t3al.extract")
@@ -138,7 +138,47 @@ class FrameNormalizer:
         return out.sub_(self.mean).div_(self.std)
 
 
-def _prefetch(items: Iterator, depth: int) -> Iterator:
+def decode_videos(todo: list[tuple[VideoFile, os.stat_result]], geometry: FrameGeometry, batch_size: int,
+                  fps: float | None = None) -> Iterator[tuple]:
+    """``(video, stat, info, frames, times)`` per batch; ``frames`` None closes a video, ``info`` is
+    a DecodeError when the video cannot be decoded.
+
+    The next video's ffmpeg is started as soon as the current one is, so that it has frames ready
+    when the current video ends (one more ffmpeg process in memory, mostly waiting on its pipe).
+    """
+    started = _started_streams(todo, geometry, fps)
+    current = next(started, None)
+    ahead = None
+    try:
+        while current is not None:
+            ahead = next(started, None)
+            video, stat, stream = current
+            try:
+                if isinstance(stream, DecodeError):
+                    raise stream
+                for frames, times in stream.batches(batch_size):
+                    yield video, stat, stream.info, frames, times
+                yield video, stat, stream.info, None, None
+            except DecodeError as err:
+                yield video, stat, err, None, None
+            current, ahead = ahead, None
+    finally:
+        for item in (current, ahead):
+            if item is not None and isinstance(item[2], FrameStream):
+                item[2].close()
+
+
+def _started_streams(todo: list[tuple[VideoFile, os.stat_result]], geometry: FrameGeometry,
+                     fps: float | None) -> Iterator[tuple]:
+    """``(video, stat, FrameStream or DecodeError)`` per video, its ffmpeg started when yielded."""
+    for video, stat in todo:
+        try:
+            yield video, stat, FrameStream(probe(video.path), geometry, fps)
+        except DecodeError as err:
+            yield video, stat, err
+
+
+def prefetch(items: Iterator, depth: int) -> Iterator:
     """Run ``items`` in a thread, ``depth`` items ahead; exceptions surface in the consumer."""
     done = object()
     box: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -228,19 +268,6 @@ class Extractor:
         self.normalize = FrameNormalizer(loaded.mean, loaded.std, loaded.device)
         self.captions = settings.caption_fps > 0 and loaded.can_caption
 
-    def _decoded(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple]:
-        """``(video, stat, info, frames, times)`` per batch; ``frames`` None closes a video,
-        ``info`` a DecodeError when the video cannot be decoded."""
-        for video, stat in todo:
-            try:
-                info = probe(video.path)
-                for frames, times in stream_frames(info, self.geometry, self.settings.batch_size,
-                                                   self.settings.fps):
-                    yield video, stat, info, frames, times
-                yield video, stat, info, None, None
-            except DecodeError as err:
-                yield video, stat, err, None, None
-
     def records(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
         """One ``(video, record or error)`` per video of ``todo``, in order.
 
@@ -248,7 +275,8 @@ class Extractor:
         """
         current: VideoAccumulator | None = None
         failed: VideoFile | None = None
-        for video, stat, info, frames, times in _prefetch(self._decoded(todo), self.settings.prefetch):
+        decoded = decode_videos(todo, self.geometry, self.settings.batch_size, self.settings.fps)
+        for video, stat, info, frames, times in prefetch(decoded, self.settings.prefetch):
             if isinstance(info, DecodeError):
                 current = None
                 yield video, info

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from click.testing import CliRunner
 from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times, write_tiny_models
 from t3al.cache import CacheReader
 from t3al.extract.cli import main
-from t3al.extract.pipeline import FrameNormalizer, caption_rows, in_shard, parse_shard
+from t3al.extract.decode import DecodeError, FrameGeometry
+from t3al.extract.pipeline import FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard
 from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
@@ -236,6 +238,38 @@ def test_import_builds_a_cache_from_published_features_and_captions(models, tmp_
     np.testing.assert_allclose(video.timestamps, np.arange(10) / 30)
     assert reader.info.preprocess["mode"] == "t3al-public" and reader.head().class_names == ["Diving"]
     assert "N x 24" in _failures(tmp_path / "cache")["broken"]
+
+
+def _ffmpeg_children() -> list[str]:
+    pids = [pid for task in Path("/proc/self/task").glob("*/children") for pid in task.read_text().split()]
+    return [pid for pid in pids if Path(f"/proc/{pid}/comm").read_text().startswith("ffmpeg")]
+
+
+def test_decode_videos_yields_each_video_in_order_with_the_next_one_started_early(good_videos, tmp_path):
+    for path in good_videos.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "broken.mp4").write_text("not a video\n")
+    videos, _ = list_videos(tmp_path)
+    decoded = decode_videos([(v, v.stat) for v in videos], FrameGeometry(16), batch_size=8)
+    video, _, info, frames, _ = next(decoded)
+    assert video.video_id == "broken" and isinstance(info, DecodeError) and frames is None
+    video, _, _, frames, _ = next(decoded)
+    assert video.video_id == "ntsc" and len(frames) == 8
+    assert len(_ffmpeg_children()) == 2  # this video's ffmpeg and the next one's
+    counts: dict[str, int] = {"ntsc": 8}
+    for video, _, info, frames, _ in decoded:
+        assert not isinstance(info, DecodeError)
+        counts[video.video_id] = counts.get(video.video_id, 0) + (0 if frames is None else len(frames))
+    assert list(counts) == ["ntsc", "v25", "vfr"] and counts == {"ntsc": 16, "v25": 20, "vfr": 14}
+    assert not _ffmpeg_children()
+
+
+def test_stopping_decode_videos_early_stops_its_ffmpeg_processes(good_videos):
+    videos, _ = list_videos(good_videos)
+    decoded = decode_videos([(v, v.stat) for v in videos], FrameGeometry(16), batch_size=4)
+    next(decoded)
+    decoded.close()
+    assert not _ffmpeg_children()
 
 
 @pytest.mark.parametrize("layout", ["packed", "planar"])

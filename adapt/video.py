@@ -38,6 +38,7 @@ class VideoInput:
         features = np.ascontiguousarray(record.features, dtype=np.float32)
         if record.n_frames < 2:
             raise VideoProblem(record.name, f"has {record.n_frames} frame(s); at least 2 are needed")
+        _check_timestamps(record.name, np.asarray(record.timestamps, dtype=np.float64))
         if not np.isfinite(features).all():
             bad = int((~np.isfinite(features).all(axis=1)).sum())
             raise VideoProblem(record.name, f"{bad} frame feature(s) contain NaN or infinity")
@@ -54,6 +55,17 @@ class VideoInput:
             caption_frames=torch.from_numpy(np.asarray(record.caption_frames, dtype=np.int64)),
             caption_features=torch.from_numpy(np.ascontiguousarray(captions)),
         )
+
+
+def _check_timestamps(name: str, times: np.ndarray) -> None:
+    """Segments are cut in time from the frames' timestamps: they must be finite and never decrease."""
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise VideoProblem(name, f"timestamps are not all finite numbers (frame {bad[0]})")
+    back = np.flatnonzero(np.diff(times) < 0)
+    if back.size:
+        i = back[0] + 1
+        raise VideoProblem(name, f"timestamps decrease at frame {i} ({times[i]:.3f} s after {times[i - 1]:.3f} s)")
 
 
 @dataclass

@@ -181,7 +181,7 @@ def _ground_truth_tious(path: Path) -> tuple[float, ...]:
 def _read_results(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
         raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")

@@ -104,7 +104,7 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
             "predicted segments (orange).</p>",
             format_table(rows, "html"), f"<p>{toc}</p>", *sections]
     if config.is_file():
-        body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text(errors="replace"))}</pre>")
+        body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text(errors='replace'))}</pre>")
     html_path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>t3al report</title>"
                          f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     return html_path

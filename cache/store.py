@@ -29,7 +29,7 @@ from .schema import (
 
 _STR = h5py.string_dtype(encoding="utf-8")
 STALE_TEMPORARY_S = 3600.0  # a temporary file lives while one file's bytes are written: far less than this
-_SPACE_MARGIN = 1 << 20  # bytes left free beyond the file itself (file system metadata)
+_SPACE_MARGIN = 64 << 10  # bytes left free beyond the file itself (file system blocks and metadata)
 
 
 class DiskFullError(CacheError):
@@ -48,9 +48,13 @@ def _write_file(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 def _disk_full(folder: Path, size: int, free: int | None = None) -> DiskFullError:
-    left = f", {free / 1e6:.1f} MB free" if free is not None else ""
-    return DiskFullError(f"{folder}: no space left on device (writing {size / 1e6:.1f} MB{left}); free some "
+    left = f", {_size(free)} free" if free is not None else ""
+    return DiskFullError(f"{folder}: no space left on device (writing {_size(size)}{left}); free some "
                          "space and rerun: complete files are kept")
 
 

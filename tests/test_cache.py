@@ -167,7 +167,7 @@ def test_a_full_disk_is_one_error_and_leaves_no_temporary_file(tmp_path, monkeyp
 def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
     writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
     monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10 << 20, 10 << 20, 1000))
-    with pytest.raises(DiskFullError, match=r"0.0 MB free"):
+    with pytest.raises(DiskFullError, match=r"1.0 kB free"):
         writer.write_video(_record("b"))
     assert not list((tmp_path / "videos").iterdir())
 
@@ -219,3 +219,16 @@ def test_safe_ids_keep_valid_names_and_tell_similar_names_apart():
     assert safe_video_id("a b") != safe_video_id("a  b") != safe_video_id("a_b")
     with pytest.raises(CacheError, match="invalid video name"):
         safe_video_id("a/b")
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+
+    def interrupted(fd, data):
+        os.write(fd, bytes(data[:100]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("t3al.cache.store._write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_video(_record("b"))
+    assert not list((tmp_path / "videos").iterdir())

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times, write_tiny_models
 from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
-from t3al.extract.cli import main
+from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
 from t3al.extract.pipeline import (FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard,
                                    settings_mismatch)
@@ -450,3 +450,16 @@ def test_unusual_entries_get_one_line_each_and_unsafe_names_a_safe_id(models, go
     assert result.exit_code == 0, result.output
     detected = json.loads((tmp_path / "out" / "split_0" / "detections.json").read_text())["results"]
     assert set(detected) == {"clip été 1", "ntsc"}
+
+
+def test_sigterm_ends_a_run_as_an_exception_so_cleanup_runs():
+    cleaned, before = [], signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        with terminated_cleanly():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                cleaned.append(True)
+    assert stopped.value.code == 128 + signal.SIGTERM and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -372,6 +372,7 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
             "resizer": f"ffmpeg {'zscale' if has_zscale(ffmpeg_binary()) else 'swscale'} bicubic (Catmull-Rom, a=-0.5)",
             "mean": list(loaded.mean),
             "std": list(loaded.std),
+            "precision": loaded.precision if loaded.device.type == "cuda" else "fp32",  # autocast runs on CUDA only
         },
         sampling={"policy": "every frame" if not settings.fps else "resampled", "fps": settings.fps,
                   "decoder": "ffmpeg", "ffmpeg": ffmpeg_binary()},
@@ -387,12 +388,12 @@ PROVENANCE = {("sampling", "ffmpeg")}  # recorded, but not a setting: the same b
 
 
 def stored_settings(info: CacheInfo) -> dict[tuple[str, str], object]:
-    """Every recorded setting that changes the stored numbers: preprocessing, sampling, captions
-    (only their rate when there are none) and the prompt template."""
+    """Every recorded setting that changes the stored numbers: preprocessing (and the model's
+    precision), sampling, captions (only their rate when there are none) and the prompt template."""
     settings: dict[tuple[str, str], object] = {("prompt", "template"): info.prompt_template}
     for section in ("preprocess", "sampling", "captions"):
         values = getattr(info, section)
-        if section == "captions" and not values.get("fps"):
+        if section == "captions" and values.get("fps") == 0:
             values = {"fps": values.get("fps")}
         settings.update({(section, key): value for key, value in values.items() if (section, key) not in PROVENANCE})
     return settings

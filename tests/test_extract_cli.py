@@ -418,6 +418,12 @@ def test_stored_settings_ignore_the_ffmpeg_path_and_caption_settings_without_cap
     other = CacheInfo(ModelIdentity("m"), preprocess={"resizer": "swscale"}, sampling={"fps": None},
                       captions={"fps": 0.0})
     assert "preprocess resizer = None, this run asks for 'swscale'" in settings_mismatch(base, other)
+    imported = CacheInfo(ModelIdentity("m"), captions={"fps": None, "frame_stride": 3})
+    assert "captions frame_stride = 3, this run asks for 2" in settings_mismatch(
+        imported, CacheInfo(ModelIdentity("m"), captions={"fps": None, "frame_stride": 2}))
+    assert "preprocess precision = 'fp16', this run asks for 'fp32'" in settings_mismatch(
+        CacheInfo(ModelIdentity("m"), preprocess={"precision": "fp16"}),
+        CacheInfo(ModelIdentity("m"), preprocess={"precision": "fp32"}))
 
 
 def test_unusual_entries_get_one_line_each_and_unsafe_names_a_safe_id(models, good_videos, tmp_path, caplog):

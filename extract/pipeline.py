@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, DiskFullError, VideoRecord, check_video_name, safe_video_id
+from t3al.cache import (CacheError, CacheInfo, CacheReader, CacheWriter, DiskFullError, VideoRecord, check_video_name,
+                        safe_video_id)
 
 from .decode import DecodeError, FrameGeometry, FrameStream, VideoInfo, ffmpeg_binary, has_zscale, probe
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features

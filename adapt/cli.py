@@ -102,7 +102,7 @@ def run_options(command):
         click.argument("cache", type=click.Path(path_type=Path)),
         click.option("--split", "setting", default="75_25", show_default=True,
                      help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes)."),
-        click.option("--split-index", "indices", type=int, multiple=True,
+        click.option("--split-index", "indices", type=click.IntRange(min=0), multiple=True,
                      help="Run only this split (repeat); default: all ten."),
         click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
                      help="Dataset manifest (ground truth, splits); default: the one recorded in the cache."),

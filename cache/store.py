@@ -66,20 +66,17 @@ def _check_space(folder: Path, size: int) -> None:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) with the process's umask, holding ``data``.
-
-    ENOSPC becomes DiskFullError; a partly written file is removed.
-    """
+    """Create ``path`` (it must not exist) with the process's umask, holding ``data``; ENOSPC
+    becomes DiskFullError. The caller removes ``path`` when this raises."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         _write_file(fd, data)
     except OSError as err:
-        os.close(fd)
-        path.unlink(missing_ok=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _disk_full(path.parent, len(data)) from None
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_atomically(final: Path, data: bytes) -> None:

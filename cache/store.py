@@ -298,7 +298,8 @@ class CacheReader:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise CacheError(f"{self.root}: no such cache directory")
+            what = "not a directory" if self.root.exists() else "no such cache directory"
+            raise CacheError(f"{self.root}: {what}; give the cache directory t3al-extract wrote")
         info_path = self.root / INFO_FILE
         if not info_path.is_file():
             raise CacheError(f"{self.root}: not a t3al cache (no {INFO_FILE}); run t3al-extract first")

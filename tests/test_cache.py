@@ -197,6 +197,8 @@ def test_a_cache_directory_that_is_a_file_is_a_cache_error(tmp_path):
     (tmp_path / "cache").write_text("")
     with pytest.raises(CacheError, match="not a directory"):
         CacheWriter(tmp_path / "cache", CacheInfo(model=ModelIdentity("m")))
+    with pytest.raises(CacheError, match="not a directory"):
+        CacheReader(tmp_path / "cache")
 
 
 @pytest.mark.parametrize("name", ["my video", "été à Paris", "-dash", "x.tmp"])

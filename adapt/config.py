@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -72,6 +73,9 @@ class AdaptConfig:
         _at_least("patience", self.patience, 0)
         for name in ("lr", "visual_lr_scale", "weight_decay"):
             _at_least(name, getattr(self, name), 0.0)
+        if self.threshold is not None:
+            _finite("threshold", self.threshold)
+        _finite("naive_threshold", self.naive_threshold)
         if not 0.0 <= self.smoothing < 1.0:
             raise ConfigError(f"smoothing must be in [0, 1), got {self.smoothing}")
         if not -1.0 <= self.beta <= 1.0:
@@ -105,8 +109,13 @@ def _subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> Non
 
 
 def _at_least(name: str, value: float, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
         raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
+
+
+def _finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 def preset_names() -> list[str]:

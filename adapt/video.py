@@ -37,23 +37,35 @@ class VideoInput:
         """Check a cached video and turn it into tensors; raises VideoProblem naming the video."""
         features = np.ascontiguousarray(record.features, dtype=np.float32)
         if record.n_frames < 2:
-            raise VideoProblem(record.video_id, f"has {record.n_frames} frame(s); at least 2 are needed")
+            raise VideoProblem(record.name, f"has {record.n_frames} frame(s); at least 2 are needed")
+        _check_timestamps(record.name, np.asarray(record.timestamps, dtype=np.float64))
         if not np.isfinite(features).all():
             bad = int((~np.isfinite(features).all(axis=1)).sum())
-            raise VideoProblem(record.video_id, f"{bad} frame feature(s) contain NaN or infinity")
+            raise VideoProblem(record.name, f"{bad} frame feature(s) contain NaN or infinity")
         zero = int((np.abs(features).sum(axis=1) == 0).sum())
         if zero:
-            raise VideoProblem(record.video_id, f"{zero} frame feature(s) are all zeros (zero norm)")
+            raise VideoProblem(record.name, f"{zero} frame feature(s) are all zeros (zero norm)")
         captions = np.asarray(record.caption_features, dtype=np.float32)
         if captions.size and not np.isfinite(captions).all():
-            raise VideoProblem(record.video_id, "caption features contain NaN or infinity")
+            raise VideoProblem(record.name, "caption features contain NaN or infinity")
         return cls(
-            video_id=record.video_id,
+            video_id=record.name,  # the video's own name, as manifests and detections spell it
             features=torch.from_numpy(features),
             timestamps=np.asarray(record.timestamps, dtype=np.float64),
             caption_frames=torch.from_numpy(np.asarray(record.caption_frames, dtype=np.int64)),
             caption_features=torch.from_numpy(np.ascontiguousarray(captions)),
         )
+
+
+def _check_timestamps(name: str, times: np.ndarray) -> None:
+    """Segments are cut in time from the frames' timestamps: they must be finite and never decrease."""
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise VideoProblem(name, f"timestamps are not all finite numbers (frame {bad[0]})")
+    back = np.flatnonzero(np.diff(times) < 0)
+    if back.size:
+        i = back[0] + 1
+        raise VideoProblem(name, f"timestamps decrease at frame {i} ({times[i]:.3f} s after {times[i - 1]:.3f} s)")
 
 
 @dataclass

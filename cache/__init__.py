@@ -7,8 +7,10 @@ from .schema import (
     ModelIdentity,
     VideoRecord,
     check_video_id,
+    check_video_name,
+    safe_video_id,
 )
-from .store import CacheReader, CacheWriter
+from .store import CacheReader, CacheWriter, DiskFullError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -19,5 +21,8 @@ __all__ = [
     "Head",
     "ModelIdentity",
     "VideoRecord",
+    "DiskFullError",
     "check_video_id",
+    "check_video_name",
+    "safe_video_id",
 ]

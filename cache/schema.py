@@ -8,7 +8,8 @@ A cache is a directory::
     manifest.json         optional copy of the dataset manifest the cache was built for
     videos/<id>.h5        VideoRecord: features (N x Dv, pre-projection), timestamps (N, seconds),
                           captions/{frame, text, features (M x Dt, pre-projection)} and attributes
-                          fps, n_frames, duration, source_path, source_size, source_mtime, model_id
+                          name, fps, n_frames, duration, source_path, source_size, source_mtime,
+                          model_id, decode_warnings
     failures.jsonl        one JSON object per video that could not be processed
 
 Every file is written under a temporary name and renamed into place when complete, so a reader
@@ -16,7 +17,9 @@ sees a video either complete or absent, and several writers can fill one directo
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +33,8 @@ FAILURES_FILE = "failures.jsonl"
 VIDEOS_DIR = "videos"
 FEATURE_DTYPES = ("float16", "float32")
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+INFO_SECTIONS = ("preprocess", "sampling", "captions")
 
 
 class CacheError(Exception):
@@ -43,6 +48,29 @@ def check_video_id(video_id: str) -> str:
             f"invalid video id {video_id!r}: use letters, digits and . _ + = - (not starting with . or -)"
         )
     return video_id
+
+
+def check_video_name(name: str) -> str:
+    """Return ``name`` when it can name a video (a file stem: non-empty, no ``/`` or NUL), else raise."""
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name:
+        raise CacheError(f"invalid video name {name!r}: use a file stem (non-empty, without / or NUL)")
+    return name
+
+
+def safe_video_id(name: str) -> str:
+    """The cache id of a video named ``name`` (its file stem, or a manifest's video name).
+
+    A valid id is its own id. Any other name (spaces, non-ASCII letters, a leading ``-``) becomes
+    its ASCII transliteration with other characters replaced by ``_``, plus ``-`` and 8 hex digits
+    of the SHA-1 of the name in Unicode NFC form: readable, distinct for distinct names, and the
+    same whether the file system spells the name composed (Linux) or decomposed (macOS).
+    """
+    name = unicodedata.normalize("NFC", check_video_name(name))
+    if _VIDEO_ID.match(name) and not name.endswith(".tmp"):
+        return name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    base = _UNSAFE.sub("_", ascii_name).lstrip("._+=-")[:80] or "video"
+    return f"{base}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -78,13 +106,20 @@ class CacheInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = INFO_FILE) -> "CacheInfo":
+    def from_dict(cls, data: Any, source: str = INFO_FILE) -> "CacheInfo":
+        """Validate the content of ``cache.json``; CacheError names the file and the bad field."""
+        if not isinstance(data, dict):
+            raise CacheError(f"{source}: not a cache description (expected a JSON object, got "
+                             f"{type(data).__name__}); re-extract the cache")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise CacheError(
                 f"{source}: unknown cache schema version {version!r} (this tool reads version "
                 f"{SCHEMA_VERSION}); re-extract the cache or use a matching t3al version"
             )
+        for section in INFO_SECTIONS:
+            if not isinstance(data.get(section, {}), dict):
+                raise CacheError(f"{source}: malformed cache info ({section!r} must be an object)")
         try:
             model = ModelIdentity(**data["model"])
             rest = {k: v for k, v in data.items() if k != "model"}
@@ -157,9 +192,13 @@ class VideoRecord:
     source_size: int = -1
     source_mtime: float = -1.0
     model_id: str = ""
+    name: str = ""  # the video's own name (file stem) when the id had to be made safe; "" = video_id
+    decode_warnings: list[str] = field(default_factory=list)  # what the decoder reported, when kept
 
     def __post_init__(self) -> None:
         check_video_id(self.video_id)
+        self.name = self.name or self.video_id
+        self.decode_warnings = [str(w) for w in self.decode_warnings]
         self.features = np.asarray(self.features)
         self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
         self.caption_frames = np.asarray(self.caption_frames, dtype=np.int64).reshape(-1)

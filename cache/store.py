@@ -1,10 +1,12 @@
 """Writing and reading a cache directory; the only module of the project that imports h5py."""
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,32 +24,106 @@ from .schema import (
     CacheInfo,
     Head,
     VideoRecord,
-    check_video_id,
+    safe_video_id,
 )
 
 _STR = h5py.string_dtype(encoding="utf-8")
+STALE_TEMPORARY_S = 3600.0  # a temporary file lives while one file's bytes are written: far less than this
+_SPACE_MARGIN = 64 << 10  # bytes left free beyond the file itself (file system blocks and metadata)
 
 
-def _atomic_path(final: Path) -> Path:
+class DiskFullError(CacheError):
+    """The cache's file system has no room for the next file; complete files are kept."""
+
+
+def _temporary_path(final: Path) -> Path:
     """A unique temporary name next to ``final`` that no reader takes for a complete file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def _write_atomically(final: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename into ``final``; the temporary file never survives."""
-    tmp = _atomic_path(final)
+def _write_file(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (the one place cache bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _disk_full(folder: Path, size: int, free: int | None = None) -> DiskFullError:
+    left = f", {_size(free)} free" if free is not None else ""
+    return DiskFullError(f"{folder}: no space left on device (writing {_size(size)}{left}); free some "
+                         "space and rerun: complete files are kept")
+
+
+def _check_space(folder: Path, size: int) -> None:
+    """Refuse to start a write that cannot fit."""
+    free = shutil.disk_usage(folder).free
+    if free < size + _SPACE_MARGIN:
+        raise _disk_full(folder, size, free)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with the process's umask, holding ``data``; ENOSPC
+    becomes DiskFullError. The caller removes ``path`` when this raises."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        write(tmp)
+        _write_file(fd, data)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path.parent, len(data)) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(final: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name, then rename it into ``final``; the temporary never survives."""
+    _check_space(final.parent, len(data))
+    tmp = _temporary_path(final)
+    try:
+        _write_new(tmp, data)
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
-def _write_text_atomically(final: Path, text: str) -> None:
-    _write_atomically(final, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def _hdf5_bytes(fill: Any) -> bytes:
+    """An HDF5 file built in memory by ``fill(file)``: libhdf5 never writes to the cache's disk, so a
+    full disk is a plain OSError of one write, and the size is known before writing."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
+
+
+def read_info(path: Path) -> CacheInfo:
+    """The validated content of a ``cache.json``; CacheError names the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CacheError(f"{path}: not valid JSON ({err}); re-extract the cache") from None
+    except OSError as err:
+        raise CacheError(f"{path}: unreadable ({err.strerror})") from None
+    return CacheInfo.from_dict(data, str(path))
+
+
+def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Delete temporary files of ``root`` and ``root/videos`` older than ``max_age`` seconds: left by
+    writers killed mid-write (no running writer keeps one that long)."""
+    removed = []
+    now = time.time()
+    for folder in (root, root / VIDEOS_DIR):
+        for path in folder.glob(".*.tmp"):
+            try:
+                if now - path.lstat().st_mtime > max_age:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
 
 
 def _strings(values: Any) -> list[str]:
@@ -59,26 +135,36 @@ class CacheWriter:
 
     Opening an existing cache checks that ``info`` names the same model and schema, so one
     directory never mixes features of two models; several writers may share a directory.
+    Temporary files older than ``STALE_TEMPORARY_S`` (left by killed writers) are removed and
+    listed in ``removed_temporaries``.
     """
 
     def __init__(self, root: str | os.PathLike, info: CacheInfo) -> None:
         self.root = Path(root)
         self.info = info
-        (self.root / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise CacheError(f"{self.root}: not a directory; give a cache directory (new or existing)") from None
+        except OSError as err:
+            raise CacheError(f"{self.root}: cannot create the cache directory ({err.strerror})") from None
+        self.removed_temporaries = remove_stale_temporaries(self.root)
         self._claim_info()
 
     def _claim_info(self) -> None:
         path = self.root / INFO_FILE
         if not path.exists():
-            tmp = _atomic_path(path)
+            data = (json.dumps(self.info.to_dict(), indent=2) + "\n").encode("utf-8")
+            _check_space(self.root, len(data))
+            tmp = _temporary_path(path)
             try:
-                tmp.write_text(json.dumps(self.info.to_dict(), indent=2) + "\n", encoding="utf-8")
+                _write_new(tmp, data)
                 os.link(tmp, path)  # fails when another writer got there first
             except FileExistsError:
                 pass
             finally:
-                tmp.unlink()
-        existing = CacheInfo.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+                tmp.unlink(missing_ok=True)
+        existing = read_info(path)
         if existing.model.key() != self.info.model.key():
             raise CacheError(
                 f"{path}: cache holds features of {existing.model.key()!r}, refusing to add "
@@ -98,18 +184,17 @@ class CacheWriter:
         """Write ``head.h5`` (replacing any previous one) with this cache's model identity."""
         head.model_id = self.model_id
 
-        def write(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["model_id"] = self.model_id
-                f.create_dataset("visual_proj", data=head.visual_proj.astype(np.float32))
-                f.create_dataset("text_projection", data=head.text_projection.astype(np.float32))
-                f.create_dataset("logit_scale", data=np.float32(head.logit_scale))
-                group = f.create_group("prompts")
-                group.create_dataset("class_name", data=head.class_names, dtype=_STR)
-                group.create_dataset("text", data=head.prompts, dtype=_STR)
-                group.create_dataset("features", data=head.prompt_features.astype(np.float32))
+        def fill(f: h5py.File) -> None:
+            f.attrs["model_id"] = self.model_id
+            f.create_dataset("visual_proj", data=head.visual_proj.astype(np.float32))
+            f.create_dataset("text_projection", data=head.text_projection.astype(np.float32))
+            f.create_dataset("logit_scale", data=np.float32(head.logit_scale))
+            group = f.create_group("prompts")
+            group.create_dataset("class_name", data=head.class_names, dtype=_STR)
+            group.create_dataset("text", data=head.prompts, dtype=_STR)
+            group.create_dataset("features", data=head.prompt_features.astype(np.float32))
 
-        _write_atomically(self.root / HEAD_FILE, write)
+        _write_atomically(self.root / HEAD_FILE, _hdf5_bytes(fill))
 
     def add_prompts(self, class_names: list[str], prompts: list[str], features: np.ndarray) -> Head:
         """Add class prompts to ``head.h5``; a class already present gets its prompt replaced."""
@@ -129,10 +214,11 @@ class CacheWriter:
 
     def attach_manifest(self, manifest: str | os.PathLike) -> None:
         """Keep a copy of the dataset manifest in the cache, so stage two needs no other file."""
-        _write_atomically(self.root / MANIFEST_FILE, lambda tmp: shutil.copyfile(manifest, tmp))
+        _write_atomically(self.root / MANIFEST_FILE, Path(manifest).read_bytes())
 
     def video_path(self, video_id: str) -> Path:
-        return self.root / VIDEOS_DIR / f"{check_video_id(video_id)}.h5"
+        """The file of the video named ``video_id`` (an id, or a name mapped by ``safe_video_id``)."""
+        return self.root / VIDEOS_DIR / f"{safe_video_id(video_id)}.h5"
 
     def is_complete(self, video_id: str, source_size: int, source_mtime: float) -> bool:
         """True when the video is cached from a source of this size and modification time."""
@@ -149,41 +235,61 @@ class CacheWriter:
         except (OSError, KeyError):
             return False
 
+    def remove_video(self, video_id: str) -> bool:
+        """Delete a video's file (features of a source that changed and no longer decodes); True if there was one."""
+        try:
+            self.video_path(video_id).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def write_video(self, record: VideoRecord) -> Path:
         """Write one video's file atomically; it appears complete or not at all."""
         dtype = np.dtype(self.info.feature_dtype)
+
+        def fill(f: h5py.File) -> None:
+            f.create_dataset("features", data=record.features.astype(dtype))
+            f.create_dataset("timestamps", data=record.timestamps.astype(np.float64))
+            captions = f.create_group("captions")
+            captions.create_dataset("frame", data=record.caption_frames.astype(np.int64))
+            captions.create_dataset("text", data=record.caption_texts, dtype=_STR)
+            captions.create_dataset("features", data=record.caption_features.astype(dtype))
+            f.attrs.update(
+                video_id=record.video_id,
+                name=record.name,
+                fps=float(record.fps),
+                n_frames=record.n_frames,
+                duration=float(record.duration),
+                source_path=str(record.source_path),
+                source_size=int(record.source_size),
+                source_mtime=float(record.source_mtime),
+                model_id=self.model_id,
+                decode_warnings=json.dumps(record.decode_warnings),
+            )
+
         final = self.video_path(record.video_id)
-
-        def write(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("features", data=record.features.astype(dtype))
-                f.create_dataset("timestamps", data=record.timestamps.astype(np.float64))
-                captions = f.create_group("captions")
-                captions.create_dataset("frame", data=record.caption_frames.astype(np.int64))
-                captions.create_dataset("text", data=record.caption_texts, dtype=_STR)
-                captions.create_dataset("features", data=record.caption_features.astype(dtype))
-                f.attrs.update(
-                    video_id=record.video_id,
-                    fps=float(record.fps),
-                    n_frames=record.n_frames,
-                    duration=float(record.duration),
-                    source_path=str(record.source_path),
-                    source_size=int(record.source_size),
-                    source_mtime=float(record.source_mtime),
-                    model_id=self.model_id,
-                )
-
-        _write_atomically(final, write)
+        _write_atomically(final, _hdf5_bytes(fill))
         return final
 
-    def record_failure(self, video_id: str, source: str, reason: str) -> None:
-        """Append one line to ``failures.jsonl`` (a single small append, safe across writers)."""
-        line = json.dumps({"video_id": video_id, "source": str(source), "reason": reason, "time": time.time()})
-        fd = os.open(self.root / FAILURES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def record_failure(self, video_id: str, source: str, reason: str, kept: bool = False) -> None:
+        """Append one line to ``failures.jsonl`` (a single small append, safe across writers).
+
+        ``kept``: the video was cached all the same (decode warnings under ``--on-decode-error keep``).
+        """
+        entry = {"video_id": video_id, "source": str(source), "reason": reason, "time": time.time()}
+        if kept:
+            entry["kept"] = True
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            os.write(fd, (line + "\n").encode("utf-8"))
-        finally:
-            os.close(fd)
+            fd = os.open(self.root / FAILURES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                _write_file(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(self.root, len(line)) from None
+            raise
 
 
 class CacheReader:
@@ -192,15 +298,12 @@ class CacheReader:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise CacheError(f"{self.root}: no such cache directory")
+            what = "not a directory" if self.root.exists() else "no such cache directory"
+            raise CacheError(f"{self.root}: {what}; give the cache directory t3al-extract wrote")
         info_path = self.root / INFO_FILE
         if not info_path.is_file():
             raise CacheError(f"{self.root}: not a t3al cache (no {INFO_FILE}); run t3al-extract first")
-        try:
-            data = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise CacheError(f"{info_path}: not valid JSON ({err})") from err
-        self.info = CacheInfo.from_dict(data, str(info_path))
+        self.info = read_info(info_path)
         self._head: Head | None = None
 
     @property
@@ -242,12 +345,19 @@ class CacheReader:
             return []
         return sorted(p.stem for p in folder.glob("*.h5") if not p.name.startswith("."))
 
+    def _path(self, video_id: str) -> Path:
+        return self.root / VIDEOS_DIR / f"{safe_video_id(video_id)}.h5"
+
     def __contains__(self, video_id: str) -> bool:
-        return (self.root / VIDEOS_DIR / f"{video_id}.h5").is_file()
+        """Whether the video is cached; ``video_id`` may be an id or a video's own name (a manifest's)."""
+        try:
+            return self._path(video_id).is_file()
+        except CacheError:
+            return False
 
     def video(self, video_id: str, dtype: np.dtype | str = np.float32) -> VideoRecord:
-        """Load one video's record, features cast to ``dtype``."""
-        path = self.root / VIDEOS_DIR / f"{check_video_id(video_id)}.h5"
+        """Load one video's record, features cast to ``dtype``; ``video_id`` may be its own name."""
+        path = self._path(video_id)
         if not path.is_file():
             raise CacheError(f"video {video_id}: not in cache {self.root}")
         try:
@@ -256,7 +366,8 @@ class CacheReader:
                 captions = f["captions"]
                 attrs = f.attrs
                 return VideoRecord(
-                    video_id=video_id,
+                    video_id=path.stem,
+                    name=str(attrs.get("name", path.stem)),
                     features=f["features"][()].astype(dtype, copy=False),
                     timestamps=f["timestamps"][()],
                     fps=float(attrs["fps"]),
@@ -268,8 +379,9 @@ class CacheReader:
                     source_size=int(attrs["source_size"]),
                     source_mtime=float(attrs["source_mtime"]),
                     model_id=str(attrs["model_id"]),
+                    decode_warnings=json.loads(attrs.get("decode_warnings", "[]")),
                 )
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, ValueError) as err:
             raise CacheError(f"{path}: unreadable video file ({err})") from err
 
     def videos(self, video_ids: list[str] | None = None) -> Iterator[VideoRecord]:
@@ -285,7 +397,8 @@ class CacheReader:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
-                latest[entry["video_id"]] = entry
+                if not entry.get("kept"):
+                    latest[entry["video_id"]] = entry
         return [entry for video_id, entry in sorted(latest.items()) if video_id not in self]
 
     def _check_model(self, f: h5py.File, path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,18 +142,31 @@ def run_demo(plan: DemoPlan) -> dict:
     return summary
 
 
+def _durations(ctx: click.Context, param: click.Parameter, value: tuple[float, float]) -> tuple[float, float]:
+    """Two finite positive lengths, the shortest first."""
+    shortest, longest = value
+    if not (math.isfinite(shortest) and math.isfinite(longest) and 0 < shortest <= longest):
+        raise click.BadParameter(f"need 0 < shortest <= longest seconds, got {shortest:g} {longest:g}")
+    return value
+
+
 @click.command(help=__doc__)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
               help="Folder for the world, the cache, the runs and the report (reused when it exists).")
 @click.option("--seed", default=DemoPlan.seed, show_default=True,
               help="Seed of the held-out world (the tiny CoCa was trained on seed 1).")
-@click.option("--videos", default=DemoPlan.videos, show_default=True, help="Videos in the world.")
-@click.option("--classes", default=DemoPlan.classes, show_default=True, help="Action classes in the world (2-12).")
-@click.option("--durations", nargs=2, type=float, default=DURATIONS, show_default=True,
+@click.option("--videos", type=click.IntRange(min=1), default=DemoPlan.videos, show_default=True,
+              help="Videos in the world.")
+@click.option("--classes", type=click.IntRange(2, 12), default=DemoPlan.classes, show_default=True,
+              help="Action classes in the world (2-12).")
+@click.option("--durations", nargs=2, type=float, default=DURATIONS, show_default=True, callback=_durations,
               help="Shortest and longest video, seconds.")
-@click.option("--caption-fps", default=DemoPlan.caption_fps, show_default=True, help="Captions per second of video.")
-@click.option("--jobs", default=DemoPlan.jobs, show_default=True, help="Worker processes of t3al-adapt.")
-@click.option("--plots", default=DemoPlan.plots, show_default=True, help="Videos plotted per split in the reports.")
+@click.option("--caption-fps", type=click.FloatRange(min=0), default=DemoPlan.caption_fps, show_default=True,
+              help="Captions per second of video (t3al-extract refuses NaN and infinity).")
+@click.option("--jobs", type=click.IntRange(min=1), default=DemoPlan.jobs, show_default=True,
+              help="Worker processes of t3al-adapt.")
+@click.option("--plots", type=click.IntRange(min=0), default=DemoPlan.plots, show_default=True,
+              help="Videos plotted per split in the reports.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=CHECKPOINT,
               show_default=True, help="Tiny CoCa weights (open_clip state_dict).")
 def main(out: Path, seed: int, videos: int, classes: int, durations: tuple[float, float], caption_fps: float,

@@ -107,7 +107,7 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
 @click.option("--manifest", "-m", "manifest_path", type=_EXISTING, required=True,
               help="Manifest with ground truth and split lists.")
 @click.option("--split", "setting", required=True, help="Setting: 75_25 or 50_50.")
-@click.option("--index", "indices", type=int, multiple=True, help="Only these split indices (repeatable).")
+@click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, help="Only these split indices (repeatable).")
 @_tiou_option
 @_round_option
 @_json_option
@@ -155,7 +155,7 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
 @main.command("report")
 @click.argument("out_dir", type=_EXISTING)
 @click.option("--manifest", "-m", "manifest_path", type=_EXISTING, help="Manifest for ground truth and durations.")
-@click.option("--plots", "n_plots", type=int, default=8, show_default=True,
+@click.option("--plots", "n_plots", type=click.IntRange(min=0), default=8, show_default=True,
               help="Videos plotted per split (from the saved curves; nothing is recomputed).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Report file (default OUT_DIR/report/index.html).")
@@ -181,7 +181,7 @@ def _ground_truth_tious(path: Path) -> tuple[float, ...]:
 def _read_results(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
         raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")

@@ -36,11 +36,25 @@ def _load_results(out_dir: Path) -> dict:
         document = json.loads(path.read_text())
     except OSError:
         raise EvaluationError(f"{path}: not found (is {out_dir} a t3al-adapt output folder?)") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(document, dict) or not {"tiou", "splits", "mean"} <= set(document):
         raise EvaluationError(f"{path}: needs 'tiou', 'splits' and 'mean'")
+    _check_splits(document["splits"], path)
     return document
+
+
+def _check_splits(splits: object, path: Path) -> None:
+    """Split entries the report can trust: an integer index (it names files), class lists and AP tables."""
+    if not isinstance(splits, list) or not all(isinstance(s, dict) for s in splits):
+        raise EvaluationError(f"{path}: 'splits' must be a list of objects")
+    for position, split in enumerate(splits):
+        index = split.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise EvaluationError(f"{path}: splits[{position}]: split index must be a non-negative integer, "
+                                  f"got {index!r}")
+        if not isinstance(split.get("classes"), list) or not isinstance(split.get("per_class"), dict):
+            raise EvaluationError(f"{path}: splits[{position}] needs a 'classes' list and a 'per_class' object")
 
 
 def _split_section(out_dir: Path, report_dir: Path, split: dict, tious: list, manifest: Manifest | None,
@@ -48,8 +62,9 @@ def _split_section(out_dir: Path, report_dir: Path, split: dict, tious: list, ma
     index = split["index"]
     img = report_dir / "img"
     parts = [f'<h2 id="split-{index}">Split {index}</h2>',
-             f"<p>Unseen classes: {html.escape(', '.join(split['classes']))}. "
-             f"{split.get('n_videos', '?')} videos, {split.get('n_detections', '?')} detections.</p>",
+             f"<p>Unseen classes: {html.escape(', '.join(map(str, split['classes'])))}. "
+             f"{html.escape(str(split.get('n_videos', '?')))} videos, "
+             f"{html.escape(str(split.get('n_detections', '?')))} detections.</p>",
              format_table({f"split {index}": {"tiou": tious, "map": split["map"], "avg": split["avg"]}}, "html")]
     bars = plot_class_ap(split["per_class"], tious, img / f"split_{index}_ap.png", f"split {index}: AP per class")
     parts.append(_image(bars, report_dir, f"AP per class, split {index}"))
@@ -89,7 +104,7 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
             "predicted segments (orange).</p>",
             format_table(rows, "html"), f"<p>{toc}</p>", *sections]
     if config.is_file():
-        body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text())}</pre>")
+        body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text(errors='replace'))}</pre>")
     html_path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>t3al report</title>"
                          f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     return html_path

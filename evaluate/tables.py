@@ -7,6 +7,7 @@ times, ``end >= start``, finite scores. Readers name the file and the row of any
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -163,21 +164,32 @@ class Detections:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Columns of a CSV with the given header names; numbers checked finite, errors name the line."""
+    """Columns of a CSV with the given header names; numbers checked finite, errors name the line.
+
+    Every row must have as many fields as the header: a row with more is as wrong as one with fewer.
+    """
     try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} "
-                                      f"(expected header {','.join(columns)})")
-            rows = [row for row in reader if row]
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
-    short = next((i for i, row in enumerate(rows) if len(row) < len(header)), None)
-    if short is not None:
-        raise EvaluationError(f"{path}: line {short + 2}: {len(rows[short])} fields, the header has {len(header)}")
+    except UnicodeDecodeError:
+        raise EvaluationError(f"{path}: not a text CSV (bytes that are not UTF-8)") from None
+    if "\0" in text:
+        raise EvaluationError(f"{path}: not a text CSV (it contains NUL bytes)")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} "
+                                  f"(expected header {','.join(columns)})")
+        rows = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as error:
+        raise EvaluationError(f"{path}: not a valid CSV ({error})") from None
+    wrong = next(((line, row) for line, row in rows if len(row) != len(header)), None)
+    if wrong is not None:
+        raise EvaluationError(f"{path}: line {wrong[0]}: {len(wrong[1])} fields, the header has {len(header)}")
+    rows = [row for _, row in rows]
     raw = {c: [row[header.index(c)] for row in rows] for c in columns}
     data = {c: _strings(raw[c]) for c in columns if c not in _NUMERIC}
     for c in set(columns) & _NUMERIC:
@@ -212,7 +224,7 @@ def _read_json(path: Path) -> dict:
         data = json.loads(Path(path).read_text())
     except OSError as error:
         raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(data, dict):
         raise EvaluationError(f"{path}: expected a JSON object")

@@ -1,15 +1,19 @@
 """``t3al-extract``: stage one, from a folder of videos (or the published T3AL features) to a cache."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import math
+import signal
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError, CacheReader, CacheWriter
+from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError
 
 from .importer import import_published
 from .models import (
@@ -23,10 +27,40 @@ from .models import (
     model_head,
     register_model_configs,
 )
-from .pipeline import (Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, parse_shard, run_folder,
-                       settings_mismatch)
+from .pipeline import (DECODE_ERROR_POLICIES, Extractor, Settings, Summary, cache_info, check_cache_dir, fail, in_shard,
+                       list_videos, open_cache, parse_shard, run_folder)
 
 log = logging.getLogger("t3al.extract")
+CAPTION_LENGTHS = click.IntRange(6, 77)  # open_clip's beam search needs more than 5 tokens; 77: the text context
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (``click.FloatRange`` lets NaN through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(min=0, min_open=True)
+
+
+@contextlib.contextmanager
+def terminated_cleanly() -> Iterator[None]:
+    """SIGTERM (a cluster's time limit, ``kill``) ends the run as an exception, so that temporary
+    files are removed and ffmpeg processes stopped on the way out."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class DefaultGroup(click.Group):
@@ -70,6 +104,13 @@ def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], devi
         register_model_configs(*model_configs)
         return load_model(model_name, pretrained, device, precision)
     except ModelLoadError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    try:
+        check_cache_dir(cache_dir)
+    except CacheError as err:
         raise click.ClickException(str(err)) from None
 
 
@@ -121,13 +162,19 @@ def main() -> None:
 @click.argument("videos_dir", type=click.Path(path_type=Path))
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @model_options
-@click.option("--batch-size", default=64, show_default=True, help="Frames per inference batch.")
-@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: every frame).")
-@click.option("--caption-fps", type=float, default=10.0, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Frames per inference batch.")
+@click.option("--fps", type=POSITIVE, default=None, help="Resample to this frame rate (default: every frame).")
+@click.option("--caption-fps", type=FiniteFloat(min=0), default=10.0, show_default=True,
               help="Captions per second of video (public T3AL: 10 on THUMOS14, 1 on ActivityNet); 0: none.")
-@click.option("--caption-batch-size", default=0, show_default=True,
+@click.option("--caption-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
               help="Images per caption generation batch; 0: 32 on CUDA, 4 on CPU (bounds memory).")
-@click.option("--caption-length", default=30, show_default=True, help="Maximum caption length in tokens.")
+@click.option("--caption-length", type=CAPTION_LENGTHS, default=30, show_default=True,
+              help="Maximum caption length in tokens (6 to 77).")
+@click.option("--on-decode-error", type=click.Choice(DECODE_ERROR_POLICIES), default="fail", show_default=True,
+              help="A video the decoder reports errors on, or that yields fewer frames than its container "
+                   "declares: fail (nothing cached, reason in failures.jsonl) or keep (cache what decodes, "
+                   "warnings in the video's file and in failures.jsonl).")
 @click.option("--preprocess", type=click.Choice(["model", "t3al-public"]), default="model", show_default=True,
               help="model: open_clip's transform (shortest side, centre crop, RGB). t3al-public: squash to "
                    "size x size and BGR channel order, as the published T3AL features were made.")
@@ -141,8 +188,8 @@ def main() -> None:
 @click.option("--class-file", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
 def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
         device: str, precision: str, batch_size: int, fps: float | None, caption_fps: float,
-        caption_batch_size: int, caption_length: int, preprocess: str, feature_dtype: str, shard: str,
-        manifest: str | None, classes: str | None, class_file: str | None) -> None:
+        caption_batch_size: int, caption_length: int, on_decode_error: str, preprocess: str, feature_dtype: str,
+        shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     if not videos_dir.is_dir():
         raise click.ClickException(f"{videos_dir}: no such folder")
@@ -154,15 +201,12 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
     if not videos and not refused:
         raise click.ClickException(f"{videos_dir}: no files to extract")
     names = _class_names(classes, class_file, manifest)
+    _check_cache_dir(cache_dir)
     loaded = _load(model_name, pretrained, model_configs, device, precision)
     settings = Settings(batch_size=batch_size, fps=fps, caption_fps=caption_fps, caption_length=caption_length,
-                        caption_batch_size=caption_batch_size, preprocess=preprocess)
+                        caption_batch_size=caption_batch_size, preprocess=preprocess, on_decode_error=on_decode_error)
     try:
-        wanted = cache_info(loaded, settings, feature_dtype)
-        writer = CacheWriter(cache_dir, wanted)
-        mismatch = settings_mismatch(writer.info, wanted)
-        if mismatch:
-            raise CacheError(f"{cache_dir}: {mismatch}; use the same settings or another cache directory")
+        writer = open_cache(cache_dir, cache_info(loaded, settings, feature_dtype))
         if manifest:
             writer.attach_manifest(manifest)
         _ensure_prompts(writer, loaded, names)
@@ -175,8 +219,12 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
     mine = [v for v in videos if in_shard(v.video_id, shard_spec)]
     if not loaded.can_caption and caption_fps > 0:
         log.info("%s has no caption decoder: no captions", model_name)
-    with logging_redirect_tqdm():
-        run_folder(mine, writer, Extractor(loaded, settings), summary)
+    with logging_redirect_tqdm(), terminated_cleanly():
+        try:
+            run_folder(mine, writer, Extractor(loaded, settings), summary)
+        except DiskFullError as err:
+            click.echo(f"t3al-extract: {summary.line()} before the disk filled up", err=True)
+            raise click.ClickException(str(err)) from None
     click.echo(f"t3al-extract: {summary.line()} (shard {shard}, {len(mine)} of {len(videos)} videos) -> {cache_dir}",
                err=True)
     if summary.failed:
@@ -219,11 +267,11 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
 @model_options
 @click.option("--captions", "captions_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of <video_id>.txt caption files (lines `<index>.jpg-<caption>`).")
-@click.option("--caption-stride", default=3, show_default=True,
+@click.option("--caption-stride", type=click.IntRange(min=1), default=3, show_default=True,
               help="Caption index i belongs to frame i * stride (public THUMOS14 captions: 3).")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="Manifest giving each video's fps, and the classes to encode as prompts.")
-@click.option("--fps", type=float, default=None, help="Frame rate of videos the manifest gives none for.")
+@click.option("--fps", type=POSITIVE, default=None, help="Frame rate of videos the manifest gives none for.")
 @click.option("--classes", help="Comma-separated class names to encode as prompts.")
 @click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float32",
               show_default=True, help="Storage type of the features.")
@@ -235,6 +283,7 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
     The model (CoCa ViT-L/14 by default) is still needed for the projections, the class prompts and
     the captions' text features; no video is decoded.
     """
+    _check_cache_dir(cache_dir)
     loaded = _load(model_name, pretrained, model_configs, device, precision)
     names = _class_names(classes, None, manifest)
     with logging_redirect_tqdm():

@@ -11,6 +11,7 @@ Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's) is what makes decodin
 from __future__ import annotations
 
 import functools
+import math
 import re
 import shutil
 import subprocess
@@ -31,6 +32,10 @@ _SIZE = re.compile(r"[ ,](\d{2,5})x(\d{2,5})[ ,\[]")
 _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 _PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
+_LEVEL = re.compile(r"\[(panic|fatal|error|warning|info|verbose|debug|trace)\] ")
+_SOURCES = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-f]+\]\s*)+")
+MAX_WARNINGS = 5  # distinct decoder messages kept per video
+MISSING_FRAMES_S = 1.0  # decoded frames may fall this far (or 2% of the duration) short of the container's
 _COLOUR = re.compile(r",\s*\w+\(([^)]*)\)")
 _PIX_FMT = re.compile(r"^[^,]*,\s*(\w+)")
 _MATRICES = ("bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020c", "fcc", "smpte240m", "ycgco")
@@ -209,16 +214,42 @@ def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, s
     return stream.filter("shuffleplanes", *order).filter("showinfo")
 
 
-def _read_pts(stderr: object, times: list[float], lines: list[str]) -> None:
-    """Collect each frame's ``pts_time`` from showinfo; keep the other lines for error messages."""
+def _read_pts(stderr: object, times: list[float], lines: list[str], errors: list[str]) -> None:
+    """Collect each frame's ``pts_time`` from showinfo, the distinct error messages of the demuxer
+    and decoder, and the other lines (for error messages)."""
     for raw in iter(stderr.readline, b""):
         line = raw.decode("utf-8", "replace")
         match = _PTS_TIME.search(line)
         if match:
             value = match.group(3)
             times.append(float("nan") if match.group(2) == "NOPTS" else float(value))
-        elif len(lines) < 200:
-            lines.append(line.rstrip())
+            continue
+        level = _LEVEL.search(line)
+        text = line[:level.start()] + line[level.end():] if level else line
+        if level and _is_decode_error(level.group(1), text):
+            message = _SOURCES.sub("", text).strip()
+            if message not in errors and len(errors) < MAX_WARNINGS:
+                errors.append(message)
+        if len(lines) < 200:
+            lines.append(text.rstrip())
+
+
+def _is_decode_error(level: str, text: str) -> bool:
+    """Errors, and warnings of corrupt data: what ffmpeg says while it goes on with a damaged input."""
+    return level in ("panic", "fatal", "error") or (level == "warning" and "corrupt" in text.lower())
+
+
+def decode_warnings(info: VideoInfo, rate: float, n_frames: int, errors: list[str]) -> list[str]:
+    """Why a decode that produced ``n_frames`` frames may not be the whole video: the decoder's error
+    messages, and fewer frames than the container's duration holds at ``rate`` frames per second
+    (by more than ``MISSING_FRAMES_S`` seconds or 2% of the duration)."""
+    warnings = [f"decoder: {message}" for message in errors]
+    if math.isfinite(info.duration) and info.duration > 0 and math.isfinite(rate) and rate > 0:
+        expected = info.duration * rate
+        if expected - n_frames > rate * max(MISSING_FRAMES_S, 0.02 * info.duration):
+            warnings.append(f"decoded {n_frames} frames ({n_frames / rate:.2f} s) of the {expected:.0f} "
+                            f"({info.duration:.2f} s) the container declares")
+    return warnings
 
 
 def stream_frames(info: VideoInfo, geometry: FrameGeometry, batch_size: int = 64,
@@ -240,7 +271,7 @@ def ffmpeg_command(info: VideoInfo, geometry: FrameGeometry, fps: float | None =
     """The ffmpeg command line that writes the video's model-ready raw frames to stdout."""
     graph = _filter_graph(info, geometry, fps, ffmpeg.input(str(info.path)).video)
     return graph.output("pipe:", format="rawvideo", pix_fmt="gbrp", fps_mode="passthrough") \
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "info").compile(cmd=ffmpeg_binary())
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "level+info").compile(cmd=ffmpeg_binary())
 
 
 class FrameStream:
@@ -256,12 +287,17 @@ class FrameStream:
                                         stderr=subprocess.PIPE)
         self.times: list[float] = []
         self.log: list[str] = []
-        self.reader = threading.Thread(target=_read_pts, args=(self.process.stderr, self.times, self.log),
-                                       daemon=True)
+        self.errors: list[str] = []
+        self.warnings: list[str] = []  # set when the stream has been read to its end
+        self.reader = threading.Thread(target=_read_pts, daemon=True,
+                                       args=(self.process.stderr, self.times, self.log, self.errors))
         self.reader.start()
 
     def batches(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(frames, timestamps)`` batches as ``stream_frames`` yields them; DecodeError when none."""
+        """``(frames, timestamps)`` batches as ``stream_frames`` yields them; DecodeError when none.
+
+        Read to the end, ``warnings`` says why the frames may not be the whole video (``decode_warnings``).
+        """
         size = self.geometry.size
         frame_bytes = size * size * 3
         sent = 0
@@ -283,6 +319,7 @@ class FrameStream:
             raise DecodeError(f"{self.info.path}: ffmpeg failed ({_last_error(self.log)})")
         if sent == 0:
             raise DecodeError(f"{self.info.path}: no decodable video frames")
+        self.warnings = decode_warnings(self.info, self.fps or self.info.fps, sent, self.errors)
 
     def close(self) -> int:
         """Stop ffmpeg if it is still running (it ends on the closed pipe); its exit status."""

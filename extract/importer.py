@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from t3al.cache import CacheError, CacheInfo, CacheWriter, VideoRecord, check_video_id
+from t3al.cache import CacheError, CacheInfo, DiskFullError, VideoRecord, check_video_id
 
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, model_head
-from .pipeline import TOOL_VERSION, Summary, fail
+from .pipeline import TOOL_VERSION, Summary, fail, open_cache
 
 log = logging.getLogger("t3al.extract")
 _CAPTION_LINE = re.compile(r"^\s*(\d+)\.jpg-(.*)$")
@@ -68,7 +68,7 @@ def import_published(features_dir: Path, cache_dir: Path, loaded: LoadedModel, c
                      captions_dir: Path | None = None, caption_stride: int = 3, manifest: str | None = None,
                      fps: float | None = None, feature_dtype: str = "float32") -> Summary:
     """Write one cache video per ``.npy`` file; caption texts are encoded with ``loaded``'s text tower."""
-    writer = CacheWriter(cache_dir, import_info(loaded, feature_dtype, caption_stride))
+    writer = open_cache(cache_dir, import_info(loaded, feature_dtype, caption_stride))
     if manifest:
         writer.attach_manifest(manifest)
     writer.write_head(model_head(loaded, class_names, writer.info.prompt_template))
@@ -89,6 +89,8 @@ def import_published(features_dir: Path, cache_dir: Path, loaded: LoadedModel, c
                 continue
             writer.write_video(_record(path, video_id, rate, loaded, captions_dir, caption_stride, stat))
             summary.done.append(video_id)
+        except DiskFullError:
+            raise
         except (ValueError, OSError, CacheError) as err:
             fail(writer, summary, video_id, path, str(err))
     return summary

@@ -20,13 +20,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from t3al.cache import CacheError, CacheInfo, CacheWriter, VideoRecord, check_video_id
+from t3al.cache import (CacheError, CacheInfo, CacheReader, CacheWriter, DiskFullError, VideoRecord, check_video_name,
+                        safe_video_id)
 
 from .decode import DecodeError, FrameGeometry, FrameStream, VideoInfo, ffmpeg_binary, has_zscale, probe
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features
 
 log = logging.getLogger("t3al.extract")
 TOOL_VERSION = "t3al-extract 1"
+DECODE_ERROR_POLICIES = ("fail", "keep")
+VIDEO_SUFFIXES = frozenset(".3g2 .3gp .asf .avi .flv .m2ts .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .webm "
+                           ".wmv".split())
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,20 @@ class Settings:
     caption_length: int = 30
     preprocess: str = "model"
     prefetch: int = 2
+    on_decode_error: str = "fail"  # a partial decode fails the video, or ("keep") is cached with its warnings
+
+    def __post_init__(self) -> None:
+        if self.on_decode_error not in DECODE_ERROR_POLICIES:
+            raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_POLICIES}, got {self.on_decode_error!r}")
 
 
 @dataclass(frozen=True)
 class VideoFile:
-    """One input file and the id it gets in the cache (its stem)."""
+    """One input file, its name (the file's stem) and the id it gets in the cache (``safe_video_id``)."""
 
     path: Path
     video_id: str
+    name: str = ""
 
     @property
     def stat(self) -> os.stat_result:
@@ -61,9 +71,11 @@ class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)  # done, but kept with decode warnings
 
     def line(self) -> str:
-        return f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+        kept = f" ({len(self.warned)} kept with decode warnings)" if self.warned else ""
+        return f"{len(self.done)} done{kept}, {len(self.skipped)} skipped, {len(self.failed)} failed"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -86,25 +98,53 @@ def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
 def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
     """Candidate files of ``folder`` (not hidden, sorted) and the ones refused before decoding.
 
-    Refused: names that cannot be a video id and stems shared by several files (which file would
-    the cache key ``stem`` mean?).
+    Refused: dangling symbolic links, folders named like video files, names that cannot name a
+    video and names that give several files one id (which file would the cache key mean?). Other
+    folders are not searched (one log line each). A file named ``my clip.mp4`` gets the id
+    ``safe_video_id("my clip")``; its name stays in the cache.
     """
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    by_stem: dict[str, list[Path]] = {}
-    for path in files:
-        by_stem.setdefault(path.stem, []).append(path)
-    videos, refused = [], []
-    for stem, paths in sorted(by_stem.items()):
+    by_id: dict[str, list[Path]] = {}
+    refused = []
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        reason = _not_a_file(path)
+        if reason is None:
+            try:
+                by_id.setdefault(safe_video_id(path.stem), []).append(path)
+            except CacheError as err:
+                refused.append((path.name, path, str(err)))
+        elif reason:
+            refused.append((_id_of(path.stem), path, reason))
+    videos = []
+    for video_id, paths in sorted(by_id.items()):
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
-            refused.extend((stem, p, f"name clash: {names} share the video id {stem!r}; rename one")
+            refused.extend((video_id, p, f"name clash: {names} share the video id {video_id!r}; rename one")
                            for p in paths)
-            continue
-        try:
-            videos.append(VideoFile(paths[0], check_video_id(stem)))
-        except CacheError as err:
-            refused.append((stem, paths[0], str(err)))
+        else:
+            videos.append(VideoFile(paths[0], video_id, check_video_name(paths[0].stem)))
     return videos, refused
+
+
+def _not_a_file(path: Path) -> str | None:
+    """None for a regular file (or a link to one); why it is refused; "" for a folder left out."""
+    if path.is_file():
+        return None
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link (to {os.readlink(path)})"
+    if path.is_dir():
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return "a folder named like a video file, not a video"
+        log.info("%s: a folder, not searched", path)
+        return ""
+    return "not a regular file"
+
+
+def _id_of(name: str) -> str:
+    """``safe_video_id(name)``, or the name itself when it cannot name a video."""
+    try:
+        return safe_video_id(name)
+    except CacheError:
+        return name
 
 
 def caption_rows(timestamps: np.ndarray, caption_fps: float, start_bin: int) -> tuple[np.ndarray, int]:
@@ -140,8 +180,8 @@ class FrameNormalizer:
 
 def decode_videos(todo: list[tuple[VideoFile, os.stat_result]], geometry: FrameGeometry, batch_size: int,
                   fps: float | None = None) -> Iterator[tuple]:
-    """``(video, stat, info, frames, times)`` per batch; ``frames`` None closes a video, ``info`` is
-    a DecodeError when the video cannot be decoded.
+    """``(video, stat, info, frames, times)`` per batch; ``frames`` None closes a video (``times``
+    then holds its decode warnings), ``info`` is a DecodeError when the video cannot be decoded.
 
     The next video's ffmpeg is started as soon as the current one is, so that it has frames ready
     when the current video ends (one more ffmpeg process in memory, mostly waiting on its pipe).
@@ -158,7 +198,7 @@ def decode_videos(todo: list[tuple[VideoFile, os.stat_result]], geometry: FrameG
                     raise stream
                 for frames, times in stream.batches(batch_size):
                     yield video, stat, stream.info, frames, times
-                yield video, stat, stream.info, None, None
+                yield video, stat, stream.info, None, stream.warnings
             except DecodeError as err:
                 yield video, stat, err, None, None
             current, ahead = ahead, None
@@ -238,13 +278,14 @@ class VideoAccumulator:
             self.caption_texts.extend(extractor.caption(self.pending, final=False))
         self.n_frames += len(frames)
 
-    def finish(self) -> VideoRecord:
+    def finish(self, warnings: list[str]) -> VideoRecord:
         texts = self.caption_texts + self.extractor.caption(self.pending, final=True)
         timestamps = np.concatenate(self.stamps)
         fps = self.extractor.settings.fps or self.info.fps
         duration = self.info.duration
         return VideoRecord(
             video_id=self.video.video_id,
+            name=self.video.name,
             features=np.concatenate(self.features),
             timestamps=timestamps,
             fps=fps if math.isfinite(fps) and fps > 0 else _rate_from(timestamps),
@@ -255,6 +296,7 @@ class VideoAccumulator:
             source_path=str(self.video.path.resolve()),
             source_size=self.stat.st_size,
             source_mtime=self.stat.st_mtime,
+            decode_warnings=warnings,
         )
 
 
@@ -289,8 +331,11 @@ class Extractor:
                 if frames is not None:
                     current.add(frames, times)
                     continue
-                record = current.finish()
-            except (RuntimeError, ValueError, CacheError) as err:  # e.g. out of memory on this video
+                if times and self.settings.on_decode_error == "fail":
+                    raise DecodeError(f"{video.path}: partial decode ({'; '.join(times)}); nothing cached: "
+                                      "repair or re-download the file, or pass --on-decode-error keep")
+                record = current.finish(times)
+            except (RuntimeError, ValueError, CacheError, DecodeError) as err:  # e.g. out of memory on this video
                 current, failed = None, video
                 yield video, err
                 continue
@@ -328,6 +373,7 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
             "resizer": f"ffmpeg {'zscale' if has_zscale(ffmpeg_binary()) else 'swscale'} bicubic (Catmull-Rom, a=-0.5)",
             "mean": list(loaded.mean),
             "std": list(loaded.std),
+            "precision": loaded.precision if loaded.device.type == "cuda" else "fp32",  # autocast runs on CUDA only
         },
         sampling={"policy": "every frame" if not settings.fps else "resampled", "fps": settings.fps,
                   "decoder": "ffmpeg", "ffmpeg": ffmpeg_binary()},
@@ -339,19 +385,55 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
     )
 
 
+PROVENANCE = {("sampling", "ffmpeg")}  # recorded, but not a setting: the same build may live at another path
+
+
+def stored_settings(info: CacheInfo) -> dict[tuple[str, str], object]:
+    """Every recorded setting that changes the stored numbers: preprocessing (and the model's
+    precision), sampling, captions (only their rate when there are none) and the prompt template."""
+    settings: dict[tuple[str, str], object] = {("prompt", "template"): info.prompt_template}
+    for section in ("preprocess", "sampling", "captions"):
+        values = getattr(info, section)
+        if section == "captions" and values.get("fps") == 0:
+            values = {"fps": values.get("fps")}
+        settings.update({(section, key): value for key, value in values.items() if (section, key) not in PROVENANCE})
+    return settings
+
+
 def settings_mismatch(cached: CacheInfo, wanted: CacheInfo) -> str | None:
-    """Why frames extracted with ``wanted`` must not join a cache made with ``cached``, if they must not."""
-    checks = [("preprocess", "mode"), ("preprocess", "size"), ("sampling", "fps"), ("captions", "fps")]
-    for section, key in checks:
-        old, new = getattr(cached, section).get(key), getattr(wanted, section).get(key)
-        if old != new:
-            return f"the cache was made with {section} {key} = {old!r}, this run asks for {new!r}"
+    """Why features made with ``wanted`` must not join a cache made with ``cached``, if they must not."""
+    old, new = stored_settings(cached), stored_settings(wanted)
+    for section, key in sorted(old.keys() | new.keys()):
+        if old.get((section, key)) != new.get((section, key)):
+            return (f"the cache was made with {section} {key} = {old.get((section, key))!r}, this run asks for "
+                    f"{new.get((section, key))!r}")
     return None
+
+
+def check_cache_dir(cache_dir: Path) -> None:
+    """Refuse, before any model is loaded, a cache path that is a file or holds a malformed cache.json."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError(f"{cache_dir}: not a directory; give a cache directory (new or existing)")
+    if (cache_dir / "cache.json").exists():
+        CacheReader(cache_dir)
+
+
+def open_cache(cache_dir: Path, wanted: CacheInfo) -> CacheWriter:
+    """A writer of ``cache_dir`` for features made as ``wanted`` says; CacheError when the cache was
+    made by another model or with other settings."""
+    writer = CacheWriter(cache_dir, wanted)
+    mismatch = settings_mismatch(writer.info, wanted)
+    if mismatch:
+        raise CacheError(f"{cache_dir}: {mismatch}; use the same settings or another cache directory")
+    if writer.removed_temporaries:
+        log.info("removed %d temporary file(s) left by killed writers", len(writer.removed_temporaries))
+    return writer
 
 
 def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extractor,
                summary: Summary) -> Summary:
-    """Extract every video not already complete; failures are logged and recorded, never fatal."""
+    """Extract every video not already complete; failures are logged and recorded, never fatal,
+    except a full disk (DiskFullError), which stops the run."""
     todo = []
     for video in videos:
         try:
@@ -373,16 +455,38 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
                     raise outcome
                 writer.write_video(outcome)
                 summary.done.append(video.video_id)
+                if outcome.decode_warnings:
+                    keep_warned(writer, summary, video, outcome.decode_warnings)
+            except DiskFullError:
+                raise
             except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
                 fail(writer, summary, video.video_id, video.path, str(err))
             bar.update()
     return summary
 
 
+def keep_warned(writer: CacheWriter, summary: Summary, video: VideoFile, warnings: list[str]) -> None:
+    """One log line and one failures.jsonl entry (``kept``) for a video cached with decode warnings."""
+    reason = f"{video.path}: cached with decode warnings ({'; '.join(warnings)})"
+    log.warning("warning: %s", reason)
+    writer.record_failure(video.video_id, str(video.path), reason, kept=True)
+    summary.warned.append(video.video_id)
+
+
 def fail(writer: CacheWriter, summary: Summary, video_id: str, path: Path, reason: str) -> None:
-    """One log line and one failures.jsonl entry for a video that could not be processed."""
+    """One log line and one failures.jsonl entry for a video that could not be processed.
+
+    Features cached from an earlier version of the file are removed: stage two must not read them
+    as the video's.
+    """
     if not reason.startswith(str(path)):
         reason = f"{path}: {reason}"
+    try:
+        removed = writer.remove_video(video_id)
+    except CacheError:
+        removed = False
+    if removed:
+        reason += "; the features cached from an earlier version of this file were removed"
     log.error("failed: %s", reason)
     writer.record_failure(video_id, str(path), reason)
     summary.failed.append((video_id, reason))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t3al.cache.schema import CacheError, check_video_id
+from t3al.cache.schema import CacheError, check_video_name
 
 FORMAT = "t3al-manifest"
 VERSION = 1
@@ -169,7 +169,7 @@ def _validate_videos(videos: Any, source: str) -> None:
         raise ManifestError(f"{source}: field 'videos' must be an object {{video_id: {{subset, duration, fps}}}}")
     for video_id, entry in videos.items():
         try:
-            check_video_id(video_id)
+            check_video_name(video_id)
         except CacheError as error:
             raise ManifestError(f"{source}: videos: {error}") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("subset"), str):

@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 
@@ -59,6 +60,22 @@ def make_video(path: Path, frames: int = 24, rate: str = "25", size: str = "64x4
     args += ["-vf", filters]
     subprocess.run(args + [str(path)], check=True)
     return path
+
+
+def make_damaged_videos(folder: Path) -> dict[str, Path]:
+    """Two files ffmpeg decodes in part, exiting 0: ``cut.mp4``, the first third of a 100-frame mp4
+    whose index is at the front, and ``noise.mp4``, the same mp4 with 20 kB of random bytes in the
+    middle."""
+    whole = folder / "whole.mp4"
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
+                    "-frames:v", "100", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole)], check=True)
+    data = bytearray(whole.read_bytes())
+    whole.unlink()
+    (folder / "cut.mp4").write_bytes(bytes(data[: len(data) // 3]))
+    middle = len(data) // 2
+    data[middle: middle + 20_000] = np.random.default_rng(0).bytes(20_000)
+    (folder / "noise.mp4").write_bytes(bytes(data))
+    return {"cut": folder / "cut.mp4", "noise": folder / "noise.mp4"}
 
 
 def _even(size: str) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from t3al.adapt.cli import main
-from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord
+from t3al.cache import CacheInfo, CacheReader, CacheWriter, ModelIdentity, VideoRecord
 from t3al.manifests import Manifest
 
 from conftest import write_toy_world
@@ -97,3 +98,51 @@ def test_features_of_the_wrong_width_are_a_problem_naming_the_video(tmp_path):
     result = _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0")
     assert result.exit_code == 1
     assert "video v0: features have width 5, the head's visual_proj expects 8" in result.output
+
+
+def _rewrite_timestamps(cache, video_id: str, timestamps: np.ndarray) -> None:
+    reader = CacheReader(cache)
+    record = reader.video(video_id)
+    record.timestamps = timestamps
+    CacheWriter(cache, reader.info).write_video(record)
+
+
+@pytest.mark.parametrize("defect, reason", [("nan", "timestamps are not all finite numbers (frame 7)"),
+                                            ("decreasing", "timestamps decrease at frame 8 (0.650 s after 0.700 s)")])
+def test_a_video_with_bad_timestamps_is_that_videos_problem_only(tmp_path, defect, reason):
+    cache = _world(tmp_path)
+    times = np.arange(240) / FPS
+    if defect == "nan":
+        times[7] = np.nan
+    else:
+        times[8] = 0.65
+    _rewrite_timestamps(cache, "v0", times)
+    result = _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0")
+    assert result.exit_code == 1 and f"video v0: {reason}" in result.output
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["splits"][0]["problems"] == [{"video": "v0", "reason": reason}]
+    detected = json.loads((tmp_path / "out" / "split_0" / "detections.json").read_text())["results"]
+    assert "v0" not in detected and {"v1", "v4", "v5"} <= set(detected)
+
+
+@pytest.mark.parametrize("option, value, message", [("--jobs", "0", "Invalid value for '--jobs'"),
+                                                     ("--jobs", "-3", "Invalid value for '--jobs'"),
+                                                     ("--lr", "nan", "lr must be a number >= 0.0, got nan"),
+                                                     ("--beta", "nan", "beta is a cosine threshold"),
+                                                     ("--weight-decay", "inf", "weight_decay must be a number >= 0.0"),
+                                                     ("--threshold", "nan", "threshold must be a finite number"),
+                                                     ("--naive-threshold", "nan", "naive_threshold must be")])
+def test_bad_numbers_are_one_line_errors(tmp_path, option, value, message):
+    cache = _world(tmp_path)
+    result = CliRunner().invoke(main, [str(cache), "--out", str(tmp_path / "out"), option, value, "--no-progress"])
+    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ["{oops", "[]", '"cache"', '{"schema_version": 1, "model": {"name": "m"}, '
+                                                            '"preprocess": "big"}'])
+def test_a_malformed_cache_json_is_one_line(tmp_path, content):
+    cache = _world(tmp_path)
+    (cache / "cache.json").write_text(content)
+    result = CliRunner().invoke(main, [str(cache), "--no-progress"])
+    assert result.exit_code == 1 and "cache.json" in result.output and "Traceback" not in result.output

@@ -1,12 +1,20 @@
 """The cache contract: atomic per-video files, schema and model checks, lazy typed reading."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import stat
+import time
+import unicodedata
 
 import numpy as np
 import pytest
 
-from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, ModelIdentity, VideoRecord
+from t3al.cache import (CacheError, CacheInfo, CacheReader, CacheWriter, DiskFullError, ModelIdentity, VideoRecord,
+                        check_video_id, safe_video_id)
+from t3al.cache.store import STALE_TEMPORARY_S
 
 from conftest import write_tiny_cache
 
@@ -117,3 +125,112 @@ def test_caption_frames_must_be_inside_the_video():
     with pytest.raises(CacheError, match="caption frame index"):
         VideoRecord("v", np.zeros((3, 2)), np.arange(3.0), 1.0, caption_frames=[5],
                     caption_texts=["x"], caption_features=np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_cache_files_follow_the_process_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_tiny_cache(tmp_path, {"v": np.eye(3, dtype=np.float32)}, ["A", "B"])
+        CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
+            .record_failure("w", "/x/w.mp4", "corrupt")
+    finally:
+        os.umask(previous)
+    for name in ("cache.json", "head.h5", "videos/v.h5", "failures.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def _full_disk_after(limit: int):
+    """A stand-in for the byte writer that fails with ENOSPC once ``limit`` bytes are written."""
+    written = [0]
+
+    def write(fd: int, data: bytes) -> None:
+        room = limit - written[0]
+        os.write(fd, bytes(data[:max(room, 0)]))
+        written[0] += min(len(data), max(room, 0))
+        if len(data) > room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_a_full_disk_is_one_error_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    writer.write_video(_record("a"))
+    monkeypatch.setattr("t3al.cache.store._write_file", _full_disk_after(500))
+    with pytest.raises(DiskFullError, match="no space left on device"):
+        writer.write_video(_record("b"))
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.h5"]
+    assert CacheReader(tmp_path).video("a").n_frames == 6
+
+
+def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10 << 20, 10 << 20, 1000))
+    with pytest.raises(DiskFullError, match=r"1.0 kB free"):
+        writer.write_video(_record("b"))
+    assert not list((tmp_path / "videos").iterdir())
+
+
+def test_temporary_files_older_than_a_write_are_removed_on_reopening(tmp_path):
+    CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    old, fresh = tmp_path / "videos" / ".a.h5.123.ab.tmp", tmp_path / ".head.h5.123.cd.tmp"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 2 * STALE_TEMPORARY_S,) * 2)
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    assert writer.removed_temporaries == [old] and not old.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", "\"text\"", '{"schema_version": 1, "model": {"name": "m"}, '
+                                                                       '"captions": [16]}'])
+def test_a_malformed_cache_json_is_a_cache_error_for_readers_and_writers(tmp_path, content):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "cache.json").write_text(content)
+    with pytest.raises(CacheError, match="cache.json"):
+        CacheReader(tmp_path)
+    with pytest.raises(CacheError, match="cache.json"):
+        CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+
+
+def test_a_cache_directory_that_is_a_file_is_a_cache_error(tmp_path):
+    (tmp_path / "cache").write_text("")
+    with pytest.raises(CacheError, match="not a directory"):
+        CacheWriter(tmp_path / "cache", CacheInfo(model=ModelIdentity("m")))
+    with pytest.raises(CacheError, match="not a directory"):
+        CacheReader(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", ["my video", "été à Paris", "-dash", "x.tmp"])
+def test_unsafe_names_map_to_a_safe_id_and_are_found_by_their_name(tmp_path, name):
+    video_id = safe_video_id(name)
+    assert check_video_id(video_id) == video_id and video_id != name
+    assert safe_video_id(unicodedata.normalize("NFD", name)) == video_id  # macOS spells names decomposed
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    record = _record(video_id)
+    record.name = name
+    writer.write_video(record)
+    reader = CacheReader(tmp_path)
+    assert name in reader and reader.video_ids() == [video_id]
+    assert reader.video(name).name == name and reader.video(name).video_id == video_id
+
+
+def test_safe_ids_keep_valid_names_and_tell_similar_names_apart():
+    assert safe_video_id("video_test_0000004") == "video_test_0000004"
+    assert safe_video_id("été à Paris").startswith("ete_a_Paris-")
+    assert safe_video_id("a b") != safe_video_id("a  b") != safe_video_id("a_b")
+    with pytest.raises(CacheError, match="invalid video name"):
+        safe_video_id("a/b")
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+
+    def interrupted(fd, data):
+        os.write(fd, bytes(data[:100]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("t3al.cache.store._write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_video(_record("b"))
+    assert not list((tmp_path / "videos").iterdir())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -9,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times
-from t3al.extract.decode import DecodeError, FrameGeometry, ffmpeg_binary, probe, stream_frames
+from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times
+from t3al.extract.decode import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, decode_warnings,
+                                 ffmpeg_binary, probe, stream_frames)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,35 @@ def test_real_video_decodes_every_frame_at_30_fps(shared_dir):
     _, frames, times = _all(info, FrameGeometry(32), batch_size=256)
     assert len(frames) == round(info.duration * 30)
     np.testing.assert_allclose(times, np.arange(len(frames)) / 30, atol=1e-4)
+
+
+def _warnings(path, fps=None):
+    stream = FrameStream(probe(path), FrameGeometry(16), fps)
+    n = sum(len(frames) for frames, _ in stream.batches(32))
+    return n, stream.warnings
+
+
+def test_partial_decodes_report_decoder_errors_and_missing_frames(tmp_path):
+    damaged = make_damaged_videos(tmp_path)
+    n, warnings = _warnings(damaged["cut"])
+    assert n < 40 and any("partial file" in w for w in warnings)
+    assert warnings[-1] == f"decoded {n} frames ({n / 25:.2f} s) of the 100 (4.00 s) the container declares"
+    n, warnings = _warnings(damaged["noise"])
+    assert n < 100 and any(w.startswith("decoder: Invalid NAL unit size") for w in warnings)
+    assert len(warnings) <= MAX_WARNINGS + 1
+
+
+def test_complete_decodes_have_no_warnings(videos):
+    for name in ("25", "ntsc", "vfr", "smooth_rgb"):
+        assert _warnings(videos[name]) == (_warnings(videos[name])[0], []), name
+    assert _warnings(videos["25"], fps=10)[1] == []
+
+
+def test_the_frame_count_rule_allows_a_second_or_two_percent():
+    info = VideoInfo(Path("v.mp4"), 64, 48, 25.0, 100.0)
+    assert decode_warnings(info, 25.0, 2500 - 50, []) == []  # 2 s short of 100 s: 2%
+    assert decode_warnings(info, 25.0, 2500 - 51, []) == ["decoded 2449 frames (97.96 s) of the 2500 (100.00 s) "
+                                                         "the container declares"]
+    assert decode_warnings(VideoInfo(Path("v.mp4"), 64, 48, 25.0, 4.0), 25.0, 75, []) == []  # 1 s short
+    assert decode_warnings(VideoInfo(Path("v.mp4"), 64, 48, float("nan"), float("nan")), 25.0, 3, ["x"]) \
+        == ["decoder: x"]

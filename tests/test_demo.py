@@ -77,3 +77,16 @@ def test_tables_and_report_are_written(demo):
     index = (plan.out / "index.html").read_text()
     assert all(f"{s} {m}" in index for s in SETTINGS for m in METHODS)
     assert (plan.run_dir("75_25", "T3AL") / "report" / "index.html").exists()
+
+
+@pytest.mark.parametrize("args", [["--videos", "0"], ["--classes", "13"], ["--durations", "5", "nan"],
+                                  ["--durations", "9", "3"], ["--caption-fps", "-1"], ["--jobs", "0"],
+                                  ["--plots", "-1"]])
+def test_demo_numeric_options_are_checked_before_anything_runs(tmp_path, args):
+    from click.testing import CliRunner
+
+    from t3al.demo.cli import main
+
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.output
+    assert not (tmp_path / "out").exists()

@@ -109,3 +109,24 @@ def test_table_renders_markdown_and_csv(tmp_path):
 def test_help_explains_the_modes():
     text = CliRunner().invoke(main, ["--help"]).output
     assert "setting" in text and "--round" in text and "report" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 4, "not a text CSV"),
+    (b"video-id,t-start,t-end,score,label\nv,0,10,0.9,A\x00\n", "not a text CSV"),
+    (b"video-id,t-start,t-end,score,label\nv,0,10,0.9,A\nw,0,5,0.7,A,extra\n", "line 3: 6 fields, the header has 5"),
+    (b"video-id,t-start,t-end,score,label\nv,0,10,0.9\n", "line 2: 4 fields, the header has 5"),
+], ids=["binary", "nul", "extra-field", "missing-field"])
+def test_detection_files_that_are_not_clean_csv_are_one_line_errors(files, tmp_path, content, message):
+    gt, _, classes = files
+    dets = tmp_path / "bad.csv"
+    dets.write_bytes(content)
+    result = CliRunner().invoke(main, [str(dets), "--ground-truth", str(gt), "--classes", str(classes)])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_negative_split_indices_and_plot_counts_are_refused(tmp_path):
+    for args in (["setting", str(tmp_path), "-m", str(REPO / "manifests" / "thumos14.json"), "--split", "75_25",
+                  "--index", "-1"], ["report", str(tmp_path), "--plots", "-2"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "Invalid value for" in result.output

@@ -2,6 +2,7 @@
 bad input, prompts, import of published features, and stage two reading the result."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,11 +17,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from extract_helpers import VFR_SETPTS, make_audio, make_video, vfr_times, write_tiny_models
-from t3al.cache import CacheReader
-from t3al.extract.cli import main
+from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times, write_tiny_models
+from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
+from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
-from t3al.extract.pipeline import FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard
+from t3al.extract.pipeline import (FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard,
+                                   settings_mismatch)
 from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
@@ -301,3 +303,168 @@ def test_real_videos_extract_with_a_tiny_model(models, shared_dir, tmp_path):
     video = CacheReader(tmp_path / "cache").video("video_validation_0000986")
     assert video.fps == 2.0 and video.features.shape[0] == pytest.approx(40, abs=1)
     assert video.caption_frames.tolist() == list(range(0, video.features.shape[0], 4))
+
+
+@pytest.mark.parametrize("policy", ["fail", "keep"])
+def test_partial_decodes_fail_by_default_and_are_kept_with_their_warnings_on_request(models, tmp_path, policy):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_damaged_videos(videos)
+    cache = tmp_path / "cache"
+    result = _extract(models, videos, cache, "--caption-fps", "0", *(["--on-decode-error", "keep"] if policy == "keep"
+                                                                      else []))
+    lines = [json.loads(line) for line in (cache / "failures.jsonl").read_text().splitlines()]
+    assert {line["video_id"] for line in lines} == {"cut", "noise"}
+    assert all("Invalid NAL unit size" in line["reason"] for line in lines)
+    reader = CacheReader(cache)
+    if policy == "fail":
+        assert result.exit_code == 1 and "0 done, 0 skipped, 2 failed" in result.output
+        assert reader.video_ids() == [] and set(_failures(cache)) == {"cut", "noise"}
+        assert all("partial decode" in line["reason"] and "--on-decode-error keep" in line["reason"] for line in lines)
+    else:
+        assert result.exit_code == 0 and "2 done (2 kept with decode warnings), 0 skipped, 0 failed" in result.output
+        assert reader.video_ids() == ["cut", "noise"] and _failures(cache) == {}
+        assert all(line["kept"] for line in lines)
+        cut = reader.video("cut")
+        assert cut.n_frames < 40 and cut.duration == 4.0
+        assert any("partial file" in w for w in cut.decode_warnings)
+        assert cut.decode_warnings[-1].startswith(f"decoded {cut.n_frames} frames")
+        assert reader.video("noise").decode_warnings
+
+
+def test_a_source_that_no_longer_decodes_loses_its_cached_features(models, good_videos, tmp_path):
+    videos = _copy(good_videos, tmp_path / "videos")
+    cache = tmp_path / "cache"
+    assert _extract(models, videos, cache, "--caption-fps", "0").exit_code == 0
+    (videos / "v25.mp4").write_bytes(b"garbage" * 100)
+    result = _extract(models, videos, cache, "--caption-fps", "0")
+    assert result.exit_code == 1 and "0 done, 2 skipped, 1 failed" in result.output
+    assert CacheReader(cache).video_ids() == ["ntsc", "vfr"] and "v25" not in CacheReader(cache)
+    assert "cached from an earlier version of this file were removed" in _failures(cache)["v25"]
+
+
+def _disk_full_on_hdf5_write(number: int):
+    """A byte writer whose ``number``-th HDF5 file (the head is the first) meets a full disk half-way."""
+    seen = [0]
+
+    def write(fd: int, data: bytes) -> None:
+        seen[0] += bytes(data[:4]) == b"\x89HDF"
+        if seen[0] == number:
+            os.write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.write(fd, bytes(data))
+
+    return write
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_complete_videos(models, good_videos, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setattr("t3al.cache.store._write_file", _disk_full_on_hdf5_write(3))
+    result = _extract(models, good_videos, cache, "--caption-fps", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "1 done, 0 skipped, 0 failed before the disk filled up" in result.output
+    errors = [line for line in result.output.splitlines() if "no space left on device" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {cache / 'videos'}: no space left on device")
+    assert [p.name for p in (cache / "videos").iterdir()] == ["ntsc.h5"]  # no temporary file left behind
+    assert not (cache / "failures.jsonl").exists()
+    monkeypatch.undo()
+    result = _extract(models, good_videos, cache, "--caption-fps", "0")
+    assert result.exit_code == 0 and "2 done, 1 skipped, 0 failed" in result.output
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--fps", "0"),
+                                           ("--fps", "nan"), ("--caption-fps", "-1"), ("--caption-fps", "inf"),
+                                           ("--caption-batch-size", "-2"), ("--caption-length", "4"),
+                                           ("--caption-length", "500")])
+def test_numeric_options_are_checked_before_anything_runs(models, good_videos, tmp_path, option, value):
+    result = _extract(models, good_videos, tmp_path / "cache", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "cache").exists()
+
+
+def test_import_numeric_options_are_checked(tmp_path):
+    for option, value in (("--caption-stride", "0"), ("--fps", "-30"), ("--fps", "nan")):
+        result = CliRunner().invoke(main, ["import", str(tmp_path), str(tmp_path / "cache"), option, value])
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.parametrize("content", [None, "{broken", "[1, 2, 3]"])
+def test_a_cache_path_that_is_a_file_or_a_malformed_cache_json_is_one_line(models, good_videos, tmp_path, content):
+    cache = tmp_path / "cache"
+    if content is None:
+        cache.write_text("")
+    else:
+        cache.mkdir()
+        (cache / "cache.json").write_text(content)
+    result = _extract(models, good_videos, cache)
+    expected = "not a directory" if content is None else "cache.json: not"
+    assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output
+
+
+def test_a_cache_refuses_captions_of_another_length(models, good_videos, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(good_videos / "v25.mp4", videos)
+    assert _extract(models, videos, tmp_path / "cache", "--caption-length", "7").exit_code == 0
+    result = _extract(models, videos, tmp_path / "cache", "--caption-length", "6")
+    assert result.exit_code == 1 and "captions seq_len = 7, this run asks for 6" in result.output
+
+
+def test_stored_settings_ignore_the_ffmpeg_path_and_caption_settings_without_captions():
+    base = CacheInfo(ModelIdentity("m"), sampling={"fps": None, "ffmpeg": "/usr/bin/ffmpeg"},
+                     captions={"fps": 0.0, "seq_len": 30})
+    assert settings_mismatch(base, CacheInfo(ModelIdentity("m"), sampling={"fps": None, "ffmpeg": "/opt/ffmpeg"},
+                                             captions={"fps": 0.0, "seq_len": 8})) is None
+    other = CacheInfo(ModelIdentity("m"), preprocess={"resizer": "swscale"}, sampling={"fps": None},
+                      captions={"fps": 0.0})
+    assert "preprocess resizer = None, this run asks for 'swscale'" in settings_mismatch(base, other)
+    imported = CacheInfo(ModelIdentity("m"), captions={"fps": None, "frame_stride": 3})
+    assert "captions frame_stride = 3, this run asks for 2" in settings_mismatch(
+        imported, CacheInfo(ModelIdentity("m"), captions={"fps": None, "frame_stride": 2}))
+    assert "preprocess precision = 'fp16', this run asks for 'fp32'" in settings_mismatch(
+        CacheInfo(ModelIdentity("m"), preprocess={"precision": "fp16"}),
+        CacheInfo(ModelIdentity("m"), preprocess={"precision": "fp32"}))
+
+
+def test_unusual_entries_get_one_line_each_and_unsafe_names_a_safe_id(models, good_videos, tmp_path, caplog):
+    from t3al.adapt.cli import main as adapt
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(good_videos / "v25.mp4", videos / "clip été 1.mp4")
+    shutil.copy(good_videos / "ntsc.mp4", videos / "ntsc.mp4")
+    os.symlink(tmp_path / "gone.mp4", videos / "dangling.mp4")
+    (videos / "frames.mp4").mkdir()
+    (videos / "annotations").mkdir()
+    cache = tmp_path / "cache"
+    result = _extract(models, videos, cache, "--caption-fps", "2", "--classes", ",".join(CLASSES))
+    assert result.exit_code == 1 and "2 done, 0 skipped, 2 failed" in result.output
+    reasons = _failures(cache)
+    assert "dangling symbolic link" in reasons["dangling"] and "folder named like a video" in reasons["frames"]
+    assert sum("annotations: a folder, not searched" in r.message for r in caplog.records) == 1
+    safe = safe_video_id("clip été 1")
+    assert CacheReader(cache).video_ids() == [safe, "ntsc"] and CacheReader(cache).video(safe).name == "clip été 1"
+    manifest = Manifest("toy", CLASSES, {v: {"subset": "test", "duration": None, "fps": None}
+                                         for v in ("clip été 1", "ntsc")},
+                        [{"video": "clip été 1", "start": 0.1, "end": 0.5, "label": "BaseballPitch"},
+                         {"video": "ntsc", "start": 0.1, "end": 0.4, "label": "CliffDiving"}],
+                        {"50_50": [["BaseballPitch", "CliffDiving"]]}, [0.3, 0.5])
+    manifest.save(tmp_path / "manifest.json")
+    result = CliRunner().invoke(adapt, [str(cache), "--manifest", str(tmp_path / "manifest.json"), "--split", "50_50",
+                                        "--out", str(tmp_path / "out"), "--steps", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    detected = json.loads((tmp_path / "out" / "split_0" / "detections.json").read_text())["results"]
+    assert set(detected) == {"clip été 1", "ntsc"}
+
+
+def test_sigterm_ends_a_run_as_an_exception_so_cleanup_runs():
+    cleaned, before = [], signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        with terminated_cleanly():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                cleaned.append(True)
+    assert stopped.value.code == 128 + signal.SIGTERM and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -1,6 +1,7 @@
 """Reports: tables in three formats, per-video and per-split PNGs, and the HTML report of an output folder."""
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -100,3 +101,31 @@ def test_table_rows_with_different_thresholds_are_an_error():
     rows = {"a": {"tiou": [0.3], "map": [1.0], "avg": 1.0}, "b": {"tiou": [0.5], "map": [1.0], "avg": 1.0}}
     with pytest.raises(EvaluationError, match="row 'b' has thresholds"):
         format_table(rows)
+
+
+@pytest.mark.parametrize("index", ["<script>alert(1)</script>", "/../../x", -1, 1.5, True])
+def test_report_refuses_a_split_index_that_is_not_a_number(out_dir, tmp_path, index):
+    out, manifest = out_dir
+    document = json.loads((out / "results.json").read_text())
+    document["splits"][0]["index"] = index
+    (out / "results.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["report", str(out), "--manifest", str(manifest)])
+    assert result.exit_code == 1 and "split index must be a non-negative integer" in result.output
+    assert not (out / "report").exists() and not list(tmp_path.rglob("x*.png"))
+
+
+def test_report_escapes_every_text_it_takes_from_the_results(out_dir):
+    out, _ = out_dir
+    evil = "<img src=x onerror=alert(1)>"
+    document = json.loads((out / "results.json").read_text())
+    document["setting"] = evil
+    split = document["splits"][1]
+    split.update(classes=[evil, "Jump"], n_videos=evil, n_detections=evil,
+                 per_class={evil: [10.0, 5.0], "Jump": [80.0, 50.0]})
+    (out / "results.json").write_text(json.dumps(document))
+    (out / "split_1" / "curves" / "v2.npz").rename(out / "split_1" / "curves" / f"{evil}.npz")
+    result = CliRunner().invoke(main, ["report", str(out), "--plots", "5"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text()
+    assert evil not in page and page.count(html.escape(evil)) >= 5
+    assert all(p.resolve().is_relative_to((out / "report").resolve()) for p in out.rglob("*.png"))

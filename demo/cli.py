@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .train_tiny_coca import CHECKPOINT, MODEL_NAME
+from .model import CHECKPOINT, MODEL_NAME
 from .world import DURATIONS, generate_world
 
 METHODS = {"naive": ["--method", "naive"], "T3AL_0": ["--method", "t3al", "--steps", "0", "--no-suppression"],

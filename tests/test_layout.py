@@ -41,3 +41,11 @@ def test_folders_are_installed_under_t3al_only(tmp_path):
         f"    assert spec is None or not str(spec.origin).startswith({str(REPO)!r}), name\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_extract_and_demo_help_import_neither_torch_nor_open_clip():
+    """torch and open_clip load inside the commands, so --help answers in well under a second."""
+    code = ("import sys, t3al.extract.cli, t3al.demo.cli; "
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -162,17 +162,25 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
 @click.argument("out_dir", type=_EXISTING)
 @click.option("--manifest", "-m", "manifest_path", type=_EXISTING, help="Manifest for ground truth and durations.")
 @click.option("--plots", "n_plots", type=int, default=8, show_default=True,
-              help="Videos plotted per split (from the saved curves; nothing is recomputed).")
+              help="Videos plotted per split, spread over the ranking by per-video AP: 1 the median, "
+                   "2 the best and worst, 3 best, median and worst, ... (needs --manifest; else the "
+                   "first by name). Read from the saved curves; nothing is recomputed.")
+@click.option("--plot-videos", "videos", metavar="LIST",
+              help="Plot these videos instead (comma-separated ids), in each split that has them.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Report file (default OUT_DIR/report/index.html).")
-def report(out_dir: Path, manifest_path: Path | None, n_plots: int, html_path: Path | None) -> None:
+@_overwrite_option
+def report(out_dir: Path, manifest_path: Path | None, n_plots: int, videos: str | None,
+           html_path: Path | None, overwrite: bool) -> None:
     """HTML report of a t3al-adapt output folder: the table, AP per class per split and per-video
-    plots (similarity curve, ground-truth and predicted segments) read from OUT_DIR/split_<i>/curves."""
+    plots (similarity curve, ground-truth and predicted segments) read from OUT_DIR/split_<i>/curves.
+    The report says which rule chose the plotted videos."""
     from .html import write_report
 
     with _errors():
         manifest = Manifest.load(manifest_path) if manifest_path else None
-        path = write_report(out_dir, manifest, n_plots, html_path)
+        chosen = [v.strip() for v in videos.split(",") if v.strip()] if videos else []
+        path = write_report(out_dir, manifest, n_plots, html_path, chosen, overwrite)
         click.echo(f"wrote {path}")
 
 

@@ -142,7 +142,8 @@ def setting_command(detections: str, manifest_path: Path, setting: str, indices:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
 @click.option("--columns", "column_values", multiple=True, metavar="LIST",
               help="Thresholds shown as columns, e.g. 0.5,0.75,0.95 (Avg is always over all).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the table to this file.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the table to this file instead of printing it.")
 @_overwrite_option
 def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_values: tuple[str, ...],
           output: Path | None, overwrite: bool) -> None:
@@ -155,7 +156,9 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
         text = format_table(rows, fmt, _parse_tious(column_values)).rstrip("\n")
         if output:
             _write_output(output, text + "\n", overwrite)
-        click.echo(text)
+            click.echo(f"wrote {output}")
+        else:
+            click.echo(text)
 
 
 @main.command("report")

@@ -137,12 +137,13 @@ def run_options(command):
 
 def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:
     """Print warnings, failures and replaced folders; the failures, as 'name: problem'."""
-    problems = [f"{name}: {p}" if len(runs) > 1 else str(p) for name, run in runs.items() for p in run.problems]
-    for name, run in runs.items():
-        for warning in run.warnings:
-            click.echo(f"warning: {name}: {warning}", err=True)
-        if run.replaced:
-            click.echo(f"note: {folders[name]}: {run.replaced}", err=True)
+    label = (lambda name: f"{name}: ") if len(runs) > 1 else (lambda name: "")
+    problems = [f"{label(name)}{p}" for name, result in runs.items() for p in result.problems]
+    for name, result in runs.items():
+        for warning in result.warnings:
+            click.echo(f"warning: {label(name)}{warning}", err=True)
+        if result.replaced:
+            click.echo(f"note: {folders[name]}: {result.replaced}", err=True)
     for problem in problems:
         click.echo(f"failed: {problem}", err=True)
     return problems

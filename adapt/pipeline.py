@@ -1,6 +1,7 @@
 """A resolved run end to end from the cache: localize every split, write detections, evaluate."""
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ class SettingRun:
     replaced: str | None = None
 
 
+@functools.cache
 def code_version() -> str:
     """The installed t3al version, plus the git commit when run from a checkout."""
     version = metadata.version("t3al")

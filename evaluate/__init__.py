@@ -12,7 +12,8 @@ Public API (what t3al-adapt and users call)::
     format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv")
     manifest_tious(manifest) -> tuple of thresholds (the manifest's, else its dataset family's)
     plots.read_curve(npz) -> Curve; plots.plot_video(curve, gt_rows, png, duration=None);
-    plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8)
+    plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8, videos=())
+    html.video_ap(detections, ground_truth, tious) -> {video: AP}; html.pick_videos(ap, n) -> [(video, rank)]
 
 All figures are percent. Bad input raises EvaluationError with a message naming file, row or video.
 """

@@ -1,16 +1,27 @@
 PYTHON ?= python3
+# The torch this project is tested with (what .ci/run installs). It is installed only when no torch
+# is importable yet: a torch you installed for your CUDA is kept. Choose another build with
+# make TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cu121" demo, or none with TORCH=
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+HAVE_TORCH := $(shell $(PYTHON) -c "import torch, torchvision" 2>/dev/null && echo yes)
+STAMP := .make-installed-$(subst /,_,$(PYTHON))
 
 .PHONY: install test demo bench
 
-install:  ## install t3al and its test tools (torch from the local wheel cache where pinned)
-	$(PYTHON) -m pip install -e '.[test]'
+install: $(STAMP)  ## install t3al (editable) and its test tools; torch first where none is installed
 
-test:  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
+$(STAMP): setup.cfg
+ifneq ($(HAVE_TORCH),yes)
+	$(if $(strip $(TORCH)),$(PYTHON) -m pip install $(TORCH))
+endif
+	$(PYTHON) -m pip install -e '.[test]'
+	@echo "$(PYTHON)" > $@
+
+test: $(STAMP)  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
 	$(PYTHON) -m pytest -q
 
-bench:  ## benchmarks; each script prints its figures
+bench: $(STAMP)  ## benchmarks; each script prints its figures
 	$(PYTHON) benchmarks/bench_map.py
 
-demo:  ## the whole pipeline on a generated world with the embedded tiny CoCa (installs t3al first; minutes on a CPU)
-	$(PYTHON) -m pip install -q -e .
+demo: $(STAMP)  ## the whole pipeline on a generated world with the embedded tiny CoCa (minutes on a CPU)
 	$(PYTHON) -m t3al.demo.cli --out demo_out

@@ -10,19 +10,20 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from t3al.cache import CacheError, CacheReader
+from t3al.cache import CacheError
 from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
-from t3al.manifests import ManifestError, setting_name
+from t3al.manifests import ManifestError
 
-from .config import CHOICES, AdaptConfig, ConfigError, make_config, preset_names
-from .pipeline import load_manifest, run_setting
+from .config import CHOICES, DEFAULT_PRESET, AdaptConfig, ConfigError, make_config, preset_names
+from .pipeline import OutputError, SettingRun, run
+from .spec import RunSpec, build_spec, default_jobs, shown_value
 
 HELP = {
     "method": "t3al, or naive (the per-frame VLM baseline of the paper's Sec. 5.1).",
     "protocol": "reset: each video starts from the model (independent, parallel); "
                 "stream: the public code's one optimiser over the videos in order.",
-    "implementation": "fast (re-associated products, default) or direct (full V @ Pv every step).",
+    "implementation": "fast (re-associated products) or direct (full V @ Pv every step, as the public code).",
     "steps": "Adaptation steps T (0 with --no-suppression gives T3AL_0).",
     "k": "Positive and negative samples per step (K).",
     "pool": "Candidates per side = pool * K.",
@@ -48,52 +49,60 @@ HELP = {
 }
 
 
-def _threshold(value: str | None) -> Any:
-    if value is None:
-        return None
-    if value == "mean":
-        return "mean"
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a number nor 'mean'") from None
+class ThresholdType(click.ParamType):
+    """A proposal threshold: a number, or 'mean' (frames above the curve's mean)."""
+
+    name = "NUMBER|mean"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "mean" or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'mean'", param, ctx)
+
+
+def preset_defaults(name: str) -> str:
+    """The effective default of setting ``name`` under each preset: '[default: thumos14 60,
+    activitynet 15]', or '[default: 100]' when every preset agrees."""
+    values = {preset: shown_value(getattr(make_config(preset), name)) for preset in preset_names()}
+    if len(set(values.values())) == 1:
+        return f"[default: {next(iter(values.values()))}]"
+    order = sorted(values, key=lambda preset: preset != DEFAULT_PRESET)
+    return "[default: " + ", ".join(f"{preset} {values[preset]}" for preset in order) + "]"
 
 
 def config_options(command):
-    """One command-line option per AdaptConfig field, unset (None) unless given."""
+    """One command-line option per AdaptConfig field, unset (None) unless given; the help shows
+    the setting's effective default under each preset."""
     hints = typing.get_type_hints(AdaptConfig)
     for f in reversed(fields(AdaptConfig)):
         flag = f.name.replace("_", "-")
         kind = hints[f.name]
+        text = f"{HELP[f.name]} {preset_defaults(f.name)}"
         if kind is bool:
-            option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=HELP[f.name])
+            option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=text)
         elif typing.get_origin(kind) is tuple:
-            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), multiple=True,
-                                  help=HELP[f.name])
+            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), multiple=True, help=text)
         elif f.name in CHOICES:
-            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), help=HELP[f.name])
+            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), help=text)
         elif f.name == "threshold":
-            option = click.option("--threshold", "threshold", help=HELP[f.name])
+            option = click.option("--threshold", "threshold", type=ThresholdType(), help=text)
         else:
-            option = click.option(f"--{flag}", f.name, type=kind, default=None, help=HELP[f.name])
+            option = click.option(f"--{flag}", f.name, type=kind, default=None, help=text)
         command = option(command)
     return command
 
 
-def resolve_config(preset: str | None, config_file: Path | None, dataset: str, options: dict) -> AdaptConfig:
-    """Preset (default: from the manifest's dataset), then config file, then command-line options."""
-    overrides = {k: (v or None) if isinstance(v, tuple) else v for k, v in options.items()}
-    threshold = _threshold(overrides.pop("threshold", None))
-    config = make_config(preset or ("activitynet" if dataset.lower().startswith("activitynet") else "thumos14"),
-                         config_file, **overrides)
-    if threshold is not None:
-        config = config.replace(threshold=None if threshold == "mean" else threshold)
-    return config
+def setting_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The config settings given on the command line (an empty repeated option is unset)."""
+    return {k: (v or None) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
-def default_out(cache: Path, setting: str, config: AdaptConfig) -> Path:
-    name = "naive" if config.method == "naive" else f"t3al-T{config.steps}-{config.protocol}"
-    return Path("runs") / cache.resolve().name / setting_name(setting) / name
+def default_root(spec: RunSpec) -> Path:
+    """Where runs of a cache and setting go by default: runs/<cache>/<setting>."""
+    return Path("runs") / spec.cache.resolve().name / spec.setting
 
 
 def run_options(command):
@@ -111,8 +120,11 @@ def run_options(command):
         click.option("--config", "config_file", type=click.Path(path_type=Path),
                      help="TOML file of settings, applied over the preset (field names as the options below)."),
         click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id)."),
-        click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Worker processes across videos (joblib)."),
+        click.option("--jobs", "-j", type=int, default=None,
+                     help=f"Worker processes across videos (joblib); default: this machine's cores ({default_jobs()})."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an output folder that holds another configuration's results "
+                          "(a rerun of the same configuration replaces its own without it)."),
         click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
@@ -123,40 +135,51 @@ def run_options(command):
     return command
 
 
+def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:
+    """Print warnings, failures and replaced folders; the failures, as 'name: problem'."""
+    label = (lambda name: f"{name}: ") if len(runs) > 1 else (lambda name: "")
+    problems = [f"{label(name)}{p}" for name, result in runs.items() for p in result.problems]
+    for name, result in runs.items():
+        for warning in result.warnings:
+            click.echo(f"warning: {label(name)}{warning}", err=True)
+        if result.replaced:
+            click.echo(f"note: {folders[name]}: {result.replaced}", err=True)
+    for problem in problems:
+        click.echo(f"failed: {problem}", err=True)
+    return problems
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Output folder; default runs/<cache>/<split>/<method>.")
+              help="Output folder; default runs/<cache>/<split>/<run name> (the name printed with the table).")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int, out: Path | None, round_ap: bool, allow_failures: bool,
-         progress: bool, **options: Any) -> None:
+         config_file: Path | None, seed: int, jobs: int | None, overwrite: bool, out: Path | None, round_ap: bool,
+         allow_failures: bool, progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
     (ActivityNet JSON and CSV) and per-video curves, then results.json (mAP per tIoU, mean and std
-    over splits) and prints the table. Every setting of METHOD.md has an option below.
+    over splits) and prints the table. The run is named after the method, the settings that differ
+    from the preset and a hash of the full configuration; that name is the default folder and the
+    table's row. Every setting of the method (docs/method.md) has an option below, with its default
+    under each preset in brackets.
 
-    Example: t3al-adapt cache/ --split 75_25 --jobs 2
+    Example: t3al-adapt cache/ --split 75_25
     """
     try:
-        reader = CacheReader(cache)
-        manifest = load_manifest(reader, manifest_path)
-        config = resolve_config(preset, config_file, manifest.dataset, options)
-        out = out or default_out(cache, setting, config)
-        key = setting_name(setting)
-        chosen = list(indices) or list(range(len(manifest.splits.get(key, []))))
-        total = sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
-        with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar:
-            run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update)
-    except (CacheError, ConfigError, ManifestError, EvaluationError) as err:
+        spec = build_spec(cache, setting, indices=indices, manifest=manifest_path, preset=preset,
+                          config_file=config_file, options=setting_options(options), seed=seed, jobs=jobs,
+                          round_ap=round_ap)
+        name = next(iter(spec.configs))
+        folders = {name: out or default_root(spec) / name}
+        with tqdm(total=spec.video_splits(), unit="video", disable=not progress, desc=spec.setting) as bar:
+            runs = run(spec, folders, overwrite=overwrite, on_video=bar.update)
+    except (CacheError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
         raise click.ClickException(str(err)) from None
-    for warning in run.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    for problem in run.problems:
-        click.echo(f"failed: {problem}", err=True)
-    name = "naive VLM" if config.method == "naive" else f"T3AL (T={config.steps}, {config.protocol})"
-    click.echo(format_table({name: run.document}))
-    click.echo(f"results: {out / 'results.json'}")
-    if run.problems and not allow_failures:
-        click.echo(f"{len(run.problems)} video(s) failed; rerun with --allow-failures to accept", err=True)
+    problems = report_runs(runs, folders)
+    click.echo(format_table({name: runs[name].document}))
+    click.echo(f"results: {folders[name] / 'results.json'}")
+    if problems and not allow_failures:
+        click.echo(f"{len(problems)} video(s) failed; rerun with --allow-failures to accept", err=True)
         sys.exit(1)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import typing
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 PARAMETERS = ("visual", "text", "scale")
 ORACLES = ("class", "count", "selection")
@@ -24,31 +25,55 @@ CHOICES = {
 
 
 class ConfigError(ValueError):
-    """An invalid stage-two configuration value, named with its field."""
+    """An invalid stage-two setting: the message names the setting (``setting``) and its value."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+DEFAULT_PRESET = "thumos14"
+
+
+def _read_preset(name: str) -> dict[str, Any]:
+    text = resources.files("t3al.adapt.configs").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return _read_toml(text, f"preset {name}")
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML ({err})") from err
+
+
+# The per-dataset values are stated once, in the preset files; the dataclass takes the default
+# preset's as its defaults, so AdaptConfig() is the thumos14 preset.
+_DEFAULTS = _read_preset(DEFAULT_PRESET)
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Every knob of METHOD.md; the defaults are the public code's THUMOS14 preset."""
+    """Every setting of stage two, validated; the defaults are the thumos14 preset (docs/method.md)."""
 
     method: str = "t3al"  # "t3al" or "naive" (the per-frame VLM baseline)
     protocol: str = "reset"  # "reset": every video starts from the model; "stream": public code
     implementation: str = "fast"  # "fast" (re-associated products) or "direct" (full V @ Pv every step)
-    steps: int = 60
-    k: int = 4
-    pool: int = 100  # candidates per side = pool * k
-    radius: int = 10  # index perturbation in [-radius, radius - 1]; 0 = none
-    remove_background: bool = True
-    window: int = 20  # moving average in adaptation and proposals; <= 1 = none
-    normalize: bool = True  # min-max normalise the proposal curve
-    threshold: float | None = None  # None: keep frames above the curve's mean
-    stride: int = 20
+    steps: int = _DEFAULTS["steps"]
+    k: int = _DEFAULTS["k"]
+    pool: int = _DEFAULTS["pool"]  # candidates per side = pool * k
+    radius: int = _DEFAULTS["radius"]  # index perturbation in [-radius, radius - 1]; 0 = none
+    remove_background: bool = _DEFAULTS["remove_background"]
+    window: int = _DEFAULTS["window"]  # moving average in adaptation and proposals; <= 1 = none
+    normalize: bool = _DEFAULTS["normalize"]  # min-max normalise the proposal curve
+    threshold: float | None = _DEFAULTS["threshold"]  # "mean" (stored as None): keep frames above the curve's mean
+    stride: int = _DEFAULTS["stride"]
     suppression: bool = True
-    beta: float = 0.75
-    lr: float = 1e-5
-    visual_lr_scale: float = 1e-3
-    weight_decay: float = 1e-4
-    smoothing: float = 0.2  # label smoothing of the byol targets
+    beta: float = _DEFAULTS["beta"]
+    lr: float = _DEFAULTS["lr"]
+    visual_lr_scale: float = _DEFAULTS["visual_lr_scale"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    smoothing: float = _DEFAULTS["smoothing"]  # label smoothing of the byol targets
     separation: str = "byol"
     representation: str = "text"
     adapt: tuple[str, ...] = PARAMETERS
@@ -58,6 +83,10 @@ class AdaptConfig:
     oracle: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.threshold == "mean":
+            object.__setattr__(self, "threshold", None)
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
         for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule"):
@@ -73,17 +102,15 @@ class AdaptConfig:
         _at_least("patience", self.patience, 0)
         for name in ("lr", "visual_lr_scale", "weight_decay"):
             _at_least(name, getattr(self, name), 0.0)
-        if self.threshold is not None:
-            _finite("threshold", self.threshold)
-        _finite("naive_threshold", self.naive_threshold)
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ConfigError(f"smoothing must be in [0, 1), got {self.smoothing}")
-        if not -1.0 <= self.beta <= 1.0:
-            raise ConfigError(f"beta is a cosine threshold in [-1, 1], got {self.beta}")
+        _within("smoothing", self.smoothing, 0.0, 1.0, "[0, 1)", upper_open=True)
+        _within("beta", self.beta, -1.0, 1.0, "[-1, 1] (a cosine threshold)")
+        _within("naive_threshold", self.naive_threshold, 0.0, 1.0, "[0, 1] (a probability)")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ConfigError(f"threshold must be a finite number or 'mean', got {self.threshold!r}", "threshold")
         if self.separation == "none" and self.representation == "none" and self.steps > 0:
-            raise ConfigError("separation and representation are both 'none': nothing to adapt with")
+            raise ConfigError("separation and representation are both 'none': nothing to adapt with", "separation")
         if not self.adapt and self.steps > 0:
-            raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model")
+            raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model", "adapt")
 
     def replace(self, **changes: Any) -> "AdaptConfig":
         """A copy with some fields changed (validated)."""
@@ -93,42 +120,62 @@ class AdaptConfig:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
+_HINTS = typing.get_type_hints(AdaptConfig)
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return "a list of names"
+    if kind == (float | None):
+        return "a number or 'mean'"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a name"}[kind]
+
+
+def _check_type(name: str, value: Any, kind: Any) -> None:
+    """The value's type against the field's (an integer is a number; a list of names a tuple field)."""
+    if typing.get_origin(kind) is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    elif kind == (float | None):
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{name} must be {_type_name(kind)}, got {value!r}", name)
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", name)
 
 
 def _subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
     unknown = [v for v in values if v not in allowed]
     if unknown:
-        raise ConfigError(f"{name} takes values among {', '.join(allowed)}; got {', '.join(unknown)}")
+        raise ConfigError(f"{name} takes values among {', '.join(allowed)}; got {', '.join(unknown)}", name)
 
 
 def _at_least(name: str, value: float, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-        raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
+    if not (value >= low and math.isfinite(value)):
+        raise ConfigError(f"{name} must be a number >= {low}, got {value!r}", name)
 
 
-def _finite(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+def _within(name: str, value: float, low: float, high: float, text: str, upper_open: bool = False) -> None:
+    if not (low <= value < high if upper_open else low <= value <= high):
+        raise ConfigError(f"{name} must be in {text}, got {value!r}", name)
 
 
 def preset_names() -> list[str]:
     """Names of the shipped presets (TOML files in t3al.adapt.configs)."""
     folder = resources.files("t3al.adapt.configs")
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def _read_toml(text: str, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: not valid TOML ({err})") from err
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -143,8 +190,7 @@ def preset_values(name: str) -> dict[str, Any]:
     """The settings of one shipped preset."""
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
-    text = resources.files("t3al.adapt.configs").joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    return _check_keys(_read_toml(text, f"preset {name}"), f"preset {name}")
+    return _check_keys(_read_preset(name), f"preset {name}")
 
 
 def file_values(path: str | Path) -> dict[str, Any]:
@@ -155,13 +201,24 @@ def file_values(path: str | Path) -> dict[str, Any]:
     return _check_keys(_read_toml(path.read_text(encoding="utf-8"), str(path)), str(path))
 
 
-def make_config(preset: str = "thumos14", file: str | Path | None = None, **overrides: Any) -> AdaptConfig:
-    """The one factory: a preset, then a config file, then explicit overrides (None = unset)."""
-    values: dict[str, Any] = dict(preset_values(preset))
+Layer = tuple[str, Mapping[str, Any]]  # (where the settings come from, settings; None = unset)
+
+
+def make_config(preset: str = DEFAULT_PRESET, file: str | Path | None = None, layers: Sequence[Layer] = (),
+                **overrides: Any) -> AdaptConfig:
+    """The one factory: a preset, then a config file, then each layer (e.g. the command line, a
+    sweep row), then ``overrides``. A bad value is one line naming the setting and where it came from."""
+    given = [(f"preset {preset}", preset_values(preset))]
     if file is not None:
-        values.update(file_values(file))
-    values.update({k: v for k, v in _check_keys(overrides, "overrides").items() if v is not None})
+        given.append((str(file), file_values(file)))
+    given += [*layers, ("overrides", overrides)]
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, settings in given:
+        chosen = _check_keys({k: v for k, v in settings.items() if v is not None}, source)
+        values.update(chosen)
+        origin.update(dict.fromkeys(chosen, source))
     try:
         return AdaptConfig(**values)
-    except TypeError as err:
-        raise ConfigError(str(err)) from err
+    except ConfigError as err:
+        raise ConfigError(f"{origin.get(err.setting, 'default')}: {err}", err.setting) from None

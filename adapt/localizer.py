@@ -1,8 +1,8 @@
-"""T3AL on one video (METHOD.md sections 1-5) and the naive per-frame baseline."""
+"""T3AL on one video (docs/method.md, steps 1-5) and the naive per-frame baseline."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -79,10 +79,20 @@ class Adaptation:
     losses: list[float]
 
 
+@dataclass
+class Adapted:
+    """A video's adaptation ready for proposals: the parameters as it left them, the adaptation,
+    and the residual V @ Pv (start of the last step) - b the proposal curve is cut from."""
+
+    params: Projections
+    adaptation: Adaptation
+    residual: torch.Tensor
+
+
 class T3AL:
     """Localizes actions in one video at test time, adapting the projections to that video.
 
-    ``localize`` runs METHOD.md steps 1-5 with a given parameter set and optimiser, so the same
+    ``localize`` runs the steps 1-5 of docs/method.md with a given parameter set and optimiser, so the same
     code serves the per-video reset protocol and the public code's stream.
     """
 
@@ -104,9 +114,9 @@ class T3AL:
         ``class_features`` are the split's pre-projection prompt features (C x Dt);
         ``label_embeddings`` (C x E), when given, replace them @ Pt for the pseudo-label (stream).
         """
-        results, adaptation = self.localize_variants(video, params, optimizer, class_features, generator,
-                                                     [self.config], label_embeddings, hint)
-        return results[0], adaptation
+        results, adapted = self.localize_variants(video, params, optimizer, class_features, generator,
+                                                  [self.config], label_embeddings, hint)
+        return results[0], adapted.adaptation
 
     def localize_variants(
         self,
@@ -118,20 +128,32 @@ class T3AL:
         variants: Sequence[AdaptConfig],
         label_embeddings: torch.Tensor | None = None,
         hint: GroundTruthHint | None = None,
-    ) -> tuple[list[VideoResult], Adaptation]:
+        shared: dict[Hashable, Adapted] | None = None,
+        share_as: Callable[[int], Hashable] = int,
+    ) -> tuple[list[VideoResult], Adapted]:
         """Like ``localize``, but one adaptation serves several configs that differ from this one
-        only in proposal settings (same ``adaptation_key``): one result per variant."""
+        only in proposal settings (same ``adaptation_key``): one result per variant.
+
+        With ``shared``, an adaptation already in it under ``share_as(pseudo-label)`` is reused
+        instead of adapting ``params`` again (the per-video reset protocol's splits), and a new
+        one is stored there.
+        """
         key = adaptation_key(self.config)
         if any(adaptation_key(v) != key for v in variants):
             raise ValueError("variants must differ from the adapting config only in PROPOSAL_FIELDS")
         label, probabilities, background = self.pseudo_label(video, params, class_features,
                                                              label_embeddings, hint)
-        adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
-        with torch.no_grad():
-            residual = video.features @ adaptation.before_last["visual_proj"] - background
-        results = self.propose_variants(video, params, adaptation, residual, class_features, label, probabilities,
-                                        variants, hint)
-        return results, adaptation
+        adapted = shared.get(share_as(label)) if shared is not None else None
+        if adapted is None:
+            adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
+            with torch.no_grad():
+                residual = video.features @ adaptation.before_last["visual_proj"] - background
+            adapted = Adapted(params, adaptation, residual)
+            if shared is not None:
+                shared[share_as(label)] = adapted
+        results = self.propose_variants(video, adapted.params, adapted.adaptation, adapted.residual, class_features,
+                                        label, probabilities, variants, hint)
+        return results, adapted
 
     def propose_variants(self, video, params, adaptation, residual, class_features, label, probabilities,
                          variants: Sequence[AdaptConfig], hint=None) -> list[VideoResult]:
@@ -175,7 +197,7 @@ class T3AL:
         return Adaptation(before, losses)
 
     def _direct_step(self, V, params, prompt, background, generator, hint) -> float:
-        """One step as written in METHOD.md: the full V @ Pv with gradient, autograd throughout."""
+        """One step as the public code writes it: the full V @ Pv with gradient, autograd throughout."""
         for p in params.parameters():
             p.grad = None
         e = l2norm(prompt @ params.text_projection)
@@ -256,7 +278,7 @@ class T3AL:
         )
 
     def _suppress(self, video: VideoInput, segments, text_projection) -> list[tuple[int, int]]:
-        """Keep segments whose captions agree with the majority of segments (METHOD.md 4)."""
+        """Keep segments whose captions agree with the majority of segments (docs/method.md, step 4)."""
         frames = video.caption_frames
         kept, directions = [], []
         for first, last in segments:

@@ -1,4 +1,4 @@
-"""The adaptation loss (METHOD.md 2.6-2.7) and its gradients in closed form.
+"""The adaptation loss (docs/method.md, step 2) and its gradients in closed form.
 
 ``adaptation_loss`` is the loss as autograd expressions (the direct path). The fast path calls
 ``loss_gradients``: on 2K x E inputs autograd's cost per operation outweighs the arithmetic, so

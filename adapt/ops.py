@@ -1,4 +1,4 @@
-"""The small numerical steps of T3AL (METHOD.md), each a pure function on torch tensors."""
+"""The small numerical steps of T3AL (docs/method.md), each a pure function on torch tensors."""
 from __future__ import annotations
 
 import torch
@@ -58,7 +58,7 @@ def select_samples(
     radius: int = 0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k positive and k negative frame indices from a similarity curve (METHOD.md 2.5).
+    """k positive and k negative frame indices from a similarity curve (docs/method.md, step 2).
 
     Candidates are the ``pool * k`` most (least) similar frames, or every frame when the video
     is that short.

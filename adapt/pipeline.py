@@ -1,43 +1,42 @@
-"""One setting end to end from the cache: localize every split, write detections, evaluate."""
+"""A resolved run end to end from the cache: localize every split, write detections, evaluate."""
 from __future__ import annotations
 
+import functools
 import json
-import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 
-from t3al.cache import CacheError, CacheReader
-from t3al.evaluate import Detections, evaluate_detections
-from t3al.evaluate.splits import manifest_tious, results_document, split_ground_truth
-from t3al.manifests import Manifest, setting_name
+from t3al.evaluate import Detections
+from t3al.evaluate.splits import evaluate_setting
 
 from .config import AdaptConfig
 from .runner import SplitWork, Truths, detection_rows, localize_splits
+from .spec import RunSpec
 from .video import VideoProblem, VideoResult
+
+
+class OutputError(ValueError):
+    """An output folder that holds another configuration's results (never replaced silently)."""
 
 
 @dataclass
 class SettingRun:
-    """The results document of a setting and what went wrong on the way."""
+    """The results document of one config, what went wrong on the way, and what its folder held
+    before (``replaced``: None when it was new or empty)."""
 
     document: dict
     problems: list[VideoProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    replaced: str | None = None
 
 
-def load_manifest(reader: CacheReader, path: str | os.PathLike | None) -> Manifest:
-    """The manifest given on the command line, else the copy recorded in the cache."""
-    source = path or reader.manifest_path
-    if source is None:
-        raise CacheError(f"{reader.root}: the cache records no manifest; pass --manifest FILE")
-    return Manifest.load(source)
-
-
+@functools.cache
 def code_version() -> str:
     """The installed t3al version, plus the git commit when run from a checkout."""
     version = metadata.version("t3al")
@@ -49,15 +48,52 @@ def code_version() -> str:
     return f"{version}+g{commit}"
 
 
-def run_record(reader: CacheReader, config: AdaptConfig, seed: int, manifest: Manifest) -> dict:
+def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
     """Everything needed to rerun a results file exactly."""
-    return {"config": config.to_dict(), "seed": seed, "cache": {"path": str(reader.root.resolve()),
-            "model": reader.info.model.key(), "schema_version": reader.info.schema_version},
-            "manifest": manifest.dataset, "code_version": code_version()}
+    return {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting,
+            "cache": {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
+                      "schema_version": spec.reader.info.schema_version},
+            "manifest": spec.manifest.dataset, "code_version": code_version()}
 
 
-def _truths(manifest: Manifest, setting: str, index: int) -> Truths:
-    evaluation = manifest.evaluation_set(setting, index)
+def _identity(record: dict) -> dict:
+    """What makes two runs the same configuration: config, seed, setting, model, dataset."""
+    cache = record.get("cache") or {}
+    return {"config": record.get("config"), "seed": record.get("seed"), "setting": record.get("setting"),
+            "model": cache.get("model"), "manifest": record.get("manifest")}
+
+
+def claim_folder(folder: Path, record: dict, overwrite: bool) -> str | None:
+    """What writing the run of ``record`` into ``folder`` would replace (None: nothing).
+
+    An earlier run of the same configuration may be replaced; a folder holding anything else is
+    refused unless ``overwrite``.
+    """
+    if not folder.exists() or not any(folder.iterdir()):
+        return None
+    try:
+        earlier = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        earlier = None
+    same = isinstance(earlier, dict) and _identity(earlier) == _identity(record)
+    if not same and not overwrite:
+        what = "another configuration's results" if isinstance(earlier, dict) else "files that are not a t3al run"
+        raise OutputError(f"{folder} holds {what}; choose another --out, or pass --overwrite to replace them")
+    return ("replaced the earlier results of the same configuration" if same
+            else "replaced another configuration's results (--overwrite)")
+
+
+def clear_run(folder: Path) -> None:
+    """Remove a replaced run's files (config, results, splits, report), so no stale split outlives
+    it; other files are left alone."""
+    for path in [folder / "config.json", folder / "results.json", folder / "report", *folder.glob("split_*")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _truths(evaluation) -> Truths:
     position = {name: i for i, name in enumerate(evaluation.classes)}
     truths: Truths = {}
     for a in evaluation.annotations:
@@ -86,88 +122,48 @@ def write_split(folder: Path, detections: Detections, results: list[VideoResult]
         )
 
 
-def run_setting(
-    cache: str | os.PathLike,
-    setting: str,
-    config: AdaptConfig,
-    manifest_path: str | os.PathLike | None = None,
-    indices: Sequence[int] | None = None,
-    seed: int = 0,
-    jobs: int = 1,
-    out: str | os.PathLike | None = None,
-    round_ap: bool = False,
-    on_video: Callable[[int], None] = lambda n: None,
-) -> SettingRun:
-    """Localize and evaluate splits of ``setting``; write outputs under ``out`` when given.
+def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curves: bool = True,
+        overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, SettingRun]:
+    """Localize and evaluate every config of ``spec`` on its splits: one run per config name.
 
-    All splits run together, so a video's splits can share work; the files are written at the end.
+    ``folders`` (config name -> folder) get config.json, each split's detections (and ``curves``)
+    and results.json. A folder holding another configuration's results is refused before any
+    work unless ``overwrite``. All splits and configs run together, so a video is read once and
+    configs and splits share adaptations where the results are the same.
     """
-    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video)[0]
-
-
-def run_settings(
-    cache: str | os.PathLike,
-    setting: str,
-    configs: Mapping[str, AdaptConfig],
-    manifest_path: str | os.PathLike | None = None,
-    indices: Sequence[int] | None = None,
-    seed: int = 0,
-    jobs: int = 1,
-    out: str | os.PathLike | None = None,
-    round_ap: bool = False,
-    on_video: Callable[[int], None] = lambda n: None,
-    curves: bool = True,
-) -> dict[str, SettingRun]:
-    """``run_setting`` for several named configs at once, each video read once for all splits and
-    configs; config ``name`` writes its files under ``out/name``."""
-    folders = [Path(out) / name if out is not None else None for name in configs]
-    runs = _run_many(cache, setting, list(configs.values()), folders, manifest_path, indices, seed, jobs, round_ap,
-                     on_video, curves)
-    return dict(zip(configs, runs))
-
-
-def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig], folders: list,
-              manifest_path: str | os.PathLike | None, indices: Sequence[int] | None, seed: int, jobs: int,
-              round_ap: bool, on_video: Callable[[int], None], curves: bool = True) -> list[SettingRun]:
-    """The split loop shared by ``run_setting`` and ``run_settings``."""
-    reader = CacheReader(cache)
-    manifest = load_manifest(reader, manifest_path)
-    key = setting_name(setting)
-    indices = list(indices) if indices is not None else list(range(len(manifest.splits.get(key, []))))
-    tious = manifest_tious(manifest)
-    folders = [Path(f) if f is not None else None for f in folders]
-    for config, folder in zip(configs, folders):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.json").write_text(json.dumps(run_record(reader, config, seed, manifest), indent=2) + "\n")
-    runs = [SettingRun(document={}) for _ in configs]
-    results: list[list] = [[] for _ in configs]
-    problems_per_split: list[list] = [[] for _ in configs]
-    order = list(manifest.videos)
-    evaluations = [manifest.evaluation_set(key, index) for index in indices]
-    oracles = any(c.oracle for c in configs)
-    works = [SplitWork([v for v in order if v in set(evaluation.videos)], evaluation.classes,
-                       _truths(manifest, key, index) if oracles else {})
-             for index, evaluation in zip(indices, evaluations)]
-    all_outcomes = localize_splits(str(cache), works, configs, seed, jobs, on_video)
-    for index, evaluation, outcomes in zip(indices, evaluations, all_outcomes):
-        classes, ground_truth = split_ground_truth(manifest, key, index)
-        for i, (outcome, run, folder) in enumerate(zip(outcomes, runs, folders)):
-            detections = Detections.from_records(
+    folders = {name: Path(f) for name, f in (folders or {}).items() if f is not None}
+    records = {name: run_record(spec, config) for name, config in spec.configs.items()}
+    runs = {name: SettingRun(document={}) for name in spec.configs}
+    for name, folder in folders.items():
+        runs[name].replaced = claim_folder(folder, records[name], overwrite)
+    for name, folder in folders.items():
+        if runs[name].replaced:
+            clear_run(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(records[name], indent=2) + "\n")
+    evaluations = {index: spec.evaluation(index) for index in spec.indices}
+    oracles = any(c.oracle for c in spec.configs.values())
+    order = list(spec.manifest.videos)
+    works = [SplitWork([v for v in order if v in set(e.videos)], e.classes, _truths(e) if oracles else {})
+             for e in evaluations.values()]
+    outcomes = localize_splits(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs, on_video)
+    for position, (name, run_) in enumerate(runs.items()):
+        detections = {}
+        for index, split_outcomes in zip(spec.indices, outcomes):
+            outcome = split_outcomes[position]
+            classes = evaluations[index].classes
+            detections[index] = Detections.from_records(
                 ({"video": v, "start": s, "end": e, "score": c, "label": lab}
-                 for v, s, e, c, lab in detection_rows(outcome.results, evaluation.classes)),
-                source=f"split {index}")
-            results[i].append(evaluate_detections(detections, ground_truth, classes, tious, round_ap=round_ap))
-            run.problems.extend(outcome.problems)
-            run.warnings.extend(w for r in outcome.results for w in r.warnings)
-            problems_per_split[i].append([{"video": p.video_id, "reason": p.reason} for p in outcome.problems])
-            if folder is not None:
-                write_split(folder / f"split_{index}", detections, outcome.results, evaluation.classes, curves)
-    for config, run, folder, result, problems in zip(configs, runs, folders, results, problems_per_split):
-        run.document = results_document(key, result, indices)
-        for split, split_problems in zip(run.document["splits"], problems):
-            split["problems"] = split_problems
-        run.document["run"] = run_record(reader, config, seed, manifest)
-        if folder is not None:
-            (folder / "results.json").write_text(json.dumps(run.document, indent=2) + "\n")
+                 for v, s, e, c, lab in detection_rows(outcome.results, classes)), source=f"split {index}")
+            run_.problems.extend(outcome.problems)
+            run_.warnings.extend(w for r in outcome.results for w in r.warnings)
+            if name in folders:
+                write_split(folders[name] / f"split_{index}", detections[index], outcome.results, classes, curves)
+        run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
+                                         spec.round_ap, spec.indices)
+        for split, split_outcomes in zip(run_.document["splits"], outcomes):
+            split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
+        run_.document["run"] = records[name]
+        if name in folders:
+            (folders[name] / "results.json").write_text(json.dumps(run_.document, indent=2) + "\n")
     return runs

@@ -106,27 +106,19 @@ def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
         first = configs[group[0]]
         chosen = [configs[i] for i in group]
         method = T3AL(first)
-        shared: dict[object, tuple] = {}
+        steered = any(o != "count" for o in first.oracle)
+        shared: dict = {}
         for s, (classes, truths) in enumerate(splits):
             class_features = _class_features(head, classes)
-            hint = _hint(chosen, video, truths)
             params = Projections(*_head_tensors(head))
             if first.method == "naive":
                 outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
             else:
-                label, probabilities, background = method.pseudo_label(video, params, class_features, hint=hint)
-                key = (classes[label], s if adaptation_key(first).oracle else None)
-                if key not in shared:
-                    generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-                    optimizer = make_optimizer(params, first) if first.steps else None
-                    adaptation = method.adapt(video, params, optimizer, class_features[label], background,
-                                              generator, hint)
-                    with torch.no_grad():
-                        residual = video.features @ adaptation.before_last["visual_proj"] - background
-                    shared[key] = (params, adaptation, residual)
-                adapted, adaptation, residual = shared[key]
-                outputs = method.propose_variants(video, adapted, adaptation, residual, class_features, label,
-                                                  probabilities, chosen, hint)
+                optimizer = make_optimizer(params, first) if first.steps else None
+                generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+                outputs, _ = method.localize_variants(
+                    video, params, optimizer, class_features, generator, chosen, hint=_hint(chosen, video, truths),
+                    shared=None if steered else shared, share_as=classes.__getitem__)
             for i, output in zip(group, outputs):
                 results[s][i] = output
     return results
@@ -159,10 +151,10 @@ class _Stream:
 
     def localize(self, video: VideoInput, class_features: torch.Tensor, label_embeddings: torch.Tensor,
                  truths: Truths) -> list[VideoResult]:
-        results, adaptation = T3AL(self.configs[0]).localize_variants(
+        results, adapted = T3AL(self.configs[0]).localize_variants(
             video, self.params, self.optimizer, class_features, self.generator, self.configs, label_embeddings,
             _hint(self.configs, video, truths))
-        self.params.restore(adaptation.before_last)
+        self.params.restore(adapted.adaptation.before_last)
         self.params.logit_scale.requires_grad_(False)
         return results
 
@@ -199,7 +191,7 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
 
 
 def localize_splits(
-    cache: str,
+    reader: CacheReader,
     splits: Sequence[SplitWork],
     configs: Sequence[AdaptConfig],
     seed: int = 0,
@@ -214,10 +206,7 @@ def localize_splits(
     order, in this process. Videos missing from the cache, or unusable, become problems.
     ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
     """
-    reader = CacheReader(cache)
-    for split in splits:
-        reader.head().prompt_index(split.classes)
-    outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {cache}") for v in split.video_ids
+    outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
                                         if v not in reader]) for _ in configs] for split in splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
     stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method == "t3al"]
@@ -229,7 +218,7 @@ def localize_splits(
                                      split.truths, on_video)
             _collect(split_outcomes, stream, items)
     if reset:
-        _localize_reset(str(cache), reader, splits, outcomes, reset, [configs[i] for i in reset], seed, jobs, on_video)
+        _localize_reset(str(reader.root), reader, splits, outcomes, reset, [configs[i] for i in reset], seed, jobs, on_video)
     return outcomes
 
 
@@ -286,7 +275,7 @@ def localize_split(
 ) -> SplitOutcome:
     """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``: the
     one-split, one-config case of ``localize_splits``."""
-    return localize_splits(cache, [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs, on_video)[0][0]
+    return localize_splits(CacheReader(cache), [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs, on_video)[0][0]
 
 
 def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:

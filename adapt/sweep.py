@@ -1,4 +1,4 @@
-"""Sweeps: named rows of settings (one TOML file per paper table), resolved into configs and tabulated.
+"""Sweeps: named rows of settings (one TOML file per paper table), checked here, resolved by the run spec.
 
 A sweep file holds a ``description``, an optional ``preset`` and ``rows``, a list of tables each
 with a ``name`` and any AdaptConfig fields, applied over the preset::
@@ -13,11 +13,11 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from t3al.evaluate.report import format_table
 
-from .config import AdaptConfig, ConfigError
+from .config import ConfigError
 
 ROW_NAME = re.compile(r"^[\w .,=+()\-]+$")  # also a folder name, on any system: no / \ : and no leading dot
 SWEEP_KEYS = {"description", "preset", "rows"}
@@ -75,18 +75,6 @@ def parse_sweep(text: str, name: str, source: str) -> Sweep:
             raise ConfigError(f"{source}: two rows are named {row_name!r}")
         named[row_name] = settings
     return Sweep(name, str(values.get("description", "")), named, values.get("preset"))
-
-
-def resolve_rows(sweep: Sweep, resolve: Callable[[dict[str, Any]], AdaptConfig],
-                 common: Mapping[str, Any]) -> dict[str, AdaptConfig]:
-    """Each row's config: ``resolve`` (preset and config file) of the common settings, then the row's."""
-    configs = {}
-    for row_name, settings in sweep.rows.items():
-        try:
-            configs[row_name] = resolve({**common, **settings})
-        except ConfigError as err:
-            raise ConfigError(f"sweep {sweep.name}, row {row_name!r}: {err}") from None
-    return configs
 
 
 def write_tables(documents: Mapping[str, dict], folder: Path) -> dict[str, Path]:

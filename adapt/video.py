@@ -17,6 +17,10 @@ class VideoProblem(Exception):
         self.video_id = video_id
         self.reason = reason
 
+    def __reduce__(self):
+        """Rebuilt from (video, reason), so a problem found in a worker process reaches the parent."""
+        return VideoProblem, (self.video_id, self.reason)
+
 
 @dataclass
 class VideoInput:

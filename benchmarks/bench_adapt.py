@@ -6,7 +6,7 @@
 ``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4, and
 the floor: the operations alone that any exact implementation must run.
 ``setting`` writes a cache of 413 videos with the THUMOS14 manifest's ids (N drawn from
-1,000-15,000, random features) and times `run_setting` over the ten splits.
+1,000-15,000, random features) and times the run over the ten splits.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ import torch
 
 from t3al.adapt.config import make_config
 from t3al.adapt.localizer import T3AL, Projections, make_optimizer
-from t3al.adapt.pipeline import run_setting
+from t3al.adapt.pipeline import run
 from t3al.adapt.runner import single_thread
+from t3al.adapt.spec import RunSpec, build_spec
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
 
@@ -153,21 +154,19 @@ def with_bench_cache(args: argparse.Namespace, run) -> None:
         run(tmp)
 
 
-def adaptations(cache: str, setting_key: str, config) -> list[int]:
-    """Frame counts of the distinct (video, pseudo-label) pairs of a setting's ten splits: the
-    adaptations it needs, since splits giving a video the same pseudo-label share one."""
-    from t3al.manifests import Manifest
-    reader = CacheReader(cache)
-    head = reader.head()
-    manifest = Manifest.load(REPO / "manifests" / "thumos14.json")
+def adaptations(spec: RunSpec) -> list[int]:
+    """Frame counts of the distinct (video, pseudo-label) pairs of a run's splits: the adaptations
+    it needs, since splits giving a video the same pseudo-label share one."""
+    head = spec.reader.head()
+    config = next(iter(spec.configs.values()))
     vocabularies: dict[str, list[list[str]]] = {}
-    for index in range(len(manifest.splits[setting_key])):
-        evaluation = manifest.evaluation_set(setting_key, index)
+    for index in spec.indices:
+        evaluation = spec.evaluation(index)
         for video_id in evaluation.videos:
             vocabularies.setdefault(video_id, []).append(evaluation.classes)
     frames = []
     for video_id, vocabulary in vocabularies.items():
-        video = VideoInput.from_record(reader.video(video_id))
+        video = VideoInput.from_record(spec.reader.video(video_id))
         params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
                              head.logit_scale)
         labels = {classes[T3AL(config).pseudo_label(video, params, torch.from_numpy(
@@ -184,17 +183,18 @@ def setting_floor(config, frames: list[int]) -> float:
 
 
 def time_setting(cache: str, args: argparse.Namespace) -> None:
-    config = make_config("thumos14", steps=args.steps)
-    frames = adaptations(cache, args.split, config)
+    spec = build_spec(cache, args.split, options={"steps": args.steps}, jobs=args.jobs)
+    config = next(iter(spec.configs.values()))
+    frames = adaptations(spec)
     lower = setting_floor(config, frames)
     print(f"setting {args.split}: {len(frames)} distinct adaptations (mean N {np.mean(frames):.0f}); their floor "
           f"{lower:.0f} CPU-s, {lower / args.jobs:.0f} s on {args.jobs} perfectly scaling cores")
     count = [0]
     start = time.perf_counter()
-    run = run_setting(cache, args.split, config, jobs=args.jobs, on_video=lambda n: count.__setitem__(0, count[0] + n))
+    result = next(iter(run(spec, on_video=lambda n: count.__setitem__(0, count[0] + n)).values()))
     elapsed = time.perf_counter() - start
     print(f"setting {args.split}: {count[0]} video-splits in {elapsed:.1f} s with --jobs {args.jobs} "
-          f"({elapsed / count[0] * args.jobs:.3f} core-s per video-split); avg mAP {run.document['mean']['avg']:.2f}")
+          f"({elapsed / count[0] * args.jobs:.3f} core-s per video-split); avg mAP {result.document['mean']['avg']:.2f}")
 
 
 def main() -> None:

@@ -4,8 +4,8 @@
                                      [--split-index 0 ...] [--cache DIR] [--separate]
 
 Writes bench_adapt's 413-video random cache (or reuses --cache DIR, kept after the run), then
-times `run_settings` over all rows together: what `t3al-sweep` runs, without writing files.
-``--separate`` also times the same rows one `run_setting` at a time, for comparison.
+times the run of all rows together: what `t3al-sweep` runs, without writing files.
+``--separate`` also times the same rows one run at a time, for comparison.
 """
 from __future__ import annotations
 
@@ -14,40 +14,33 @@ import time
 
 from bench_adapt import with_bench_cache
 
-from t3al.adapt.cli import resolve_config
-from t3al.adapt.pipeline import run_setting, run_settings
-from t3al.adapt.sweep import load_sweep, resolve_rows
-from t3al.manifests import setting_name
+from t3al.adapt.pipeline import run
+from t3al.adapt.spec import build_spec
+from t3al.adapt.sweep import load_sweep
 
 
 def sweep_rows(tables: list[str]) -> dict:
-    """The rows of the named sweeps, resolved with the THUMOS14 preset, names prefixed by table."""
-    rows = {}
-    for table in tables:
-        configs = resolve_rows(load_sweep(table), lambda values: resolve_config(None, None, "thumos14", values), {})
-        rows.update({f"{table}: {name}": config for name, config in configs.items()})
-    return rows
+    """The rows (settings) of the named sweeps, names prefixed by table."""
+    return {f"{table}: {name}": settings for table in tables for name, settings in load_sweep(table).rows.items()}
 
 
 def time_sweep(cache: str, args: argparse.Namespace) -> None:
     rows = sweep_rows(args.tables)
-    indices = args.indices or None
+    spec = build_spec(cache, args.split, indices=args.indices or (), rows=rows, jobs=args.jobs)
     count = [0]
     start, cpu = time.perf_counter(), time.process_time()
-    runs = run_settings(cache, args.split, rows, indices=indices, jobs=args.jobs,
-                        on_video=lambda n: count.__setitem__(0, count[0] + n))
+    runs = run(spec, on_video=lambda n: count.__setitem__(0, count[0] + n))
     elapsed = time.perf_counter() - start
-    splits = len(next(iter(runs.values())).document["splits"])
-    print(f"{len(rows)} rows x {splits} splits of {setting_name(args.split)}: {count[0]} video-rows in "
+    print(f"{len(rows)} rows x {len(spec.indices)} splits of {spec.setting}: {count[0]} video-rows in "
           f"{elapsed:.1f} s wall with --jobs {args.jobs} ({elapsed / count[0] * args.jobs:.3f} core-s per video-row)"
           + _cpu(cpu, args.jobs))
-    for name, run in runs.items():
-        print(f"  {name:45s} avg mAP {run.document['mean']['avg']:.2f}")
+    for name, result in runs.items():
+        print(f"  {name:45s} avg mAP {result.document['mean']['avg']:.2f}")
     if args.separate:
         start, cpu = time.perf_counter(), time.process_time()
-        for config in rows.values():
-            run_setting(cache, args.split, config, indices=indices, jobs=args.jobs)
-        print(f"the same rows one run_setting at a time: {time.perf_counter() - start:.1f} s wall" + _cpu(cpu, args.jobs))
+        for name, settings in rows.items():
+            run(build_spec(cache, args.split, indices=args.indices or (), rows={name: settings}, jobs=args.jobs))
+        print(f"the same rows one run at a time: {time.perf_counter() - start:.1f} s wall" + _cpu(cpu, args.jobs))
 
 
 def _cpu(start: float, jobs: int) -> str:

@@ -24,11 +24,8 @@ from tqdm import tqdm
 from t3al.extract.decode import FrameGeometry, probe, stream_frames
 from t3al.extract.models import class_prompt, clean_caption, register_model_configs
 
+from .model import CHECKPOINT, MODEL_NAME
 from .world import generate_world
-
-MODEL_NAME = "t3al-demo-coca"
-DEMO_DIR = Path(__file__).resolve().parent
-CHECKPOINT = DEMO_DIR / "t3al-demo-coca.pt"
 
 
 @dataclass

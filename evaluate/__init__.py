@@ -10,9 +10,10 @@ Public API (what t3al-adapt and users call)::
     results_document(setting, [MAPResult, ...], indices=None) -> the results.json layout
     evaluate_setting(manifest, setting, load=lambda i: Detections, tious=None, round_ap=False) -> document
     format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv")
-    default_tious(dataset) / manifest_tious(manifest) -> tuple of thresholds
+    manifest_tious(manifest) -> tuple of thresholds (the manifest's, else its dataset family's)
     plots.read_curve(npz) -> Curve; plots.plot_video(curve, gt_rows, png, duration=None);
-    plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8)
+    plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8, videos=())
+    html.video_ap(detections, ground_truth, tious) -> {video: AP}; html.pick_videos(ap, n) -> [(video, rank)]
 
 All figures are percent. Bad input raises EvaluationError with a message naming file, row or video.
 """
@@ -20,7 +21,6 @@ from .detection import (
     ACTIVITYNET_TIOUS,
     THUMOS14_TIOUS,
     MAPResult,
-    default_tious,
     evaluate_detections,
     interpolated_average_precision,
     segment_tiou,
@@ -37,7 +37,6 @@ __all__ = [
     "EvaluationError",
     "GroundTruth",
     "MAPResult",
-    "default_tious",
     "detections_path",
     "evaluate_detections",
     "evaluate_setting",

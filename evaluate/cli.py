@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
-from t3al.manifests import Manifest, ManifestError, read_class_list
+from t3al.manifests import DATASETS, Manifest, ManifestError, read_class_list
 
-from .detection import ACTIVITYNET_TIOUS, THUMOS14_TIOUS, MAPResult, evaluate_detections
+from .detection import THUMOS14_TIOUS, MAPResult, evaluate_detections
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
 from .tables import Detections, EvaluationError, GroundTruth
 
 _EXISTING = click.Path(exists=True, path_type=Path)
-_PRESETS = {"thumos14": THUMOS14_TIOUS, "activitynet": ACTIVITYNET_TIOUS}
 
 
 def _parse_tious(values: tuple[str, ...]) -> tuple[float, ...] | None:
@@ -24,8 +23,8 @@ def _parse_tious(values: tuple[str, ...]) -> tuple[float, ...] | None:
         return None
     tious: list[float] = []
     for value in values:
-        if value.lower() in _PRESETS:
-            tious += _PRESETS[value.lower()]
+        if value.lower() in DATASETS:
+            tious += DATASETS[value.lower()].tious
             continue
         try:
             tious += [float(v) for v in value.split(",") if v.strip()]
@@ -45,6 +44,9 @@ _round_option = click.option("--round", "round_ap", is_flag=True,
                              help="Round each class AP to 0.1 percent before averaging, like the public "
                                   "T3AL/FreeZAD scripts (for comparison with printed tables).")
 _json_option = click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the results as JSON.")
+_overwrite_option = click.option("--overwrite", is_flag=True,
+                                 help="Replace an output file that holds other results (identical results are "
+                                      "rewritten without it).")
 
 
 class _DefaultGroup(click.Group):
@@ -84,9 +86,10 @@ def main() -> None:
 @_tiou_option
 @_round_option
 @_json_option
+@_overwrite_option
 @click.option("--per-class", is_flag=True, help="Also print the AP of each class.")
 def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_values: tuple[str, ...],
-          round_ap: bool, json_out: Path | None, per_class: bool) -> None:
+          round_ap: bool, json_out: Path | None, overwrite: bool, per_class: bool) -> None:
     """mAP of DETECTIONS (CSV video-id,t-start,t-end,score,label or ActivityNet detection JSON)."""
     with _errors():
         gt = GroundTruth.read(ground_truth)
@@ -99,7 +102,7 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
                                      for c, ap in result.per_class.items()}))
         _notes(result)
         if json_out:
-            _write_json(json_out, result.to_dict())
+            _write_output(json_out, _json_text(result.to_dict()), overwrite)
 
 
 @main.command("setting")
@@ -107,12 +110,14 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
 @click.option("--manifest", "-m", "manifest_path", type=_EXISTING, required=True,
               help="Manifest with ground truth and split lists.")
 @click.option("--split", "setting", required=True, help="Setting: 75_25 or 50_50.")
-@click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, help="Only these split indices (repeatable).")
+@click.option("--split-index", "indices", type=click.IntRange(min=0), multiple=True,
+              help="Only this split (repeat); default: all ten. The same option as t3al-adapt's.")
 @_tiou_option
 @_round_option
 @_json_option
+@_overwrite_option
 def setting_command(detections: str, manifest_path: Path, setting: str, indices: tuple[int, ...],
-                    tiou_values: tuple[str, ...], round_ap: bool, json_out: Path | None) -> None:
+                    tiou_values: tuple[str, ...], round_ap: bool, json_out: Path | None, overwrite: bool) -> None:
     """Every split of a setting: DETECTIONS is a pattern with {i} or a directory holding
     split_<i>/detections.json|csv (t3al-adapt's OUT) or <i>.csv|json. Prints per-split mAP and
     the mean ± sample std across splits; --json writes the results.json layout."""
@@ -128,7 +133,7 @@ def setting_command(detections: str, manifest_path: Path, setting: str, indices:
         if dropped:
             click.echo(f"note: {dropped} detections on videos outside the splits' evaluation sets were dropped")
         if json_out:
-            _write_json(json_out, document)
+            _write_output(json_out, _json_text(document), overwrite)
 
 
 @main.command("table")
@@ -137,9 +142,11 @@ def setting_command(detections: str, manifest_path: Path, setting: str, indices:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
 @click.option("--columns", "column_values", multiple=True, metavar="LIST",
               help="Thresholds shown as columns, e.g. 0.5,0.75,0.95 (Avg is always over all).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the table to this file.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the table to this file instead of printing it.")
+@_overwrite_option
 def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_values: tuple[str, ...],
-          output: Path | None) -> None:
+          output: Path | None, overwrite: bool) -> None:
     """Paper-style table (rows = methods, columns = mAP@tIoU and Avg) of results.json or --json files."""
     with _errors():
         if names and len(names) != len(results):
@@ -148,25 +155,35 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
         rows = {label: _read_results(path) for label, path in zip(labels, results)}
         text = format_table(rows, fmt, _parse_tious(column_values)).rstrip("\n")
         if output:
-            output.write_text(text + "\n")
-        click.echo(text)
+            _write_output(output, text + "\n", overwrite)
+            click.echo(f"wrote {output}")
+        else:
+            click.echo(text)
 
 
 @main.command("report")
 @click.argument("out_dir", type=_EXISTING)
 @click.option("--manifest", "-m", "manifest_path", type=_EXISTING, help="Manifest for ground truth and durations.")
 @click.option("--plots", "n_plots", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Videos plotted per split (from the saved curves; nothing is recomputed).")
+              help="Videos plotted per split, spread over the ranking by per-video AP: 1 the median, "
+                   "2 the best and worst, 3 best, median and worst, ... (needs --manifest; else the "
+                   "first by name). Read from the saved curves; nothing is recomputed.")
+@click.option("--plot-videos", "videos", metavar="LIST",
+              help="Plot these videos instead (comma-separated ids), in each split that has them.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Report file (default OUT_DIR/report/index.html).")
-def report(out_dir: Path, manifest_path: Path | None, n_plots: int, html_path: Path | None) -> None:
+@_overwrite_option
+def report(out_dir: Path, manifest_path: Path | None, n_plots: int, videos: str | None,
+           html_path: Path | None, overwrite: bool) -> None:
     """HTML report of a t3al-adapt output folder: the table, AP per class per split and per-video
-    plots (similarity curve, ground-truth and predicted segments) read from OUT_DIR/split_<i>/curves."""
+    plots (similarity curve, ground-truth and predicted segments) read from OUT_DIR/split_<i>/curves.
+    The report says which rule chose the plotted videos."""
     from .html import write_report
 
     with _errors():
         manifest = Manifest.load(manifest_path) if manifest_path else None
-        path = write_report(out_dir, manifest, n_plots, html_path)
+        chosen = [v.strip() for v in videos.split(",") if v.strip()] if videos else []
+        path = write_report(out_dir, manifest, n_plots, html_path, chosen, overwrite)
         click.echo(f"wrote {path}")
 
 
@@ -196,9 +213,17 @@ def _notes(result: MAPResult) -> None:
         click.echo(f"note: no detections for {', '.join(result.classes_without_detections)} (AP 0, counted)")
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _json_text(data: dict) -> str:
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _write_output(path: Path, text: str, overwrite: bool) -> None:
+    """Write ``text`` to ``path``; a file holding other content is replaced only with --overwrite
+    (the same results rerun rewrite it unchanged)."""
+    if path.is_file() and path.read_text() != text and not overwrite:
+        raise EvaluationError(f"{path} holds other results; choose another file, or pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(text)
 
 
 class _errors:

@@ -20,15 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+from t3al.manifests.datasets import ACTIVITYNET, THUMOS14
+
 from .tables import Detections, EvaluationError, GroundTruth
 
-THUMOS14_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
-ACTIVITYNET_TIOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
-
-
-def default_tious(dataset: str) -> tuple[float, ...]:
-    """The protocol's thresholds: 0.5:0.05:0.95 for ActivityNet, 0.3:0.1:0.7 otherwise."""
-    return ACTIVITYNET_TIOUS if dataset.lower().startswith("activitynet") else THUMOS14_TIOUS
+THUMOS14_TIOUS = THUMOS14.tious
+ACTIVITYNET_TIOUS = ACTIVITYNET.tious
 
 
 @dataclass

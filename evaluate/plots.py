@@ -54,11 +54,13 @@ def read_curve(path: str | Path) -> Curve:
                  np.asarray(arrays["scores"], dtype=np.float64).reshape(-1))
 
 
-def plot_video(curve: Curve, ground_truth: Sequence[Mapping], out: str | Path, duration: float | None = None) -> Path:
+def plot_video(curve: Curve, ground_truth: Sequence[Mapping], out: str | Path, duration: float | None = None,
+               note: str = "") -> Path:
     """PNG of the similarity curve over time with ground-truth and predicted segments shaded.
 
     ``ground_truth`` holds this video's instances ``{"start", "end", "label"}`` (already restricted to
-    the split's classes); the title names the true classes and the predicted (pseudo) label.
+    the split's classes); the title names the true classes, the predicted (pseudo) label and ``note``
+    (e.g. why this video was chosen).
     """
     out = Path(out)
     fig, (ax, track) = plt.subplots(2, 1, figsize=(10, 3.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -79,7 +81,7 @@ def plot_video(curve: Curve, ground_truth: Sequence[Mapping], out: str | Path, d
     track.set_xlim(0, end if end > 0 else 1.0)
     truth = ", ".join(sorted({a["label"] for a in ground_truth})) or "none"
     ax.set_title(f"{curve.video}   true: {truth}   predicted: {curve.pseudo_label}   "
-                 f"({len(curve.segments)} segments)", fontsize=9)
+                 f"({len(curve.segments)} segments{'; ' + note if note else ''})", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

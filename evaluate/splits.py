@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from t3al.manifests import Manifest, setting_name
+from t3al.manifests import Manifest, dataset_rules, setting_name
 
-from .detection import MAPResult, default_tious, evaluate_detections, summarize_splits
+from .detection import MAPResult, evaluate_detections, summarize_splits
 from .tables import Detections, EvaluationError, GroundTruth
 
 
@@ -24,7 +24,7 @@ def split_ground_truth(manifest: Manifest, setting: str, index: int) -> tuple[li
 
 def manifest_tious(manifest: Manifest) -> tuple[float, ...]:
     """The manifest's thresholds, or the protocol's default for its dataset."""
-    return tuple(manifest.tiou) if manifest.tiou else default_tious(manifest.dataset)
+    return tuple(manifest.tiou) if manifest.tiou else dataset_rules(manifest.dataset).tious
 
 
 def results_document(setting: str, results: Sequence[MAPResult], indices: Sequence[int] | None = None) -> dict:

@@ -8,27 +8,17 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError
 
-from .importer import import_published
-from .models import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    LoadedModel,
-    ModelLoadError,
-    encode_texts,
-    class_prompt,
-    load_model,
-    model_head,
-    register_model_configs,
-)
-from .pipeline import (DECODE_ERROR_POLICIES, Extractor, Settings, Summary, cache_info, check_cache_dir, fail, in_shard,
-                       list_videos, open_cache, parse_shard, run_folder)
+from .defaults import DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+if TYPE_CHECKING:  # torch and open_clip load inside the commands, so --help answers at once
+    from .models import LoadedModel
 
 log = logging.getLogger("t3al.extract")
 CAPTION_LENGTHS = click.IntRange(6, 77)  # open_clip's beam search needs more than 5 tokens; 77: the text context
@@ -100,6 +90,8 @@ def model_options(func=None, *, from_cache: bool = False):
 
 
 def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], device: str, precision: str) -> LoadedModel:
+    from .models import ModelLoadError, load_model, register_model_configs
+
     try:
         register_model_configs(*model_configs)
         return load_model(model_name, pretrained, device, precision)
@@ -108,6 +100,8 @@ def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], devi
 
 
 def _check_cache_dir(cache_dir: Path) -> None:
+    from .pipeline import check_cache_dir
+
     try:
         check_cache_dir(cache_dir)
     except CacheError as err:
@@ -133,6 +127,8 @@ def _class_names(classes: str | None, class_file: str | None, manifest: str | No
 
 def _ensure_prompts(writer: CacheWriter, loaded: LoadedModel, class_names: list[str]) -> None:
     """Write the head when the cache has none; add prompts of classes it lacks."""
+    from .models import class_prompt, encode_texts, model_head
+
     reader = CacheReader(writer.root)
     if not (writer.root / "head.h5").is_file():
         writer.write_head(model_head(loaded, class_names, writer.info.prompt_template))
@@ -191,6 +187,9 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         caption_batch_size: int, caption_length: int, on_decode_error: str, preprocess: str, feature_dtype: str,
         shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
+    from .pipeline import (Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, open_cache,
+                           parse_shard, run_folder)
+
     if not videos_dir.is_dir():
         raise click.ClickException(f"{videos_dir}: no such folder")
     try:
@@ -244,6 +243,8 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
 
     The model must be the cache's own (same name and tag, or the same checkpoint file).
     """
+    from .models import class_prompt, encode_texts
+
     names = _class_names(classes, class_file, manifest)
     if not names:
         raise click.UsageError("give classes with --classes, --class-file or --manifest")
@@ -283,6 +284,8 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
     The model (CoCa ViT-L/14 by default) is still needed for the projections, the class prompts and
     the captions' text features; no video is decoded.
     """
+    from .importer import import_published
+
     _check_cache_dir(cache_dir)
     loaded = _load(model_name, pretrained, model_configs, device, precision)
     names = _class_names(classes, None, manifest)

@@ -21,9 +21,9 @@ from torch import nn
 
 from t3al.cache import Head, ModelIdentity
 
+from .defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-DEFAULT_MODEL = "coca_ViT-L-14"
-DEFAULT_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
 PROMPT_TEMPLATE = "a video of action {}"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 

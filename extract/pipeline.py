@@ -24,11 +24,11 @@ from t3al.cache import (CacheError, CacheInfo, CacheReader, CacheWriter, DiskFul
                         safe_video_id)
 
 from .decode import DecodeError, FrameGeometry, FrameStream, VideoInfo, ffmpeg_binary, has_zscale, probe
+from .defaults import DECODE_ERROR_POLICIES
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features
 
 log = logging.getLogger("t3al.extract")
 TOOL_VERSION = "t3al-extract 1"
-DECODE_ERROR_POLICIES = ("fail", "keep")
 VIDEO_SUFFIXES = frozenset(".3g2 .3gp .asf .avi .flv .m2ts .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .webm "
                            ".wmv".split())
 

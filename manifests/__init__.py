@@ -5,6 +5,7 @@ Public API::
     Manifest.load(path) / .save(path) / .validate() / .split_classes(setting, i) / .evaluation_set(setting, i)
     from_thumos14_official(folder), from_t3al_json(path), from_thumos14_json(path), from_activitynet_json(path, ...)
     add_video_info(manifest, info), read_split_lists(root, dataset_folder, classes), read_class_list(path)
+    dataset_rules(dataset) -> DatasetRules(name, tious, preset)   # the one place per dataset family
 
 The format is documented in manifests/manifest.py and manifests/README.md.
 """
@@ -17,9 +18,13 @@ from .builders import (
     read_class_list,
     read_split_lists,
 )
+from .datasets import DATASETS, DatasetRules, dataset_rules
 from .manifest import FORMAT, SETTINGS, VERSION, EvaluationSet, Manifest, ManifestError, setting_name
 
 __all__ = [
+    "DATASETS",
+    "DatasetRules",
+    "dataset_rules",
     "FORMAT",
     "SETTINGS",
     "VERSION",

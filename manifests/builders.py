@@ -12,10 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from .datasets import THUMOS14, dataset_rules
 from .manifest import Manifest, ManifestError
 
-THUMOS14_TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
-ACTIVITYNET_TIOUS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 N_SPLITS = 10
 SPLIT_FOLDERS = {"75_25": "train_75_test_25", "50_50": "train_50_test_50"}
 _OFFICIAL_FILE = re.compile(r"^(?P<label>.+)_(?P<subset>val|test)\.txt$")
@@ -98,7 +97,7 @@ def from_thumos14_official(folder: str | Path, dataset: str = "thumos14") -> Man
             videos.setdefault(video, {"subset": _OFFICIAL_SUBSETS[match["subset"]], "duration": None, "fps": None})
             annotations.append({"video": video, "start": _float(parts[1], path, f"line {n}"),
                                 "end": _float(parts[2], path, f"line {n}"), "label": match["label"]})
-    return _manifest(dataset, dict(sorted(videos.items())), annotations, None, THUMOS14_TIOUS, str(folder))
+    return _manifest(dataset, dict(sorted(videos.items())), annotations, None, list(THUMOS14.tious), str(folder))
 
 
 def from_t3al_json(path: str | Path, dataset: str = "thumos14") -> Manifest:
@@ -118,7 +117,7 @@ def from_t3al_json(path: str | Path, dataset: str = "thumos14") -> Manifest:
         videos[video] = {"subset": _thumos_subset(video), "duration": _optional_positive(entry.get("duration_second")),
                          "fps": None}
         annotations += _segments(entry["annotations"], video, path)
-    return _manifest(dataset, videos, annotations, None, THUMOS14_TIOUS, str(path))
+    return _manifest(dataset, videos, annotations, None, list(THUMOS14.tious), str(path))
 
 
 def from_activitynet_json(path: str | Path, dataset: str = "activitynet", classes: Iterable[str] | None = None,
@@ -142,8 +141,7 @@ def from_activitynet_json(path: str | Path, dataset: str = "activitynet", classe
         videos[video] = {"subset": subset, "duration": _optional_positive(entry.get("duration")),
                          "fps": _optional_positive(entry.get("fps"))}
         annotations += _segments(entry.get("annotations", []), video, path)
-    tiou = ACTIVITYNET_TIOUS if dataset.lower().startswith("activitynet") else THUMOS14_TIOUS
-    return _manifest(dataset, videos, annotations, classes, tiou, str(path))
+    return _manifest(dataset, videos, annotations, classes, list(dataset_rules(dataset).tious), str(path))
 
 
 def from_thumos14_json(path: str | Path) -> Manifest:

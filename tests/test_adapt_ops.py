@@ -1,4 +1,4 @@
-"""METHOD.md's small steps on inputs small enough to check by hand."""
+"""The small steps of the method (docs/method.md) on inputs small enough to check by hand."""
 from __future__ import annotations
 
 import pytest

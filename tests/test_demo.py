@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from t3al.cache import CacheReader
-from t3al.demo.cli import METHODS, SETTINGS, DemoPlan, run_demo
+from t3al.demo.cli import EXPLANATION, METHODS, SETTINGS, DemoPlan, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,8 @@ def test_adaptation_changes_every_curve_and_the_detections(demo):
 def test_tables_and_report_are_written(demo):
     plan, summary, _ = demo
     assert "T3AL_0" in summary["table"] and "naive" in summary["table"]
+    assert summary["table"].count("mAP@0.3") == len(SETTINGS) and "<table>" not in summary["table"]
+    assert summary["table"].endswith(EXPLANATION) and EXPLANATION.split(":")[0] in (plan.out / "index.html").read_text()
     index = (plan.out / "index.html").read_text()
     assert all(f"{s} {m}" in index for s in SETTINGS for m in METHODS)
     assert (plan.run_dir("75_25", "T3AL") / "report" / "index.html").exists()

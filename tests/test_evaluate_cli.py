@@ -127,6 +127,6 @@ def test_detection_files_that_are_not_clean_csv_are_one_line_errors(files, tmp_p
 
 def test_negative_split_indices_and_plot_counts_are_refused(tmp_path):
     for args in (["setting", str(tmp_path), "-m", str(REPO / "manifests" / "thumos14.json"), "--split", "75_25",
-                  "--index", "-1"], ["report", str(tmp_path), "--plots", "-2"]):
+                  "--split-index", "-1"], ["report", str(tmp_path), "--plots", "-2"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and "Invalid value for" in result.output

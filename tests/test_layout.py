@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,29 @@ def test_folders_are_installed_under_t3al_only(tmp_path):
         f"    assert spec is None or not str(spec.origin).startswith({str(REPO)!r}), name\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_extract_and_demo_help_import_neither_torch_nor_open_clip():
+    """torch and open_clip load inside the commands, so --help answers in well under a second."""
+    code = ("import sys, t3al.extract.cli, t3al.demo.cli; "
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("target", ["test", "demo"])
+def test_make_targets_install_what_they_need_first(target, tmp_path):
+    """On a fresh machine (no torch importable) the pinned torch comes first, then t3al with its
+    test tools; TORCH= leaves torch to the user (another CUDA build)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    python = str(tmp_path / "fresh-python")  # not a Python: nothing is importable with it
+
+    def plan(*args: str) -> list[str]:
+        return subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), f"PYTHON={python}", *args, target],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+
+    lines = plan()
+    assert lines[0] == f"{python} -m pip install torch==2.14.1 torchvision==0.29.1"
+    assert lines[1] == f"{python} -m pip install -e '.[test]'"
+    assert not any("torch" in line for line in plan("TORCH="))

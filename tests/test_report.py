@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from t3al.evaluate import EvaluationError, format_table
+from t3al.evaluate import Detections, EvaluationError, GroundTruth, format_table
 from t3al.evaluate.cli import main
+from t3al.evaluate.html import pick_videos, video_ap
 from t3al.evaluate.plots import read_curve
 from t3al.manifests import Manifest
 
@@ -129,3 +130,59 @@ def test_report_escapes_every_text_it_takes_from_the_results(out_dir):
     page = (out / "report" / "index.html").read_text()
     assert evil not in page and page.count(html.escape(evil)) >= 5
     assert all(p.resolve().is_relative_to((out / "report").resolve()) for p in out.rglob("*.png"))
+
+
+def test_videos_are_picked_evenly_over_the_ranking_by_ap():
+    ap = {"a": 90.0, "b": 10.0, "c": 50.0, "d": 70.0, "e": 30.0}
+    assert pick_videos(ap, 3) == [("a", "best"), ("c", "median"), ("b", "worst")]
+    assert pick_videos(ap, 1) == [("c", "median")]
+    assert pick_videos(ap, 2) == [("a", "best"), ("b", "worst")]
+    assert [v for v, _ in pick_videos(ap, 9)] == ["a", "d", "c", "e", "b"]
+    assert pick_videos(ap, 0) == [] and pick_videos({}, 3) == []
+
+
+def test_video_ap_scores_each_video_on_its_own_true_classes():
+    truth = GroundTruth.from_records([{"video": "hit", "start": 0.0, "end": 10.0, "label": "Jump"},
+                                      {"video": "miss", "start": 0.0, "end": 10.0, "label": "Swim"}])
+    detections = Detections.from_records([{"video": "hit", "start": 0.0, "end": 10.0, "score": 0.9, "label": "Jump"},
+                                          {"video": "miss", "start": 20.0, "end": 30.0, "score": 0.9, "label": "Swim"},
+                                          {"video": "miss", "start": 0.0, "end": 10.0, "score": 0.8, "label": "Jump"}])
+    assert video_ap(detections, truth, TIOUS) == {"hit": 100.0, "miss": 0.0}
+
+
+def test_report_plots_best_median_and_worst_video_and_says_which_rule(tmp_path):
+    videos = {"v1": 8.0, "v2": 4.0, "v3": 0.0}  # a detection of [2, 10] s scores v1 best, v3 worst
+    manifest = Manifest("toy", ["Jump"], {v: {"subset": "test", "duration": 30.0, "fps": 2.0} for v in videos},
+                        [{"video": v, "start": start, "end": 10.0, "label": "Jump"} for v, start in videos.items()],
+                        {"75_25": [["Jump"]]}, TIOUS)
+    out = tmp_path / "out"
+    for v in [*videos, "v4"]:
+        _write_curve(out / "split_0" / "curves" / f"{v}.npz", "Jump", [[2.0, 10.0]], ["Jump"])
+    Detections.from_records([{"video": v, "start": 2.0, "end": 10.0, "score": 0.9, "label": "Jump"}
+                             for v in videos]).write_json(out / "split_0" / "detections.json")
+    (out / "results.json").write_text(json.dumps({
+        "setting": "75_25", "tiou": TIOUS, "splits": [{"index": 0, "classes": ["Jump"], "map": [1.0, 1.0], "avg": 1.0,
+                                                       "per_class": {"Jump": [1.0, 1.0]}}],
+        "mean": {"map": [1.0, 1.0], "avg": 1.0}, "std": {"map": [0.0, 0.0], "avg": 0.0}}))
+    manifest.save(tmp_path / "m.json")
+    assert CliRunner().invoke(main, ["report", str(out), "-m", str(tmp_path / "m.json"), "--plots", "3"]).exit_code == 0
+    page = (out / "report" / "index.html").read_text()
+    assert "spread over the ranking by per-video AP" in page
+    assert [p.stem for p in sorted((out / "report" / "img" / "split_0").glob("*.png"))] == ["v1", "v2", "v3"]
+    assert CliRunner().invoke(main, ["report", str(out), "-m", str(tmp_path / "m.json"), "--plot-videos", "v4",
+                                     "--html", str(tmp_path / "r" / "index.html")]).exit_code == 0
+    assert "the videos listed with --plot-videos" in (tmp_path / "r" / "index.html").read_text()
+    assert [p.stem for p in (tmp_path / "r" / "img" / "split_0").glob("*.png")] == ["v4"]
+
+
+def test_a_report_of_another_folder_is_not_replaced_without_overwrite(out_dir, tmp_path):
+    out, manifest = out_dir
+    page = tmp_path / "page.html"
+    assert CliRunner().invoke(main, ["report", str(out), "--html", str(page), "--plots", "0"]).exit_code == 0
+    assert CliRunner().invoke(main, ["report", str(out), "--html", str(page), "--plots", "0"]).exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text((out / "results.json").read_text())
+    refused = CliRunner().invoke(main, ["report", str(other), "--html", str(page)])
+    assert refused.exit_code == 1 and f"{page} holds another report" in refused.output
+    assert CliRunner().invoke(main, ["report", str(other), "--html", str(page), "--overwrite"]).exit_code == 0

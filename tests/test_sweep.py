@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from t3al.adapt import runner
-from t3al.adapt.cli import resolve_config
-from t3al.adapt.config import ConfigError
+from t3al.adapt.config import ConfigError, make_config
 from t3al.adapt.localizer import T3AL
-from t3al.adapt.pipeline import run_setting, run_settings
-from t3al.adapt.sweep import load_sweep, parse_sweep, resolve_rows, sweep_names
+from t3al.adapt.pipeline import run
+from t3al.adapt.spec import build_spec
+from t3al.adapt.sweep import load_sweep, parse_sweep, sweep_names
 from t3al.adapt.sweep_cli import main
 
 from conftest import write_toy_world
@@ -39,33 +39,36 @@ rows = [
 """
 
 
-def _resolve(values):
-    return resolve_config(None, None, "toy", values)
+def _resolve(sweep, common=None, preset="thumos14"):
+    """Each row's config over ``preset`` and the common settings, as the run spec resolves them."""
+    return {name: make_config(preset, layers=[("command line", common or {}), (f"row {name!r}", settings)])
+            for name, settings in sweep.rows.items()}
 
 
 @pytest.mark.parametrize("name", sweep_names())
 def test_every_shipped_sweep_resolves_on_both_presets_to_distinct_thumos14_configs(name):
     sweep = load_sweep(name)
     assert sweep.description and len(sweep.rows) >= 4
-    configs = resolve_rows(sweep, _resolve, {})
+    configs = _resolve(sweep)
     assert len(set(configs.values())) == len(configs)
-    resolve_rows(sweep, lambda values: resolve_config(None, None, "activitynet", values), {})
+    _resolve(sweep, preset="activitynet")
 
 
 def test_shipped_sweeps_cover_the_paper_tables():
     assert {"table1", "table5", "table6", "fig4"} <= set(sweep_names())
-    losses = resolve_rows(load_sweep("table5"), _resolve, {})
+    losses = _resolve(load_sweep("table5"))
     assert {(c.separation, c.representation) for c in losses.values()} == {
         ("bce", "none"), ("byol", "none"), ("none", "text"), ("byol", "text"), ("byol", "pairwise")}
-    oracles = resolve_rows(load_sweep("fig4"), _resolve, {})
+    oracles = _resolve(load_sweep("fig4"))
     assert oracles["all oracles"].oracle == ("class", "count", "selection") and oracles["T3AL"].oracle == ()
-    main_rows = resolve_rows(load_sweep("table1"), _resolve, {})
+    main_rows = _resolve(load_sweep("table1"))
     assert main_rows["naive VLM"].method == "naive" and main_rows["T3AL_0"].steps == 0
     assert main_rows["T3AL"].protocol == "reset" and main_rows["T3AL (public stream)"].protocol == "stream"
 
 
-def test_common_settings_apply_to_every_row_and_rows_win():
-    configs = resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {"steps": 7, "radius": 0})
+def test_common_settings_apply_to_every_row_and_rows_win(tmp_path):
+    cache = _world(tmp_path)
+    configs = build_spec(cache, options={"steps": 7, "radius": 0}, rows=parse_sweep(SWEEP, "toy", "toy").rows).configs
     assert configs["T=2"].steps == 2 and configs["naive"].steps == 7
     assert all(c.radius == 0 for c in configs.values())
 
@@ -84,20 +87,21 @@ def test_malformed_sweep_files_are_refused_with_the_reason(text, message):
         parse_sweep(text, "bad", "bad.toml")
 
 
-def test_a_bad_setting_names_its_row():
+def test_a_bad_setting_names_its_row(tmp_path):
     sweep = parse_sweep("rows = [{name = 'fine'}, {name = 'broken', k = 1}]", "mine", "mine.toml")
-    with pytest.raises(ConfigError, match="sweep mine, row 'broken': k must be"):
-        resolve_rows(sweep, _resolve, {})
+    with pytest.raises(ConfigError, match="^sweep mine, row 'broken': k must be a number >= 2, got 1$"):
+        build_spec(_world(tmp_path), rows=sweep.rows, rows_source="sweep mine, row")
 
 
 def test_sweep_rows_equal_separate_runs(tmp_path):
     cache = _world(tmp_path)
-    configs = resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {})
-    together = run_settings(cache, "75_25", configs, jobs=2)
-    for name, config in configs.items():
-        alone = run_setting(cache, "75_25", config)
+    rows = parse_sweep(SWEEP, "toy", "toy").rows
+    together = run(build_spec(cache, rows=rows, jobs=2))
+    for name, settings in rows.items():
+        spec = build_spec(cache, rows={name: settings}, jobs=1)
+        alone = run(spec)[name]
         assert together[name].document["splits"] == alone.document["splits"], name
-        assert together[name].document["run"]["config"] == config.to_dict()
+        assert together[name].document["run"]["config"] == spec.configs[name].to_dict()
 
 
 def test_each_video_is_read_once_per_split_for_all_reset_rows(tmp_path, monkeypatch):
@@ -105,9 +109,9 @@ def test_each_video_is_read_once_per_split_for_all_reset_rows(tmp_path, monkeypa
     reads = []
     load = runner._load
     monkeypatch.setattr(runner, "_load", lambda reader, video_id: reads.append(video_id) or load(reader, video_id))
-    configs = {name: config for name, config in resolve_rows(parse_sweep(SWEEP, "toy", "toy"), _resolve, {}).items()
-               if config.protocol == "reset"}
-    run_settings(cache, "75_25", configs, indices=[0])
+    rows = {name: settings for name, settings in parse_sweep(SWEEP, "toy", "toy").rows.items()
+            if settings.get("protocol") != "stream"}
+    run(build_spec(cache, rows=rows, indices=[0], jobs=1))
     assert sorted(reads) == ["v0", "v1", "v3", "v4"]  # the Jump and Throw videos, each read once for three rows
 
 
@@ -144,13 +148,14 @@ def test_shipped_sweep_runs_by_name_and_unknown_names_are_one_line_errors(tmp_pa
 
 def test_splits_share_a_videos_adaptation_and_match_separate_runs(tmp_path, monkeypatch):
     cache = _world(tmp_path)
-    config = resolve_config(None, None, "toy", {"steps": 3, "lr": 1e-2})
-    separate = [run_setting(cache, "75_25", config, indices=[i], out=tmp_path / f"alone{i}") for i in (0, 1)]
+    options = {"steps": 3, "lr": 1e-2}
+    separate = [run(build_spec(cache, options=options, indices=[i], rows={"r": {}}, jobs=1), {"r": tmp_path / f"alone{i}"})["r"]
+                for i in (0, 1)]
     adaptations = []
     adapt = T3AL.adapt
     monkeypatch.setattr(T3AL, "adapt", lambda self, video, *a, **k: adaptations.append(video.video_id)
                         or adapt(self, video, *a, **k))
-    together = run_setting(cache, "75_25", config, indices=[0, 1], out=tmp_path / "together")
+    together = run(build_spec(cache, options=options, indices=[0, 1], rows={"r": {}}, jobs=1), {"r": tmp_path / "together"})["r"]
     for i in (0, 1):
         alone = (tmp_path / f"alone{i}" / f"split_{i}" / "detections.csv").read_text()
         assert (tmp_path / "together" / f"split_{i}" / "detections.csv").read_text() == alone

@@ -1,0 +1,136 @@
+"""One stage-two run, resolved and validated once: cache, manifest, setting, splits, thresholds, configs.
+
+``t3al-adapt``, ``t3al-sweep`` and the benchmarks build a ``RunSpec`` with ``build_spec``; the
+pipeline and the runner only read it. Its names identify each configuration (``run_name``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from t3al.cache import CacheError, CacheReader
+from t3al.evaluate.splits import manifest_tious
+from t3al.manifests import EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
+
+from .config import AdaptConfig, ConfigError, make_config
+
+MAX_NAMED_CHANGES = 4  # settings spelled out in a run name; the hash tells the rest apart
+
+
+def default_jobs() -> int:
+    """The cores this process may use (the default of --jobs)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a stage-two run reads, resolved once: ``configs`` maps row names to configs."""
+
+    reader: CacheReader
+    manifest: Manifest
+    setting: str
+    indices: tuple[int, ...]
+    tious: tuple[float, ...]
+    preset: str
+    configs: dict[str, AdaptConfig]
+    seed: int = 0
+    jobs: int = 1
+    round_ap: bool = False
+
+    @property
+    def cache(self) -> Path:
+        return self.reader.root
+
+    def evaluation(self, index: int) -> EvaluationSet:
+        """What split ``index`` evaluates (unseen classes, their videos and ground truth)."""
+        return self.manifest.evaluation_set(self.setting, index)
+
+    def video_splits(self) -> int:
+        """Video-split pairs of the chosen splits, times the configs (the progress bar's total)."""
+        return len(self.configs) * sum(len(self.evaluation(i).videos) for i in self.indices)
+
+
+def load_manifest(reader: CacheReader, path: str | os.PathLike | None) -> Manifest:
+    """The manifest given on the command line, else the copy recorded in the cache."""
+    source = path or reader.manifest_path
+    if source is None:
+        raise CacheError(f"{reader.root}: the cache records no manifest; pass --manifest FILE")
+    return Manifest.load(source)
+
+
+def split_indices(manifest: Manifest, setting: str, indices: Sequence[int]) -> tuple[int, ...]:
+    """The chosen split indices (default: all) of a setting the manifest defines, checked."""
+    if setting not in manifest.splits:
+        raise ManifestError(f"--split {setting}: the manifest of {manifest.dataset} has no such setting "
+                            f"(has: {', '.join(manifest.splits) or 'none'})")
+    count = len(manifest.splits[setting])
+    wrong = [i for i in indices if not 0 <= i < count]
+    if wrong:
+        raise ManifestError(f"--split-index {wrong[0]}: setting {setting} has splits 0..{count - 1}")
+    return tuple(dict.fromkeys(indices)) or tuple(range(count))
+
+
+def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Sequence[int] = (),
+               manifest: str | os.PathLike | None = None, preset: str | None = None,
+               config_file: str | os.PathLike | None = None, options: Mapping[str, Any] | None = None,
+               rows: Mapping[str, Mapping[str, Any]] | None = None, rows_source: str = "row", seed: int = 0,
+               jobs: int | None = None, round_ap: bool = False) -> RunSpec:
+    """Open the cache and manifest, check the setting and splits, resolve every config.
+
+    Settings resolve as: ``preset`` (default: the manifest's dataset family's), ``config_file``,
+    ``options`` (the command line), then each of ``rows`` (name -> settings; one config per row).
+    Without ``rows`` the one config is named by ``run_name``.
+    """
+    reader = CacheReader(cache)
+    loaded = load_manifest(reader, manifest)
+    key = setting_name(setting)
+    chosen = split_indices(loaded, key, indices)
+    preset = preset or dataset_rules(loaded.dataset).preset
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
+    layers = [("command line", options or {})]
+    if rows is None:
+        config = make_config(preset, config_file, layers)
+        configs = {run_name(config, preset, seed): config}
+    else:
+        configs = {name: make_config(preset, config_file, [*layers, (f"{rows_source} {name!r}", settings)])
+                   for name, settings in rows.items()}
+    for index in chosen:
+        reader.head().prompt_index(loaded.split_classes(key, index))
+    return RunSpec(reader, loaded, key, chosen, manifest_tious(loaded), preset, configs, seed, jobs, round_ap)
+
+
+def shown_value(value: Any) -> str:
+    """A setting's value as run names and --help show it: on/off, a+b, mean, 1e-05."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return "+".join(value) or "none"
+    return "mean" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_changes(config: AdaptConfig, preset: str) -> list[str]:
+    """The settings in which ``config`` differs from ``preset``, as ``name=value`` (method left out)."""
+    base = make_config(preset).to_dict()
+    return [f"{name}={shown_value(value)}" for name, value in config.to_dict().items()
+            if name != "method" and value != base[name]]
+
+
+def config_hash(config: AdaptConfig, seed: int = 0) -> str:
+    """Six hex digits of the full resolved config and the seed: equal only for the same configuration."""
+    text = json.dumps({"config": config.to_dict(), "seed": seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def run_name(config: AdaptConfig, preset: str, seed: int = 0) -> str:
+    """The name of a configuration, as folder and row name: method, what differs from the preset,
+    the seed when not 0, and the config hash, e.g. ``t3al_steps=0_suppression=off_1f0c2a``."""
+    changes = config_changes(config, preset) + ([f"seed={seed}"] if seed else [])
+    if len(changes) > MAX_NAMED_CHANGES:
+        changes = changes[:MAX_NAMED_CHANGES] + [f"{len(changes) - MAX_NAMED_CHANGES}more"]
+    return "_".join([config.method, *changes, config_hash(config, seed)])

@@ -1,0 +1,5 @@
+"""Stage one's defaults and choices the CLI needs to build its options (kept apart so --help imports no torch)."""
+
+DEFAULT_MODEL = "coca_ViT-L-14"
+DEFAULT_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
+DECODE_ERROR_POLICIES = ("fail", "keep")  # a video with decoder errors or missing frames: refuse it, or cache it with warnings

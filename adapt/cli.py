@@ -15,11 +15,12 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
-from .config import CHOICES, AdaptConfig, ConfigError, make_config, preset_names
+from .config import CHOICES, AdaptConfig, ConfigError, dataset_preset, make_config, preset_names
 from .pipeline import load_manifest, run_setting
 
 HELP = {
-    "method": "t3al, or naive (the per-frame VLM baseline of the paper's Sec. 5.1).",
+    "method": "t3al, t3al0 (T=0, public per-dataset settings), freezad, adazad (FREEZAD.md; each sets its "
+              "own settings per dataset, see docs/freezad.md), or naive (the paper's per-frame VLM baseline).",
     "protocol": "reset: each video starts from the model (independent, parallel); "
                 "stream: the public code's one optimiser over the videos in order.",
     "implementation": "fast (re-associated products, default) or direct (full V @ Pv every step).",
@@ -45,7 +46,19 @@ HELP = {
     "label_rule": "pseudo: label = video pseudo-label (public code); argmax: per-region argmax (paper).",
     "naive_threshold": "Frame probability threshold of the naive baseline.",
     "oracle": "Ground-truth oracle (repeat): class, count, selection (paper Fig. 4).",
+    "scoring": "Segment score: region (q[y*] of the region mean, T3AL) or logoic (LogOIC x actionness, FreeZAD).",
+    "positives": "Positive samples: pool (spread over the top pool*K frames, T3AL) or peak (around the "
+                 "curve's argmax, AdaZAD; with --radius 0 the K frames nearest it).",
+    "peak_window": "Peak positives come from frames argmax - this ... argmax + this.",
+    "restore": "Stream protocol, after each video: before_last (back to before the last step, T3AL) or none "
+               "(every update carries over, AdaZAD).",
+    "project_visual": "Use the visual projection Pv; --no-project-visual: raw pre-projection features "
+                      "everywhere (the public Table 6 row and the public baseline's from_features path).",
 }
+
+DISPLAY = {"t3al": "T3AL", "t3al0": "T3AL_0", "freezad": "FreeZAD", "adazad": "AdaZAD"}
+UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
+                         "T3AL's preset values."}
 
 
 def _threshold(value: str | None) -> Any:
@@ -84,15 +97,14 @@ def resolve_config(preset: str | None, config_file: Path | None, dataset: str, o
     """Preset (default: from the manifest's dataset), then config file, then command-line options."""
     overrides = {k: (v or None) if isinstance(v, tuple) else v for k, v in options.items()}
     threshold = _threshold(overrides.pop("threshold", None))
-    config = make_config(preset or ("activitynet" if dataset.lower().startswith("activitynet") else "thumos14"),
-                         config_file, **overrides)
+    config = make_config(preset or dataset_preset(dataset), config_file, dataset, **overrides)
     if threshold is not None:
         config = config.replace(threshold=None if threshold == "mean" else threshold)
     return config
 
 
 def default_out(cache: Path, setting: str, config: AdaptConfig) -> Path:
-    name = "naive" if config.method == "naive" else f"t3al-T{config.steps}-{config.protocol}"
+    name = "naive" if config.method == "naive" else f"{config.method}-T{config.steps}-{config.protocol}"
     return Path("runs") / cache.resolve().name / setting_name(setting) / name
 
 
@@ -153,8 +165,10 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         click.echo(f"warning: {warning}", err=True)
     for problem in run.problems:
         click.echo(f"failed: {problem}", err=True)
-    name = "naive VLM" if config.method == "naive" else f"T3AL (T={config.steps}, {config.protocol})"
+    name = f"{DISPLAY[config.method]} (T={config.steps}, {config.protocol})" if config.method != "naive" else "naive VLM"
     click.echo(format_table({name: run.document}))
+    if config.method in UNPUBLISHED:
+        click.echo(f"note: {UNPUBLISHED[config.method]}")
     click.echo(f"results: {out / 'results.json'}")
     if run.problems and not allow_failures:
         click.echo(f"{len(run.problems)} video(s) failed; rerun with --allow-failures to accept", err=True)

@@ -10,13 +10,17 @@ from typing import Any
 
 PARAMETERS = ("visual", "text", "scale")
 ORACLES = ("class", "count", "selection")
+METHODS = ("t3al", "naive", "t3al0", "freezad", "adazad")
 CHOICES = {
-    "method": ("t3al", "naive"),
+    "method": METHODS,
     "protocol": ("reset", "stream"),
     "implementation": ("fast", "direct"),
     "separation": ("byol", "bce", "none"),
     "representation": ("text", "pairwise", "none"),
     "label_rule": ("pseudo", "argmax"),
+    "scoring": ("region", "logoic"),
+    "positives": ("pool", "peak"),
+    "restore": ("before_last", "none"),
     "adapt": PARAMETERS,
     "oracle": ORACLES,
 }
@@ -30,7 +34,7 @@ class ConfigError(ValueError):
 class AdaptConfig:
     """Every knob of METHOD.md; the defaults are the public code's THUMOS14 preset."""
 
-    method: str = "t3al"  # "t3al" or "naive" (the per-frame VLM baseline)
+    method: str = "t3al"  # a named method (preset of the settings below), or "naive" (per-frame VLM baseline)
     protocol: str = "reset"  # "reset": every video starts from the model; "stream": public code
     implementation: str = "fast"  # "fast" (re-associated products) or "direct" (full V @ Pv every step)
     steps: int = 60
@@ -55,11 +59,17 @@ class AdaptConfig:
     label_rule: str = "pseudo"  # "pseudo": label = y*, score = q[y*]; "argmax": label = argmax q
     naive_threshold: float = 0.8
     oracle: tuple[str, ...] = ()
+    scoring: str = "region"  # "region": q[y*] of the region mean (T3AL); "logoic": LogOIC x actionness (FreeZAD)
+    positives: str = "pool"  # "pool": spread over the top pool * K frames (T3AL); "peak": around the argmax (AdaZAD)
+    peak_window: int = 15  # positives come from frames argmax - this ... argmax + this
+    restore: str = "before_last"  # stream: parameters back to before the last step (T3AL), or "none" (AdaZAD)
+    project_visual: bool = True  # False: raw pre-projection features everywhere, no Pv (public Table 6 row)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
-        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule"):
+        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule",
+                     "scoring", "positives", "restore"):
             _choice(name, getattr(self, name), CHOICES[name])
         for name in ("adapt", "oracle"):
             _subset(name, getattr(self, name), CHOICES[name])
@@ -70,6 +80,7 @@ class AdaptConfig:
         _at_least("window", self.window, 0)
         _at_least("stride", self.stride, 0)
         _at_least("patience", self.patience, 0)
+        _at_least("peak_window", self.peak_window, 0)
         for name in ("lr", "visual_lr_scale", "weight_decay"):
             _at_least(name, getattr(self, name), 0.0)
         if not 0.0 <= self.smoothing < 1.0:
@@ -80,6 +91,8 @@ class AdaptConfig:
             raise ConfigError("separation and representation are both 'none': nothing to adapt with")
         if not self.adapt and self.steps > 0:
             raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model")
+        if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
+            raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt")
 
     def replace(self, **changes: Any) -> "AdaptConfig":
         """A copy with some fields changed (validated)."""
@@ -146,12 +159,34 @@ def file_values(path: str | Path) -> dict[str, Any]:
     return _check_keys(_read_toml(path.read_text(encoding="utf-8"), str(path)), str(path))
 
 
-def make_config(preset: str = "thumos14", file: str | Path | None = None, **overrides: Any) -> AdaptConfig:
-    """The one factory: a preset, then a config file, then explicit overrides (None = unset)."""
+def dataset_preset(dataset: str) -> str:
+    """The shipped preset of a manifest's dataset: activitynet for ActivityNet, else thumos14."""
+    return "activitynet" if dataset.lower().startswith("activitynet") else "thumos14"
+
+
+def method_values(method: str, dataset: str) -> dict[str, Any]:
+    """The settings a named method sets on a dataset (``t3al`` and ``naive`` set only their name).
+
+    Each named method is a TOML file in t3al.adapt.methods with one table per dataset preset.
+    """
+    source = resources.files("t3al.adapt.methods").joinpath(f"{method}.toml")
+    if not source.is_file():
+        return {"method": method}
+    tables = _read_toml(source.read_text(encoding="utf-8"), f"method {method}")
+    return _check_keys({**tables.get(dataset_preset(dataset), {}), "method": method}, f"method {method}")
+
+
+def make_config(preset: str = "thumos14", file: str | Path | None = None, dataset: str | None = None,
+                **overrides: Any) -> AdaptConfig:
+    """The one factory: a preset, the named method's settings for ``dataset`` (default: the
+    preset's), then a config file, then explicit overrides (None = unset)."""
     values: dict[str, Any] = dict(preset_values(preset))
-    if file is not None:
-        values.update(file_values(file))
-    values.update({k: v for k, v in _check_keys(overrides, "overrides").items() if v is not None})
+    given = file_values(file) if file is not None else {}
+    given.update({k: v for k, v in _check_keys(overrides, "overrides").items() if v is not None})
+    method = given.get("method", values.get("method", "t3al"))
+    _choice("method", method, METHODS)
+    values.update(method_values(method, dataset or preset))
+    values.update(given)
     try:
         return AdaptConfig(**values)
     except TypeError as err:

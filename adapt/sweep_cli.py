@@ -13,7 +13,7 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
-from .cli import resolve_config, run_options
+from .cli import UNPUBLISHED, resolve_config, run_options
 from .config import ConfigError
 from .pipeline import load_manifest, run_settings
 from .sweep import load_sweep, resolve_rows, sweep_names, write_tables
@@ -67,6 +67,9 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         click.echo(f"failed: {name}: {problem}", err=True)
     click.echo(sweep.description)
     click.echo(format_table(documents))
+    for name, config in configs.items():
+        if config.method in UNPUBLISHED:
+            click.echo(f"note: {name}: {UNPUBLISHED[config.method]}")
     click.echo(f"tables: {paths['markdown']}, {paths['csv']}; per-row results: {out}/<row>/results.json")
     if problems and not allow_failures:
         click.echo(f"{len(problems)} video-row(s) failed; rerun with --allow-failures to accept", err=True)

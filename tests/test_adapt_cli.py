@@ -97,3 +97,24 @@ def test_features_of_the_wrong_width_are_a_problem_naming_the_video(tmp_path):
     result = _invoke(cache, "--out", tmp_path / "out", "--steps", "1", "--split-index", "0")
     assert result.exit_code == 1
     assert "video v0: features have width 5, the head's visual_proj expects 8" in result.output
+
+
+def test_freezad_runs_as_a_method_with_its_own_settings_and_logit_scores(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = _invoke(cache, "--method", "freezad", "--split", "75_25", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "FreeZAD (T=0, reset)" in result.output and "unpublished" not in result.output
+    config = json.loads((out / "results.json").read_text())["run"]["config"]
+    assert (config["method"], config["steps"], config["scoring"], config["suppression"]) == ("freezad", 0, "logoic",
+                                                                                            False)
+    scores = [item["score"] for items in json.loads((out / "split_0" / "detections.json").read_text())["results"]
+              .values() for item in items]
+    assert scores and max(scores) > 1.0  # LogOIC x actionness is in logit units, not a probability
+
+
+def test_adazad_results_say_its_optimiser_settings_are_unpublished(tmp_path):
+    cache = _world(tmp_path)
+    result = _invoke(cache, "--method", "adazad", "--steps", "2", "--split-index", "0", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "AdaZAD (T=2, reset)" in result.output and "optimiser settings and step count are unpublished" in result.output

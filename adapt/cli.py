@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheReader
 from t3al.evaluate import EvaluationError
+from t3al.evaluate.detection import TIOU_SETS, describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
@@ -125,6 +126,9 @@ def run_options(command):
         click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id)."),
         click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes across videos (joblib)."),
         click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
+        click.option("--tiou", "tiou_set", type=click.Choice(list(TIOU_SETS)),
+                     help="Named tIoU set of the table; default: the manifest's thresholds. activitynet-public: "
+                          "0.5, 0.75, 0.95 only, the public T3AL script's ActivityNet Avg."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
     ]
@@ -139,8 +143,8 @@ def run_options(command):
               help="Output folder; default runs/<cache>/<split>/<method>.")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int, out: Path | None, round_ap: bool, allow_failures: bool,
-         progress: bool, **options: Any) -> None:
+         config_file: Path | None, seed: int, jobs: int, out: Path | None, round_ap: bool, tiou_set: str | None,
+         allow_failures: bool, progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
@@ -158,7 +162,8 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         chosen = list(indices) or list(range(len(manifest.splits.get(key, []))))
         total = sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
         with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar:
-            run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update)
+            run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
+                              TIOU_SETS.get(tiou_set))
     except (CacheError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     for warning in run.warnings:
@@ -167,6 +172,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         click.echo(f"failed: {problem}", err=True)
     name = f"{DISPLAY[config.method]} (T={config.steps}, {config.protocol})" if config.method != "naive" else "naive VLM"
     click.echo(format_table({name: run.document}))
+    click.echo(describe_tious(run.document["tiou"]))
     if config.method in UNPUBLISHED:
         click.echo(f"note: {UNPUBLISHED[config.method]}")
     click.echo(f"results: {out / 'results.json'}")

@@ -97,12 +97,15 @@ def run_setting(
     out: str | os.PathLike | None = None,
     round_ap: bool = False,
     on_video: Callable[[int], None] = lambda n: None,
+    tious: Sequence[float] | None = None,
 ) -> SettingRun:
     """Localize and evaluate splits of ``setting``; write outputs under ``out`` when given.
 
     All splits run together, so a video's splits can share work; the files are written at the end.
+    ``tious`` default to the manifest's thresholds.
     """
-    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video)[0]
+    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video,
+                     tious=tious)[0]
 
 
 def run_settings(
@@ -117,24 +120,26 @@ def run_settings(
     round_ap: bool = False,
     on_video: Callable[[int], None] = lambda n: None,
     curves: bool = True,
+    tious: Sequence[float] | None = None,
 ) -> dict[str, SettingRun]:
     """``run_setting`` for several named configs at once, each video read once for all splits and
     configs; config ``name`` writes its files under ``out/name``."""
     folders = [Path(out) / name if out is not None else None for name in configs]
     runs = _run_many(cache, setting, list(configs.values()), folders, manifest_path, indices, seed, jobs, round_ap,
-                     on_video, curves)
+                     on_video, curves, tious)
     return dict(zip(configs, runs))
 
 
 def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig], folders: list,
               manifest_path: str | os.PathLike | None, indices: Sequence[int] | None, seed: int, jobs: int,
-              round_ap: bool, on_video: Callable[[int], None], curves: bool = True) -> list[SettingRun]:
+              round_ap: bool, on_video: Callable[[int], None], curves: bool = True,
+              tious: Sequence[float] | None = None) -> list[SettingRun]:
     """The split loop shared by ``run_setting`` and ``run_settings``."""
     reader = CacheReader(cache)
     manifest = load_manifest(reader, manifest_path)
     key = setting_name(setting)
     indices = list(indices) if indices is not None else list(range(len(manifest.splits.get(key, []))))
-    tious = manifest_tious(manifest)
+    tious = tuple(tious) if tious else manifest_tious(manifest)
     folders = [Path(f) if f is not None else None for f in folders]
     for config, folder in zip(configs, folders):
         if folder is not None:

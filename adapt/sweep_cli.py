@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheReader
 from t3al.evaluate import EvaluationError
+from t3al.evaluate.detection import TIOU_SETS, describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
@@ -29,7 +30,7 @@ from .sweep import load_sweep, resolve_rows, sweep_names, write_tables
 @run_options
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
          preset: str | None, config_file: Path | None, seed: int, jobs: int, out: Path | None, curves: bool,
-         round_ap: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
+         round_ap: bool, tiou_set: str | None, allow_failures: bool, progress: bool, **options: Any) -> None:
     """Run every row (configuration) of a sweep on the splits of a setting and tabulate them.
 
     A sweep is a TOML file of rows, each a name and the settings it changes. Settings resolve
@@ -54,7 +55,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         total = len(configs) * sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
         with tqdm(total=total, unit="video-row", disable=not progress, desc=f"{sweep.name} {key}") as bar:
             runs = run_settings(cache, key, configs, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
-                                curves)
+                                curves, TIOU_SETS.get(tiou_set))
         documents = {name: run.document for name, run in runs.items()}
         paths = write_tables(documents, out)
     except (CacheError, ConfigError, ManifestError, EvaluationError) as err:
@@ -67,6 +68,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         click.echo(f"failed: {name}: {problem}", err=True)
     click.echo(sweep.description)
     click.echo(format_table(documents))
+    click.echo(describe_tious(next(iter(documents.values()))["tiou"]))
     for name, config in configs.items():
         if config.method in UNPUBLISHED:
             click.echo(f"note: {name}: {UNPUBLISHED[config.method]}")

@@ -24,6 +24,15 @@ from .tables import Detections, EvaluationError, GroundTruth
 
 THUMOS14_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_TIOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
+ACTIVITYNET_PUBLIC_TIOUS = (0.5, 0.75, 0.95)  # the public T3AL script's ActivityNet "Avg" is over these only
+TIOU_SETS = {"thumos14": THUMOS14_TIOUS, "activitynet": ACTIVITYNET_TIOUS, "activitynet-public": ACTIVITYNET_PUBLIC_TIOUS}
+
+
+def describe_tious(tious: Sequence[float]) -> str:
+    """The thresholds a table averages over, with the name of their set when they form one."""
+    rounded = tuple(round(float(t), 4) for t in tious)
+    name = next((n for n, values in TIOU_SETS.items() if tuple(round(v, 4) for v in values) == rounded), "custom")
+    return f"tIoU set {name}: {', '.join(f'{t:g}' for t in rounded)}"
 
 
 def default_tious(dataset: str) -> tuple[float, ...]:

@@ -118,3 +118,14 @@ def test_adazad_results_say_its_optimiser_settings_are_unpublished(tmp_path):
     result = _invoke(cache, "--method", "adazad", "--steps", "2", "--split-index", "0", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "AdaZAD (T=2, reset)" in result.output and "optimiser settings and step count are unpublished" in result.output
+
+
+def test_a_named_tiou_set_replaces_the_manifests_thresholds_and_is_printed(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = _invoke(cache, "--steps", "0", "--split-index", "0", "--tiou", "activitynet-public", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["tiou"] == [0.5, 0.75, 0.95]
+    assert "tIoU set activitynet-public: 0.5, 0.75, 0.95" in result.output
+    default = _invoke(cache, "--steps", "0", "--split-index", "0", "--out", tmp_path / "default")
+    assert "tIoU set custom: 0.3, 0.5, 0.7" in default.output  # the toy manifest's own thresholds

@@ -43,6 +43,19 @@ def test_score_is_the_default_command_and_writes_json(files, tmp_path):
     assert "no detections for B" in result.output
 
 
+def test_public_activitynet_set_averages_over_three_thresholds_and_is_named(files, tmp_path):
+    gt, dets, classes = files
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, [str(dets), "-g", str(gt), "--classes", str(classes),
+                                       "--tiou", "activitynet-public", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tiou"] == [0.5, 0.75, 0.95] and data["avg"] == pytest.approx(sum(data["map"]) / 3)
+    assert "tIoU set activitynet-public: 0.5, 0.75, 0.95" in result.output
+    custom = CliRunner().invoke(main, [str(dets), "-g", str(gt), "--classes", str(classes), "--tiou", "0.5,0.7"])
+    assert "tIoU set custom: 0.5, 0.7" in custom.output
+
+
 def test_round_flag_rounds_class_ap(files, tmp_path):
     gt, dets, classes = files
     out = tmp_path / "r.json"

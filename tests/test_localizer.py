@@ -426,3 +426,19 @@ def test_without_visual_projection_a_model_whose_dv_is_not_e_is_refused(tmp_path
     _check_widths(_head(), [AdaptConfig(project_visual=False)])
     with pytest.raises(ConfigError, match="Dv equals E"):
         _check_widths(_head(dv=WIDTH, e=4), [AdaptConfig(project_visual=False)])
+
+
+def test_naive_baseline_on_pre_projection_features_skips_pv(tmp_path):
+    from t3al.cache import CacheInfo, CacheReader, CacheWriter, ModelIdentity
+
+    cache = write_tiny_cache(tmp_path / "cache", {"v": synthetic_features(n=200, actions=((50, 150, 1),))},
+                             ["A", "B", "C"])
+    head = CacheReader(cache).head()
+    swap = np.eye(WIDTH, dtype=np.float32)[[0, 2, 1] + list(range(3, WIDTH))]  # Pv swaps the B and C axes
+    head.visual_proj = swap
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")).write_head(head)
+    naive = AdaptConfig(method="naive", naive_threshold=0.5)
+    projected = localize_split(str(cache), ["v"], ["A", "B", "C"], naive).results[0]
+    raw = localize_split(str(cache), ["v"], ["A", "B", "C"], naive.replace(project_visual=False)).results[0]
+    assert set(projected.labels) == {2} and set(raw.labels) == {1}
+    assert projected.segments == raw.segments

@@ -151,6 +151,8 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
         if output:
             output.write_text(text + "\n")
         click.echo(text)
+        if fmt == "terminal":
+            click.echo(describe_tious(next(iter(rows.values()))["tiou"]))
 
 
 @main.command("report")

@@ -117,6 +117,8 @@ def test_table_renders_markdown_and_csv(tmp_path):
     assert "| T3AL | 20.00 ± 2.00 | 10.00 ± 1.00 | 15.00 ± 1.50 |" in markdown
     csv_text = runner.invoke(main, ["table", str(tmp_path / "a.json"), "--format", "csv", "--columns", "0.5"]).output
     assert csv_text.splitlines() == ["method,mAP@0.5,mAP@0.5_std,Avg,Avg_std", "a,10.0000,1.0000,15.0000,1.5000"]
+    terminal = runner.invoke(main, ["table", str(tmp_path / "a.json")]).output
+    assert terminal.rstrip().endswith("tIoU set custom: 0.3, 0.5")  # the set Avg is over, under the table
 
 
 def test_help_explains_the_modes():

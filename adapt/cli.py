@@ -16,7 +16,7 @@ from t3al.evaluate.detection import TIOU_SETS, describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
-from .config import CHOICES, AdaptConfig, ConfigError, dataset_preset, make_config, preset_names
+from .config import CHOICES, UNPUBLISHED, AdaptConfig, ConfigError, dataset_preset, make_config, preset_names
 from .pipeline import load_manifest, run_setting
 
 HELP = {
@@ -58,8 +58,6 @@ HELP = {
 }
 
 DISPLAY = {"t3al": "T3AL", "t3al0": "T3AL_0", "freezad": "FreeZAD", "adazad": "AdaZAD"}
-UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
-                         "T3AL's preset values."}
 
 
 def _threshold(value: str | None) -> Any:

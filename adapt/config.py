@@ -11,6 +11,8 @@ from typing import Any
 PARAMETERS = ("visual", "text", "scale")
 ORACLES = ("class", "count", "selection")
 METHODS = ("t3al", "naive", "t3al0", "freezad", "adazad")
+UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
+                         "T3AL's preset values."}  # printed, and kept in results.json, with these methods' results
 CHOICES = {
     "method": METHODS,
     "protocol": ("reset", "stream"),

@@ -16,7 +16,7 @@ from t3al.evaluate import Detections, evaluate_detections
 from t3al.evaluate.splits import manifest_tious, results_document, split_ground_truth
 from t3al.manifests import Manifest, setting_name
 
-from .config import AdaptConfig
+from .config import UNPUBLISHED, AdaptConfig
 from .runner import SplitWork, Truths, detection_rows, localize_splits
 from .video import VideoProblem, VideoResult
 
@@ -50,10 +50,13 @@ def code_version() -> str:
 
 
 def run_record(reader: CacheReader, config: AdaptConfig, seed: int, manifest: Manifest) -> dict:
-    """Everything needed to rerun a results file exactly."""
-    return {"config": config.to_dict(), "seed": seed, "cache": {"path": str(reader.root.resolve()),
-            "model": reader.info.model.key(), "schema_version": reader.info.schema_version},
-            "manifest": manifest.dataset, "code_version": code_version()}
+    """Everything needed to rerun a results file exactly (and, for AdaZAD, what is not published)."""
+    record = {"config": config.to_dict(), "seed": seed, "cache": {"path": str(reader.root.resolve()),
+              "model": reader.info.model.key(), "schema_version": reader.info.schema_version},
+              "manifest": manifest.dataset, "code_version": code_version()}
+    if config.method in UNPUBLISHED:
+        record["note"] = UNPUBLISHED[config.method]
+    return record
 
 
 def _truths(manifest: Manifest, setting: str, index: int) -> Truths:

@@ -14,8 +14,8 @@ from t3al.evaluate.detection import TIOU_SETS, describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
-from .cli import UNPUBLISHED, resolve_config, run_options
-from .config import ConfigError
+from .cli import resolve_config, run_options
+from .config import UNPUBLISHED, ConfigError
 from .pipeline import load_manifest, run_settings
 from .sweep import load_sweep, resolve_rows, sweep_names, write_tables
 

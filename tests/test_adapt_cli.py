@@ -118,6 +118,7 @@ def test_adazad_results_say_its_optimiser_settings_are_unpublished(tmp_path):
     result = _invoke(cache, "--method", "adazad", "--steps", "2", "--split-index", "0", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "AdaZAD (T=2, reset)" in result.output and "optimiser settings and step count are unpublished" in result.output
+    assert "unpublished" in json.loads((tmp_path / "out" / "results.json").read_text())["run"]["note"]
 
 
 def test_a_named_tiou_set_replaces_the_manifests_thresholds_and_is_printed(tmp_path):

@@ -420,7 +420,7 @@ def test_without_visual_projection_x_is_the_raw_features_and_pv_never_adapts():
         AdaptConfig(project_visual=False, adapt=("visual",))
 
 
-def test_without_visual_projection_a_model_whose_dv_is_not_e_is_refused(tmp_path):
+def test_without_visual_projection_a_model_whose_dv_is_not_e_is_refused():
     from t3al.adapt.runner import _check_widths
 
     _check_widths(_head(), [AdaptConfig(project_visual=False)])

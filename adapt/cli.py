@@ -12,15 +12,18 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError
 from t3al.evaluate import EvaluationError
+from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
-from t3al.manifests import ManifestError
+from t3al.manifests import TIOU_SETS, ManifestError
 
-from .config import CHOICES, DEFAULT_PRESET, AdaptConfig, ConfigError, make_config, preset_names
+from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
 from .pipeline import OutputError, SettingRun, run
 from .spec import RunSpec, build_spec, default_jobs, shown_value
 
 HELP = {
-    "method": "t3al, or naive (the per-frame VLM baseline of the paper's Sec. 5.1).",
+    "method": "t3al, naive (the paper's per-frame VLM baseline), or a named method: t3al0 (T=0, public "
+              "per-dataset settings), freezad, adazad (docs/freezad.md). A named method sets its settings for "
+              "the preset; --config and the other options apply over them.",
     "protocol": "reset: each video starts from the model (independent, parallel); "
                 "stream: the public code's one optimiser over the videos in order.",
     "implementation": "fast (re-associated products) or direct (full V @ Pv every step, as the public code).",
@@ -46,8 +49,15 @@ HELP = {
     "label_rule": "pseudo: label = video pseudo-label (public code); argmax: per-region argmax (paper).",
     "naive_threshold": "Frame probability threshold of the naive baseline.",
     "oracle": "Ground-truth oracle (repeat): class, count, selection (paper Fig. 4).",
+    "scoring": "Segment score: region (q[y*] of the region mean, T3AL) or logoic (LogOIC x actionness, FreeZAD).",
+    "positives": "Positive samples: pool (spread over the top pool*K frames, T3AL) or peak (around the "
+                 "curve's argmax, AdaZAD; with --radius 0 the K frames nearest it).",
+    "peak_window": "Peak positives come from frames argmax - this ... argmax + this.",
+    "restore": "Stream protocol, after each video: before_last (back to before the last step, T3AL) or none "
+               "(every update carries over, AdaZAD).",
+    "project_visual": "Use the visual projection Pv; --no-project-visual: raw pre-projection features "
+                      "everywhere (the public Table 6 row and the public baseline's from_features path).",
 }
-
 
 class ThresholdType(click.ParamType):
     """A proposal threshold: a number, or 'mean' (frames above the curve's mean)."""
@@ -126,6 +136,9 @@ def run_options(command):
                      help="Replace an output folder that holds another configuration's results "
                           "(a rerun of the same configuration replaces its own without it)."),
         click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
+        click.option("--tiou", "tiou_set", type=click.Choice(list(TIOU_SETS)),
+                     help="Named tIoU set of the table; default: the manifest's thresholds. activitynet-public: "
+                          "0.5, 0.75, 0.95 only, the public T3AL script's ActivityNet Avg."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
     ]
@@ -149,13 +162,21 @@ def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[s
     return problems
 
 
+def report_notes(spec: RunSpec) -> None:
+    """Print what is unpublished about a config's method (AdaZAD's optimiser settings), per row."""
+    label = (lambda name: f"{name}: ") if len(spec.configs) > 1 else (lambda name: "")
+    for name, config in spec.configs.items():
+        if config.method in UNPUBLISHED:
+            click.echo(f"note: {label(name)}{UNPUBLISHED[config.method]}")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output folder; default runs/<cache>/<split>/<run name> (the name printed with the table).")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
          config_file: Path | None, seed: int, jobs: int | None, overwrite: bool, out: Path | None, round_ap: bool,
-         allow_failures: bool, progress: bool, **options: Any) -> None:
+         tiou_set: str | None,         allow_failures: bool, progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
@@ -170,7 +191,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
     try:
         spec = build_spec(cache, setting, indices=indices, manifest=manifest_path, preset=preset,
                           config_file=config_file, options=setting_options(options), seed=seed, jobs=jobs,
-                          round_ap=round_ap)
+                          round_ap=round_ap, tiou_set=tiou_set)
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
         with tqdm(total=spec.video_splits(), unit="video", disable=not progress, desc=spec.setting) as bar:
@@ -179,6 +200,8 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))
+    click.echo(describe_tious(spec.tious))
+    report_notes(spec)
     click.echo(f"results: {folders[name] / 'results.json'}")
     if problems and not allow_failures:
         click.echo(f"{len(problems)} video(s) failed; rerun with --allow-failures to accept", err=True)

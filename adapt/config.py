@@ -12,13 +12,27 @@ from typing import Any, Mapping, Sequence
 
 PARAMETERS = ("visual", "text", "scale")
 ORACLES = ("class", "count", "selection")
+
+
+def _toml_names(package: str) -> list[str]:
+    """Names of the TOML files shipped in ``package`` (presets, named methods)."""
+    return sorted(p.name[: -len(".toml")] for p in resources.files(package).iterdir() if p.name.endswith(".toml"))
+
+
+NAMED_METHODS = tuple(_toml_names("t3al.adapt.methods"))  # settings over a preset, one table per preset
+METHODS = ("t3al", "naive", *NAMED_METHODS)
+UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
+                         "T3AL's preset values."}  # printed, and kept in results.json, with these methods' results
 CHOICES = {
-    "method": ("t3al", "naive"),
+    "method": METHODS,
     "protocol": ("reset", "stream"),
     "implementation": ("fast", "direct"),
     "separation": ("byol", "bce", "none"),
     "representation": ("text", "pairwise", "none"),
     "label_rule": ("pseudo", "argmax"),
+    "scoring": ("region", "logoic"),
+    "positives": ("pool", "peak"),
+    "restore": ("before_last", "none"),
     "adapt": PARAMETERS,
     "oracle": ORACLES,
 }
@@ -56,7 +70,7 @@ _DEFAULTS = _read_preset(DEFAULT_PRESET)
 class AdaptConfig:
     """Every setting of stage two, validated; the defaults are the thumos14 preset (docs/method.md)."""
 
-    method: str = "t3al"  # "t3al" or "naive" (the per-frame VLM baseline)
+    method: str = "t3al"  # "t3al", "naive" (per-frame VLM baseline) or a named method (its settings over the preset)
     protocol: str = "reset"  # "reset": every video starts from the model; "stream": public code
     implementation: str = "fast"  # "fast" (re-associated products) or "direct" (full V @ Pv every step)
     steps: int = _DEFAULTS["steps"]
@@ -81,6 +95,11 @@ class AdaptConfig:
     label_rule: str = "pseudo"  # "pseudo": label = y*, score = q[y*]; "argmax": label = argmax q
     naive_threshold: float = 0.8
     oracle: tuple[str, ...] = ()
+    scoring: str = "region"  # "region": q[y*] of the region mean (T3AL); "logoic": LogOIC x actionness (FreeZAD)
+    positives: str = "pool"  # "pool": spread over the top pool * K frames (T3AL); "peak": around the argmax (AdaZAD)
+    peak_window: int = 15  # positives come from frames argmax - this ... argmax + this
+    restore: str = "before_last"  # stream: parameters back to before the last step (T3AL), or "none" (AdaZAD)
+    project_visual: bool = True  # False: raw pre-projection features everywhere, no Pv (public Table 6 row)
 
     def __post_init__(self) -> None:
         if self.threshold == "mean":
@@ -89,7 +108,8 @@ class AdaptConfig:
             _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
-        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule"):
+        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule",
+                     "scoring", "positives", "restore"):
             _choice(name, getattr(self, name), CHOICES[name])
         for name in ("adapt", "oracle"):
             _subset(name, getattr(self, name), CHOICES[name])
@@ -100,6 +120,7 @@ class AdaptConfig:
         _at_least("window", self.window, 0)
         _at_least("stride", self.stride, 0)
         _at_least("patience", self.patience, 0)
+        _at_least("peak_window", self.peak_window, 0)
         for name in ("lr", "visual_lr_scale", "weight_decay"):
             _at_least(name, getattr(self, name), 0.0)
         _within("smoothing", self.smoothing, 0.0, 1.0, "[0, 1)", upper_open=True)
@@ -111,6 +132,9 @@ class AdaptConfig:
             raise ConfigError("separation and representation are both 'none': nothing to adapt with", "separation")
         if not self.adapt and self.steps > 0:
             raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model", "adapt")
+        if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
+            raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt",
+                              "project_visual")
 
     def replace(self, **changes: Any) -> "AdaptConfig":
         """A copy with some fields changed (validated)."""
@@ -174,8 +198,7 @@ def _within(name: str, value: float, low: float, high: float, text: str, upper_o
 
 def preset_names() -> list[str]:
     """Names of the shipped presets (TOML files in t3al.adapt.configs)."""
-    folder = resources.files("t3al.adapt.configs")
-    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return _toml_names("t3al.adapt.configs")
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -201,21 +224,45 @@ def file_values(path: str | Path) -> dict[str, Any]:
     return _check_keys(_read_toml(path.read_text(encoding="utf-8"), str(path)), str(path))
 
 
+def method_values(method: str, preset: str) -> dict[str, Any]:
+    """The settings a named method sets over ``preset`` (``t3al`` and ``naive`` set only their name).
+
+    Each named method is a TOML file in t3al.adapt.methods with one table per dataset preset.
+    """
+    if method not in NAMED_METHODS:
+        return {"method": method}
+    text = resources.files("t3al.adapt.methods").joinpath(f"{method}.toml").read_text(encoding="utf-8")
+    tables = _read_toml(text, f"method {method}")
+    if preset not in tables:
+        raise ConfigError(f"method {method} has no settings for preset {preset} "
+                          f"(has: {', '.join(tables)})", "method")
+    return _check_keys({**tables[preset], "method": method}, f"method {method}")
+
+
 Layer = tuple[str, Mapping[str, Any]]  # (where the settings come from, settings; None = unset)
 
 
 def make_config(preset: str = DEFAULT_PRESET, file: str | Path | None = None, layers: Sequence[Layer] = (),
                 **overrides: Any) -> AdaptConfig:
-    """The one factory: a preset, then a config file, then each layer (e.g. the command line, a
-    sweep row), then ``overrides``. A bad value is one line naming the setting and where it came from."""
+    """The one factory: a preset, the named method's settings for that preset, then a config file,
+    then each layer (e.g. the command line, a sweep row), then ``overrides``. The method is the last
+    one any of them names. A bad value is one line naming the setting and where it came from."""
     given = [(f"preset {preset}", preset_values(preset))]
     if file is not None:
         given.append((str(file), file_values(file)))
     given += [*layers, ("overrides", overrides)]
+    given = [(source, _check_keys({k: v for k, v in settings.items() if v is not None}, source))
+             for source, settings in given]
+    source, method = next(((s, v["method"]) for s, v in reversed(given) if "method" in v),
+                          ("default", AdaptConfig.method))
+    try:
+        _choice("method", method, METHODS)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}", "method") from None
+    given.insert(1, (f"method {method}", method_values(method, preset)))
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for source, settings in given:
-        chosen = _check_keys({k: v for k, v in settings.items() if v is not None}, source)
+    for source, chosen in given:
         values.update(chosen)
         origin.update(dict.fromkeys(chosen, source))
     try:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .config import AdaptConfig
+from .freezad import freezad_scores, peak_samples
 from .losses import adaptation_loss, loss_gradients
 from .ops import (
     consensus_keep,
@@ -22,14 +23,18 @@ from .video import GroundTruthHint, VideoInput, VideoResult
 
 _PARAMETER_NAMES = {"visual": "visual_proj", "text": "text_projection", "scale": "logit_scale"}
 # Settings read only after adaptation (steps 3-5); configs differing only in these share it.
-PROPOSAL_FIELDS = ("normalize", "threshold", "stride", "suppression", "beta", "label_rule", "naive_threshold")
+PROPOSAL_FIELDS = ("normalize", "threshold", "stride", "suppression", "beta", "label_rule", "naive_threshold",
+                   "scoring")
 _PROPOSAL_DEFAULTS = {name: getattr(AdaptConfig(), name) for name in PROPOSAL_FIELDS}
 
 
 def adaptation_key(config: AdaptConfig) -> AdaptConfig:
     """``config`` with its proposal-only settings (and the count oracle) reset: configs with the
-    same key adapt identically on a video, so one adaptation serves them all."""
-    return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"))
+    same key adapt identically on a video, so one adaptation serves them all. The method's name
+    only labels its settings, and the stream's restore rule does not matter with per-video reset."""
+    return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"),
+                          method="naive" if config.method == "naive" else "t3al",
+                          restore=config.restore if config.protocol == "stream" else "before_last")
 
 
 class Projections(torch.nn.Module):
@@ -55,7 +60,7 @@ def make_optimizer(params: Projections, config: AdaptConfig) -> torch.optim.Adam
 
     The fused kernel applies the same update as the loop version, about three times faster.
     """
-    chosen = {_PARAMETER_NAMES[name] for name in config.adapt}
+    chosen = {_PARAMETER_NAMES[name] for name in config.adapt if name != "visual" or config.project_visual}
     for name, p in params.named_parameters():
         p.requires_grad_(name in chosen)
     groups = [
@@ -230,6 +235,8 @@ class T3AL:
         if hint is not None and "selection" in cfg.oracle:
             return _oracle_samples(hint.inside, cfg.k, cfg.radius, generator)
         sim = moving_average(sim, cfg.window)
+        if cfg.positives == "peak":
+            return peak_samples(sim, cfg.k, cfg.pool, cfg.peak_window, cfg.radius, generator)
         return select_samples(sim, cfg.k, cfg.pool, cfg.radius, generator)
 
     @torch.no_grad()
@@ -242,8 +249,8 @@ class T3AL:
         class_embeddings = class_features @ params.text_projection
         e = l2norm(class_embeddings[label])
         scale = params.logit_scale.exp()
-        sim = scale * (l2norm(residual) @ e)
-        sim = moving_average(sim, cfg.window)
+        raw = scale * (l2norm(residual) @ e)
+        sim = moving_average(raw, cfg.window)
         warnings = []
         if cfg.normalize:
             if sim.max() <= sim.min():
@@ -265,6 +272,8 @@ class T3AL:
             chosen = label if cfg.label_rule == "pseudo" else int(q.argmax())
             labels.append(chosen)
             scores.append(float(q[chosen]))
+        if cfg.scoring == "logoic":
+            scores = freezad_scores(raw, residual, segments)
         return VideoResult(
             video_id=video.video_id,
             pseudo_label=label,

@@ -64,11 +64,14 @@ def select_samples(
     is that short.
     """
     n = sim.numel()
-    if pool * k >= n:
-        positives = negatives = torch.arange(n)
-    else:
-        positives, negatives = highest(sim, pool * k), highest(-sim, pool * k, ties_late=True)
+    positives, negatives = candidates(sim, pool * k), candidates(-sim, pool * k, ties_late=True)
     return pick_samples(positives, k, n, radius, generator), pick_samples(negatives, k, n, radius, generator)
+
+
+def candidates(x: torch.Tensor, count: int, ties_late: bool = False) -> torch.Tensor:
+    """The ``count`` highest frames of x in frame order (see ``highest``), or every frame when
+    the video has no more than ``count``."""
+    return torch.arange(x.numel()) if count >= x.numel() else highest(x, count, ties_late)
 
 
 def highest(x: torch.Tensor, count: int, ties_late: bool = False) -> torch.Tensor:

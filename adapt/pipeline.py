@@ -15,7 +15,7 @@ import numpy as np
 from t3al.evaluate import Detections
 from t3al.evaluate.splits import evaluate_setting
 
-from .config import AdaptConfig
+from .config import UNPUBLISHED, AdaptConfig
 from .runner import SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
 from .video import VideoProblem, VideoResult
@@ -49,11 +49,14 @@ def code_version() -> str:
 
 
 def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
-    """Everything needed to rerun a results file exactly."""
-    return {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting,
-            "cache": {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
-                      "schema_version": spec.reader.info.schema_version},
-            "manifest": spec.manifest.dataset, "code_version": code_version()}
+    """Everything needed to rerun a results file exactly (and, for AdaZAD, what is not published)."""
+    record = {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting,
+              "cache": {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
+                        "schema_version": spec.reader.info.schema_version},
+              "manifest": spec.manifest.dataset, "code_version": code_version()}
+    if config.method in UNPUBLISHED:
+        record["note"] = UNPUBLISHED[config.method]
+    return record
 
 
 def _identity(record: dict) -> dict:

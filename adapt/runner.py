@@ -12,7 +12,7 @@ import torch
 
 from t3al.cache import CacheError, CacheReader, Head
 
-from .config import AdaptConfig
+from .config import AdaptConfig, ConfigError
 from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
@@ -44,8 +44,20 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _head_tensors(head: Head) -> tuple[torch.Tensor, torch.Tensor, float]:
-    return torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection), head.logit_scale
+def _head_tensors(head: Head, config: AdaptConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The model's Pv, Pt and s; without ``project_visual`` an identity Pv, so that X = V exactly."""
+    visual = torch.from_numpy(head.visual_proj)
+    if not config.project_visual:
+        visual = torch.eye(visual.shape[0], dtype=visual.dtype)
+    return visual, torch.from_numpy(head.text_projection), head.logit_scale
+
+
+def _check_widths(head: Head, configs: Sequence[AdaptConfig]) -> None:
+    """Raw pre-projection features stand in for X only when they have the joint width E."""
+    dv, e = head.visual_proj.shape
+    if dv != e and any(not c.project_visual for c in configs):
+        raise ConfigError(f"project_visual = false compares raw {dv}-wide features with {e}-wide text "
+                          f"embeddings: it needs a model whose Dv equals E", "project_visual")
 
 
 def _load(reader: CacheReader, video_id: str) -> VideoInput:
@@ -77,7 +89,8 @@ def _groups(configs: Sequence[AdaptConfig]) -> list[list[int]]:
     """Positions of configs that share one adaptation per video (naive configs: identical ones)."""
     groups: dict[object, list[int]] = {}
     for i, config in enumerate(configs):
-        key = adaptation_key(config) if config.method == "t3al" else ("naive", config.naive_threshold)
+        key = adaptation_key(config) if config.method != "naive" else ("naive", config.naive_threshold,
+                                                                          config.project_visual)
         groups.setdefault(key, []).append(i)
     return list(groups.values())
 
@@ -110,7 +123,7 @@ def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
         shared: dict = {}
         for s, (classes, truths) in enumerate(splits):
             class_features = _class_features(head, classes)
-            params = Projections(*_head_tensors(head))
+            params = Projections(*_head_tensors(head, first))
             if first.method == "naive":
                 outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
             else:
@@ -141,7 +154,9 @@ def _localize_chunk(root: str, video_ids: list[str], splits: list[list[tuple[lis
 
 @dataclass
 class _Stream:
-    """One public-code stream: parameters, optimiser and generator carried from video to video."""
+    """One public-code stream: parameters, optimiser and generator carried from video to video;
+    after each video the parameters go back to before its last step (T3AL, which also leaves the
+    logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
 
     positions: list[int]
     configs: list[AdaptConfig]
@@ -154,8 +169,9 @@ class _Stream:
         results, adapted = T3AL(self.configs[0]).localize_variants(
             video, self.params, self.optimizer, class_features, self.generator, self.configs, label_embeddings,
             _hint(self.configs, video, truths))
-        self.params.restore(adapted.adaptation.before_last)
-        self.params.logit_scale.requires_grad_(False)
+        if self.configs[0].restore == "before_last":
+            self.params.restore(adapted.adaptation.before_last)
+            self.params.logit_scale.requires_grad_(False)
         return results
 
 
@@ -169,7 +185,7 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
     class_features = _class_features(head, classes)
     streams = []
     for group in _groups(configs):
-        params = Projections(*_head_tensors(head))
+        params = Projections(*_head_tensors(head, configs[group[0]]))
         streams.append(_Stream(group, [configs[i] for i in group], params, make_optimizer(params, configs[group[0]]),
                                torch.Generator().manual_seed(seed)))
     label_embeddings = (class_features @ torch.from_numpy(head.text_projection)).detach()
@@ -206,10 +222,11 @@ def localize_splits(
     order, in this process. Videos missing from the cache, or unusable, become problems.
     ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
     """
+    _check_widths(reader.head(), configs)
     outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
                                         if v not in reader]) for _ in configs] for split in splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
-    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method == "t3al"]
+    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method != "naive"]
     reset = [i for i in range(len(configs)) if i not in stream]
     for split, split_outcomes in zip(splits, outcomes):
         if stream:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from t3al.cache import CacheError, CacheReader
 from t3al.evaluate.splits import manifest_tious
-from t3al.manifests import EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
+from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
 
 from .config import AdaptConfig, ConfigError, make_config
 
@@ -78,18 +78,20 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
                manifest: str | os.PathLike | None = None, preset: str | None = None,
                config_file: str | os.PathLike | None = None, options: Mapping[str, Any] | None = None,
                rows: Mapping[str, Mapping[str, Any]] | None = None, rows_source: str = "row", seed: int = 0,
-               jobs: int | None = None, round_ap: bool = False) -> RunSpec:
+               jobs: int | None = None, round_ap: bool = False, tiou_set: str | None = None) -> RunSpec:
     """Open the cache and manifest, check the setting and splits, resolve every config.
 
-    Settings resolve as: ``preset`` (default: the manifest's dataset family's), ``config_file``,
-    ``options`` (the command line), then each of ``rows`` (name -> settings; one config per row).
-    Without ``rows`` the one config is named by ``run_name``.
+    Settings resolve as: ``preset`` (default: the manifest's dataset family's), the named method's
+    settings for that preset, ``config_file``, ``options`` (the command line), then each of ``rows``
+    (name -> settings; one config per row). Without ``rows`` the one config is named by ``run_name``.
+    The tables average over the named ``tiou_set`` (default: the manifest's thresholds).
     """
     reader = CacheReader(cache)
     loaded = load_manifest(reader, manifest)
     key = setting_name(setting)
     chosen = split_indices(loaded, key, indices)
     preset = preset or dataset_rules(loaded.dataset).preset
+    tious = run_tious(loaded, tiou_set)
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
@@ -102,7 +104,16 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
                    for name, settings in rows.items()}
     for index in chosen:
         reader.head().prompt_index(loaded.split_classes(key, index))
-    return RunSpec(reader, loaded, key, chosen, manifest_tious(loaded), preset, configs, seed, jobs, round_ap)
+    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap)
+
+
+def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:
+    """The thresholds of the named set, else the manifest's."""
+    if tiou_set is None:
+        return manifest_tious(manifest)
+    if tiou_set not in TIOU_SETS:
+        raise ConfigError(f"--tiou {tiou_set}: no such tIoU set (choose one of {', '.join(TIOU_SETS)})", "tiou")
+    return TIOU_SETS[tiou_set]
 
 
 def shown_value(value: Any) -> str:
@@ -115,8 +126,9 @@ def shown_value(value: Any) -> str:
 
 
 def config_changes(config: AdaptConfig, preset: str) -> list[str]:
-    """The settings in which ``config`` differs from ``preset``, as ``name=value`` (method left out)."""
-    base = make_config(preset).to_dict()
+    """The settings in which ``config`` differs from its method's settings over ``preset``, as
+    ``name=value`` (method left out)."""
+    base = make_config(preset, method=config.method).to_dict()
     return [f"{name}={shown_value(value)}" for name, value in config.to_dict().items()
             if name != "method" and value != base[name]]
 
@@ -128,8 +140,9 @@ def config_hash(config: AdaptConfig, seed: int = 0) -> str:
 
 
 def run_name(config: AdaptConfig, preset: str, seed: int = 0) -> str:
-    """The name of a configuration, as folder and row name: method, what differs from the preset,
-    the seed when not 0, and the config hash, e.g. ``t3al_steps=0_suppression=off_1f0c2a``."""
+    """The name of a configuration, as folder and row name: method, what differs from the preset
+    with the method's settings, the seed when not 0, and the config hash, e.g.
+    ``t3al_steps=0_suppression=off_1f0c2a``."""
     changes = config_changes(config, preset) + ([f"seed={seed}"] if seed else [])
     if len(changes) > MAX_NAMED_CHANGES:
         changes = changes[:MAX_NAMED_CHANGES] + [f"{len(changes) - MAX_NAMED_CHANGES}more"]

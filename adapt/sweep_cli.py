@@ -11,10 +11,11 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError
 from t3al.evaluate import EvaluationError
+from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError
 
-from .cli import default_root, report_runs, run_options, setting_options
+from .cli import default_root, report_notes, report_runs, run_options, setting_options
 from .config import AdaptConfig, ConfigError
 from .pipeline import OutputError, run
 from .spec import build_spec, config_hash
@@ -31,8 +32,8 @@ from .sweep import load_sweep, sweep_names, write_tables
 @run_options
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
          preset: str | None, config_file: Path | None, seed: int, jobs: int | None, overwrite: bool,
-         out: Path | None, curves: bool, round_ap: bool, allow_failures: bool, progress: bool,
-         **options: Any) -> None:
+         out: Path | None, curves: bool, round_ap: bool, tiou_set: str | None, allow_failures: bool,
+         progress: bool, **options: Any) -> None:
     """Run every row (configuration) of a sweep on the splits of a setting and tabulate them.
 
     A sweep is a TOML file of rows, each a name and the settings it changes. Settings resolve
@@ -51,7 +52,8 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         sweep = load_sweep(table)
         spec = build_spec(cache, setting, indices=indices, manifest=manifest_path, preset=preset or sweep.preset,
                           config_file=config_file, options=setting_options(options), rows=sweep.rows,
-                          rows_source=f"sweep {sweep.name}, row", seed=seed, jobs=jobs, round_ap=round_ap)
+                          rows_source=f"sweep {sweep.name}, row", seed=seed, jobs=jobs, round_ap=round_ap,
+                          tiou_set=tiou_set)
         out = out or default_root(spec) / f"sweep-{sweep.name}_{sweep_hash(spec.configs.values(), seed)}"
         folders = {name: out / name for name in spec.configs}
         with tqdm(total=spec.video_splits(), unit="video-row", disable=not progress,
@@ -64,6 +66,8 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
     problems = report_runs(runs, folders)
     click.echo(sweep.description)
     click.echo(format_table(documents))
+    click.echo(describe_tious(spec.tious))
+    report_notes(spec)
     click.echo(f"tables: {paths['markdown']}, {paths['csv']}; per-row results: {out}/<row>/results.json")
     if problems and not allow_failures:
         click.echo(f"{len(problems)} video-row(s) failed; rerun with --allow-failures to accept", err=True)

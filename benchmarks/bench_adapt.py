@@ -4,7 +4,8 @@
     python benchmarks/bench_adapt.py setting    [--jobs 2 --split 75_25 --cache DIR]
 
 ``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4, and
-the floor: the operations alone that any exact implementation must run.
+the floor: the operations alone that any exact implementation must run; and the named methods
+T3AL_0, FreeZAD and AdaZAD on the same video.
 ``setting`` writes a cache of 413 videos with the THUMOS14 manifest's ids (N drawn from
 1,000-15,000, random features) and times the run over the ten splits.
 """
@@ -95,11 +96,15 @@ def per_video(args: argparse.Namespace) -> None:
     fast = time_video(config, video, head, args.repeat)
     direct = time_video(config.replace(implementation="direct"), video, head, 1)
     t0 = time_video(config.replace(steps=0), video, head, args.repeat)
+    methods = {name: time_video(make_config("thumos14", method=name, steps=args.steps if name == "adazad" else None),
+                                video, head, args.repeat) for name in ("t3al0", "freezad", "adazad")}
     lower = min(floor(config, args.frames, args.steps) for _ in range(args.repeat))
     print(f"N={args.frames} D=E={WIDTH} K={config.k} T={args.steps}, one thread, CPU seconds")
     print(f"  fast path    {fast:8.3f} s/video")
     print(f"  direct path  {direct:8.3f} s/video   (ratio direct/fast {direct / fast:.1f}x)")
     print(f"  T=0          {t0:8.3f} s/video")
+    for name, seconds in methods.items():
+        print(f"  --method {name:8s} {seconds:8.3f} s/video")
     print(f"  floor        {lower:8.3f} s/video   (V pass + Adam per step, final V @ Pv: no exact path does less)")
 
 

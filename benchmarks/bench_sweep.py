@@ -5,7 +5,8 @@
 
 Writes bench_adapt's 413-video random cache (or reuses --cache DIR, kept after the run), then
 times the run of all rows together: what `t3al-sweep` runs, without writing files.
-``--separate`` also times the same rows one run at a time, for comparison.
+``--separate`` also times the same rows one run at a time (each row's own seconds), for
+comparison: ``--tables methods --separate`` gives FreeZAD's cost next to T3AL_0's.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def time_sweep(cache: str, args: argparse.Namespace) -> None:
     if args.separate:
         start, cpu = time.perf_counter(), time.process_time()
         for name, settings in rows.items():
+            row_start, row_cpu = time.perf_counter(), time.process_time()
             run(build_spec(cache, args.split, indices=args.indices or (), rows={name: settings}, jobs=args.jobs))
+            print(f"  alone: {name:45s} {time.perf_counter() - row_start:8.1f} s wall" + _cpu(row_cpu, args.jobs))
         print(f"the same rows one run at a time: {time.perf_counter() - start:.1f} s wall" + _cpu(cpu, args.jobs))
 
 

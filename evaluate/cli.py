@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from t3al.manifests import DATASETS, Manifest, ManifestError, read_class_list
+from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list
 
-from .detection import THUMOS14_TIOUS, MAPResult, evaluate_detections
+from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
 from .tables import Detections, EvaluationError, GroundTruth
@@ -23,23 +23,23 @@ def _parse_tious(values: tuple[str, ...]) -> tuple[float, ...] | None:
         return None
     tious: list[float] = []
     for value in values:
-        if value.lower() in DATASETS:
-            tious += DATASETS[value.lower()].tious
+        if value.lower() in TIOU_SETS:
+            tious += TIOU_SETS[value.lower()]
             continue
         try:
             tious += [float(v) for v in value.split(",") if v.strip()]
         except ValueError:
-            raise click.BadParameter(f"{value!r}: use numbers like 0.3,0.5 or thumos14 / activitynet") from None
+            raise click.BadParameter(f"{value!r}: use numbers like 0.3,0.5 or a set: {', '.join(TIOU_SETS)}") from None
     if not all(0 < t <= 1 for t in tious):
         raise click.BadParameter("thresholds must lie in (0, 1]")
     return tuple(tious)
 
 
 _tiou_option = click.option("--tiou", "tiou_values", multiple=True, metavar="LIST",
-                            help="tIoU thresholds: 0.3,0.4,0.5 (or repeat the option), or 'thumos14' "
-                                 "(0.3:0.1:0.7) / 'activitynet' (0.5:0.05:0.95). Default: the manifest's, "
-                                 "else THUMOS14's. (T3AL's public script averages ActivityNet over "
-                                 "0.5,0.75,0.95 only; pass that list to compare.)")
+                            help="tIoU thresholds: 0.3,0.4,0.5 (or repeat the option), or a set: 'thumos14' "
+                                 "(0.3:0.1:0.7), 'activitynet' (0.5:0.05:0.95), 'activitynet-public' (0.5, "
+                                 "0.75, 0.95: the public T3AL script's ActivityNet Avg). Default: the "
+                                 "manifest's, else THUMOS14's.")
 _round_option = click.option("--round", "round_ap", is_flag=True,
                              help="Round each class AP to 0.1 percent before averaging, like the public "
                                   "T3AL/FreeZAD scripts (for comparison with printed tables).")
@@ -97,6 +97,7 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
         tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
         result = evaluate_detections(Detections.read(detections), gt, classes, tious, round_ap=round_ap)
         click.echo(format_table({detections.name: result.to_dict()}))
+        click.echo(describe_tious(tious))
         if per_class:
             click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
                                      for c, ap in result.per_class.items()}))
@@ -129,6 +130,7 @@ def setting_command(detections: str, manifest_path: Path, setting: str, indices:
         rows = {f"split {s['index']}": s for s in document["splits"]}
         rows["mean ± std"] = document
         click.echo(format_table(rows))
+        click.echo(describe_tious(tious))
         dropped = sum(s["n_dropped"] for s in document["splits"])
         if dropped:
             click.echo(f"note: {dropped} detections on videos outside the splits' evaluation sets were dropped")
@@ -159,6 +161,8 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
             click.echo(f"wrote {output}")
         else:
             click.echo(text)
+            if fmt == "terminal":
+                click.echo(describe_tious(next(iter(rows.values()))["tiou"]))
 
 
 @main.command("report")

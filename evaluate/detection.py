@@ -20,12 +20,17 @@ from typing import Sequence
 
 import numpy as np
 
-from t3al.manifests.datasets import ACTIVITYNET, THUMOS14
+from t3al.manifests.datasets import ACTIVITYNET, THUMOS14, tiou_set_name
 
 from .tables import Detections, EvaluationError, GroundTruth
 
 THUMOS14_TIOUS = THUMOS14.tious
 ACTIVITYNET_TIOUS = ACTIVITYNET.tious
+
+
+def describe_tious(tious: Sequence[float]) -> str:
+    """The thresholds a table averages over, with the name of their set when they form one."""
+    return f"tIoU set {tiou_set_name(tuple(tious))}: {', '.join(f'{float(t):g}' for t in tious)}"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError
 
-from .defaults import DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
+from .defaults import CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 if TYPE_CHECKING:  # torch and open_clip load inside the commands, so --help answers at once
     from .models import LoadedModel
@@ -269,7 +269,10 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
 @click.option("--captions", "captions_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of <video_id>.txt caption files (lines `<index>.jpg-<caption>`).")
 @click.option("--caption-stride", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Caption index i belongs to frame i * stride (public THUMOS14 captions: 3).")
+              help="Caption index i belongs to frame i * stride (the public code: 3, on both datasets).")
+@click.option("--caption-text", type=click.Choice(CAPTION_TEXTS), default="full", show_default=True,
+              help="full: the whole caption after `<index>.jpg-`; public: only the text between the line's "
+                   "first and second `-`, as the public code reads it (\"t-shirt\" becomes \"t\").")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="Manifest giving each video's fps, and the classes to encode as prompts.")
 @click.option("--fps", type=POSITIVE, default=None, help="Frame rate of videos the manifest gives none for.")
@@ -277,8 +280,8 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
 @click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float32",
               show_default=True, help="Storage type of the features.")
 def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
-            device: str, precision: str, captions_dir: Path | None, caption_stride: int, manifest: str | None,
-            fps: float | None, classes: str | None, feature_dtype: str) -> None:
+            device: str, precision: str, captions_dir: Path | None, caption_stride: int, caption_text: str,
+            manifest: str | None, fps: float | None, classes: str | None, feature_dtype: str) -> None:
     """Build a cache from the pre-extracted T3AL features (<video_id>.npy, N x 768, pre-projection).
 
     The model (CoCa ViT-L/14 by default) is still needed for the projections, the class prompts and
@@ -293,7 +296,7 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
         try:
             summary = import_published(features_dir, cache_dir, loaded, names, captions_dir=captions_dir,
                                        caption_stride=caption_stride, manifest=manifest, fps=fps,
-                                       feature_dtype=feature_dtype)
+                                       feature_dtype=feature_dtype, caption_text=caption_text)
         except CacheError as err:
             raise click.ClickException(str(err)) from None
     click.echo(f"t3al-extract import: {summary.line()} -> {cache_dir}", err=True)

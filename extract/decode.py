@@ -184,6 +184,8 @@ def _resize_crop(stream: object, info: VideoInfo, geometry: FrameGeometry) -> ob
     the image is the same (0.1% of values differ, by at most 3 grey levels) for less work.
     """
     width, height = geometry.resized(info.width, info.height)
+    if geometry.mode == "t3al-public":
+        return _public_resize(stream, width, height)
     if not has_zscale(ffmpeg_binary()):
         stream = stream.filter("scale", width, height, flags=_SCALE_FLAGS, param0=0, param1=0.5)
         return _crop(stream, info, geometry).filter("format", "gbrp")
@@ -192,6 +194,14 @@ def _resize_crop(stream: object, info: VideoInfo, geometry: FrameGeometry) -> ob
         stream = stream.filter("zscale", **resize).filter("format", "yuv444p16")
         return _crop(stream, info, geometry).filter("zscale").filter("format", "gbrp")
     return _crop(stream.filter("zscale", **resize).filter("format", "gbrp"), info, geometry)
+
+
+def _public_resize(stream: object, width: int, height: int) -> object:
+    """The public loader's pixels: OpenCV's 8-bit BGR frames at full resolution (bit-identical to
+    ffmpeg's default conversion, swscale bicubic to bgr24), then PIL's bicubic resize of those
+    8-bit pixels, here swscale's Catmull-Rom on the same RGB values (no YUV-domain resize)."""
+    stream = stream.filter("scale", flags="bicubic").filter("format", "bgr24")
+    return stream.filter("scale", width, height, flags=_SCALE_FLAGS, param0=0, param1=0.5).filter("format", "gbrp")
 
 
 def _crop(stream: object, info: VideoInfo, geometry: FrameGeometry) -> object:

@@ -3,6 +3,8 @@
 Published layout: ``<video_id>.npy`` (N x 768, CoCa ViT-L/14 vision features before ``visual.proj``,
 one row per frame, made with the ``t3al-public`` preprocessing) and ``<video_id>.txt`` with one
 caption per line, ``<index>.jpg-<caption>``, caption ``index`` describing frame ``index * 3``.
+The public code reads only the text between the first and second ``-`` of a line (so "t-shirt"
+becomes "t"); ``caption_text="public"`` reads them the same way, "full" keeps the whole caption.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ log = logging.getLogger("t3al.extract")
 _CAPTION_LINE = re.compile(r"^\s*(\d+)\.jpg-(.*)$")
 
 
-def read_caption_file(path: Path, stride: int, n_frames: int) -> tuple[np.ndarray, list[str]]:
-    """Frame index and text of each caption line; lines past the last frame are dropped."""
+def read_caption_file(path: Path, stride: int, n_frames: int, text: str = "full") -> tuple[np.ndarray, list[str]]:
+    """Frame index and text of each caption line; lines past the last frame are dropped.
+
+    ``text``: "full" keeps everything after ``<index>.jpg-``; "public" keeps what the public code
+    keeps, the part between the line's first and second ``-``."""
     frames, texts = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -35,7 +40,7 @@ def read_caption_file(path: Path, stride: int, n_frames: int) -> tuple[np.ndarra
         frame = int(match.group(1)) * stride
         if frame < n_frames:
             frames.append(frame)
-            texts.append(match.group(2).strip())
+            texts.append((match.group(2) if text == "full" else line.split("-")[1]).strip())
     return np.array(frames, dtype=np.int64), texts
 
 
@@ -49,7 +54,7 @@ def _video_rates(manifest: str | None) -> dict[str, float]:
     return {vid: float(meta["fps"]) for vid, meta in videos.items() if meta.get("fps")}
 
 
-def import_info(loaded: LoadedModel, feature_dtype: str, caption_stride: int) -> CacheInfo:
+def import_info(loaded: LoadedModel, feature_dtype: str, caption_stride: int, caption_text: str = "full") -> CacheInfo:
     """``cache.json`` of an imported cache: the public extraction's preprocessing and sampling."""
     return CacheInfo(
         model=loaded.identity,
@@ -58,7 +63,8 @@ def import_info(loaded: LoadedModel, feature_dtype: str, caption_stride: int) ->
                     "channels": "BGR", "interpolation": "bicubic", "mean": list(loaded.mean),
                     "std": list(loaded.std), "source": "imported T3AL pre-extracted features"},
         sampling={"policy": "every frame", "fps": None, "decoder": "published features"},
-        captions={"fps": None, "frame_stride": caption_stride, "generation": "published T3AL captions"},
+        captions={"fps": None, "frame_stride": caption_stride, "generation": "published T3AL captions",
+                  "text": caption_text},
         prompt_template=PROMPT_TEMPLATE,
         tool_version=TOOL_VERSION,
     )
@@ -66,9 +72,9 @@ def import_info(loaded: LoadedModel, feature_dtype: str, caption_stride: int) ->
 
 def import_published(features_dir: Path, cache_dir: Path, loaded: LoadedModel, class_names: list[str],
                      captions_dir: Path | None = None, caption_stride: int = 3, manifest: str | None = None,
-                     fps: float | None = None, feature_dtype: str = "float32") -> Summary:
+                     fps: float | None = None, feature_dtype: str = "float32", caption_text: str = "full") -> Summary:
     """Write one cache video per ``.npy`` file; caption texts are encoded with ``loaded``'s text tower."""
-    writer = open_cache(cache_dir, import_info(loaded, feature_dtype, caption_stride))
+    writer = open_cache(cache_dir, import_info(loaded, feature_dtype, caption_stride, caption_text))
     if manifest:
         writer.attach_manifest(manifest)
     writer.write_head(model_head(loaded, class_names, writer.info.prompt_template))
@@ -87,7 +93,7 @@ def import_published(features_dir: Path, cache_dir: Path, loaded: LoadedModel, c
             if writer.is_complete(check_video_id(video_id), stat.st_size, stat.st_mtime):
                 summary.skipped.append(video_id)
                 continue
-            writer.write_video(_record(path, video_id, rate, loaded, captions_dir, caption_stride, stat))
+            writer.write_video(_record(path, video_id, rate, loaded, captions_dir, caption_stride, caption_text, stat))
             summary.done.append(video_id)
         except DiskFullError:
             raise
@@ -97,7 +103,7 @@ def import_published(features_dir: Path, cache_dir: Path, loaded: LoadedModel, c
 
 
 def _record(path: Path, video_id: str, fps: float, loaded: LoadedModel, captions_dir: Path | None,
-            stride: int, stat: os.stat_result) -> VideoRecord:
+            stride: int, caption_text: str, stat: os.stat_result) -> VideoRecord:
     features = np.load(path, mmap_mode="r")
     width = loaded.model.visual.proj.shape[0]
     if features.ndim != 2 or features.shape[1] != width:
@@ -107,7 +113,7 @@ def _record(path: Path, video_id: str, fps: float, loaded: LoadedModel, captions
     caption_file = captions_dir / f"{video_id}.txt" if captions_dir else None
     if caption_file is not None:
         if caption_file.is_file():
-            frames, texts = read_caption_file(caption_file, stride, n)
+            frames, texts = read_caption_file(caption_file, stride, n, caption_text)
         else:
             log.warning("%s: no caption file %s", video_id, caption_file)
     return VideoRecord(

@@ -6,6 +6,7 @@ Public API::
     from_thumos14_official(folder), from_t3al_json(path), from_thumos14_json(path), from_activitynet_json(path, ...)
     add_video_info(manifest, info), read_split_lists(root, dataset_folder, classes), read_class_list(path)
     dataset_rules(dataset) -> DatasetRules(name, tious, preset)   # the one place per dataset family
+    TIOU_SETS, tiou_set_name(tious)   # named tIoU sets (thumos14, activitynet, activitynet-public)
 
 The format is documented in manifests/manifest.py and manifests/README.md.
 """
@@ -18,11 +19,13 @@ from .builders import (
     read_class_list,
     read_split_lists,
 )
-from .datasets import DATASETS, DatasetRules, dataset_rules
+from .datasets import DATASETS, TIOU_SETS, DatasetRules, dataset_rules, tiou_set_name
 from .manifest import FORMAT, SETTINGS, VERSION, EvaluationSet, Manifest, ManifestError, setting_name
 
 __all__ = [
     "DATASETS",
+    "TIOU_SETS",
+    "tiou_set_name",
     "DatasetRules",
     "dataset_rules",
     "FORMAT",

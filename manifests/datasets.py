@@ -1,4 +1,5 @@
-"""What the protocol knows of each dataset family, in one place: its tIoU thresholds and its preset.
+"""What the protocol knows of each dataset family, in one place: its tIoU thresholds and its preset,
+and the named tIoU sets a table may average over instead.
 
 A manifest's free ``dataset`` name selects the family: names starting with ``activitynet`` follow
 ActivityNet's rules, every other name THUMOS14's (the protocol's default).
@@ -25,3 +26,14 @@ DATASETS = {rules.name: rules for rules in (THUMOS14, ACTIVITYNET)}
 def dataset_rules(dataset: str) -> DatasetRules:
     """The family of a manifest's dataset name (ActivityNet for ``activitynet*``, else THUMOS14)."""
     return ACTIVITYNET if dataset.lower().startswith(ACTIVITYNET.name) else THUMOS14
+
+# Named tIoU sets: each family's protocol thresholds, and the public T3AL script's ActivityNet "Avg",
+# which averages over 0.5, 0.75 and 0.95 only.
+TIOU_SETS = {**{name: rules.tious for name, rules in DATASETS.items()}, "activitynet-public": (0.5, 0.75, 0.95)}
+
+
+def tiou_set_name(tious: tuple[float, ...]) -> str:
+    """The name of the set ``tious`` form (compared to 4 decimals), else ``custom``."""
+    rounded = tuple(round(float(t), 4) for t in tious)
+    return next((name for name, values in TIOU_SETS.items() if tuple(round(v, 4) for v in values) == rounded),
+                "custom")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -146,3 +147,38 @@ def test_a_malformed_cache_json_is_one_line(tmp_path, content):
     (cache / "cache.json").write_text(content)
     result = CliRunner().invoke(main, [str(cache), "--no-progress"])
     assert result.exit_code == 1 and "cache.json" in result.output and "Traceback" not in result.output
+
+
+def test_freezad_runs_as_a_method_with_its_own_settings_and_logit_scores(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = _invoke(cache, "--method", "freezad", "--split", "75_25", "--out", out)
+    assert result.exit_code == 0, result.output
+    # the row is the run name: the method alone, since every setting is the method's own
+    assert re.search(r"^freezad_[0-9a-f]{6} ", result.output, re.M) and "unpublished" not in result.output
+    config = json.loads((out / "results.json").read_text())["run"]["config"]
+    assert (config["method"], config["steps"], config["scoring"], config["suppression"]) == ("freezad", 0, "logoic",
+                                                                                            False)
+    scores = [item["score"] for items in json.loads((out / "split_0" / "detections.json").read_text())["results"]
+              .values() for item in items]
+    assert scores and max(scores) > 1.0  # LogOIC x actionness is in logit units, not a probability
+
+
+def test_adazad_results_say_its_optimiser_settings_are_unpublished(tmp_path):
+    cache = _world(tmp_path)
+    result = _invoke(cache, "--method", "adazad", "--steps", "2", "--split-index", "0", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^adazad_steps=2_[0-9a-f]{6} ", result.output, re.M)
+    assert "optimiser settings and step count are unpublished" in result.output
+    assert "unpublished" in json.loads((tmp_path / "out" / "results.json").read_text())["run"]["note"]
+
+
+def test_a_named_tiou_set_replaces_the_manifests_thresholds_and_is_printed(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = _invoke(cache, "--steps", "0", "--split-index", "0", "--tiou", "activitynet-public", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["tiou"] == [0.5, 0.75, 0.95]
+    assert "tIoU set activitynet-public: 0.5, 0.75, 0.95" in result.output
+    default = _invoke(cache, "--steps", "0", "--split-index", "0", "--out", tmp_path / "default")
+    assert "tIoU set custom: 0.3, 0.5, 0.7" in default.output  # the toy manifest's own thresholds

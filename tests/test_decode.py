@@ -131,6 +131,29 @@ def test_t3al_public_mode_squashes_and_returns_bgr(videos):
     assert red > 200 and blue < 40 and green < 40
 
 
+def _opencv_pil_reference(path, size):
+    """The public T3AL loader: OpenCV's BGR frames, each squashed to size x size by PIL's bicubic."""
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test extra) gives the public loader's frames")
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC)))
+    capture.release()
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("source", ["smooth", "25"])
+def test_t3al_public_mode_is_close_to_opencv_frames_resized_by_pil(videos, source):
+    reference = _opencv_pil_reference(videos[source], 32)
+    _, ours, _ = _all(probe(videos[source]), FrameGeometry(32, "t3al-public"))
+    assert ours.shape == reference.shape  # same frames, same order, BGR as the public loader gives them
+    levels = np.abs(ours.astype(np.int16) - reference.astype(np.int16))
+    assert levels.mean() < 0.5 and levels.max() <= 16  # before converting as OpenCV: mean 1.3-1.6, max up to 25
+
+
 def test_audio_only_file_is_refused_with_its_reason(videos):
     with pytest.raises(DecodeError, match="audio only"):
         probe(videos["audio"])

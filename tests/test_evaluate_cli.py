@@ -27,11 +27,15 @@ def files(tmp_path):
     return gt, dets, classes
 
 
-def test_score_is_the_default_command_and_writes_json(files, tmp_path):
+def _score(files, *options):
+    """``t3al-evaluate`` (its default command, score) on the fixture's files with ``options``."""
     gt, dets, classes = files
+    return CliRunner().invoke(main, [str(dets), "--ground-truth", str(gt), "--classes", str(classes), *options])
+
+
+def test_score_is_the_default_command_and_writes_json(files, tmp_path):
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(main, [str(dets), "--ground-truth", str(gt), "--classes", str(classes),
-                                       "--tiou", "0.5,0.7", "--json", str(out)])
+    result = _score(files, "--tiou", "0.5,0.7", "--json", str(out))
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     # A: TP, FP, TP over 2 instances -> AP = 0.5 * 1 + 0.5 * 2/3; B has no detections -> 0.
@@ -41,6 +45,17 @@ def test_score_is_the_default_command_and_writes_json(files, tmp_path):
     assert data["avg"] == pytest.approx(sum(data["map"]) / 2)
     assert "1 detections on videos without ground truth" in result.output
     assert "no detections for B" in result.output
+
+
+def test_public_activitynet_set_averages_over_three_thresholds_and_is_named(files, tmp_path):
+    out = tmp_path / "r.json"
+    result = _score(files, "--tiou", "activitynet-public", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tiou"] == [0.5, 0.75, 0.95] and data["avg"] == pytest.approx(sum(data["map"]) / 3)
+    assert "tIoU set activitynet-public: 0.5, 0.75, 0.95" in result.output
+    custom = _score(files, "--tiou", "0.5,0.7")
+    assert "tIoU set custom: 0.5, 0.7" in custom.output
 
 
 def test_round_flag_rounds_class_ap(files, tmp_path):
@@ -104,6 +119,8 @@ def test_table_renders_markdown_and_csv(tmp_path):
     assert "| T3AL | 20.00 ± 2.00 | 10.00 ± 1.00 | 15.00 ± 1.50 |" in markdown
     csv_text = runner.invoke(main, ["table", str(tmp_path / "a.json"), "--format", "csv", "--columns", "0.5"]).output
     assert csv_text.splitlines() == ["method,mAP@0.5,mAP@0.5_std,Avg,Avg_std", "a,10.0000,1.0000,15.0000,1.5000"]
+    terminal = runner.invoke(main, ["table", str(tmp_path / "a.json")]).output
+    assert terminal.rstrip().endswith("tIoU set custom: 0.3, 0.5")  # the set Avg is over, under the table
 
 
 def test_help_explains_the_modes():

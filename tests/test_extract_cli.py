@@ -21,6 +21,7 @@ from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_vi
 from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
 from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
+from t3al.extract.importer import read_caption_file
 from t3al.extract.pipeline import (FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard,
                                    settings_mismatch)
 from t3al.manifests import Manifest
@@ -240,6 +241,31 @@ def test_import_builds_a_cache_from_published_features_and_captions(models, tmp_
     np.testing.assert_allclose(video.timestamps, np.arange(10) / 30)
     assert reader.info.preprocess["mode"] == "t3al-public" and reader.head().class_names == ["Diving"]
     assert "N x 24" in _failures(tmp_path / "cache")["broken"]
+
+
+def test_public_caption_reading_keeps_the_text_between_the_first_and_second_dash(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("0.jpg-a man in a t-shirt jumps\n2.jpg- a blue sky \n5.jpg-x-ray-scan\n")
+    frames, full = read_caption_file(path, 3, 100)
+    _, public = read_caption_file(path, 3, 100, text="public")
+    assert frames.tolist() == [0, 6, 15]  # caption i describes frame 3 i
+    assert full == ["a man in a t-shirt jumps", "a blue sky", "x-ray-scan"]
+    assert public == ["a man in a t", "a blue sky", "x"]
+
+
+def test_import_records_the_public_caption_reading(models, tmp_path):
+    folder, checkpoints = models
+    features, captions = tmp_path / "features", tmp_path / "captions"
+    features.mkdir(), captions.mkdir()
+    np.save(features / "v.npy", np.random.default_rng(0).standard_normal((10, 24)).astype(np.float32))
+    (captions / "v.txt").write_text("0.jpg-a t-shirt\n")
+    result = CliRunner().invoke(main, ["import", str(features), str(tmp_path / "cache"), "--captions", str(captions),
+                                       "--caption-text", "public", "--model", COCA, "--pretrained",
+                                       str(checkpoints[COCA]), "--model-config", str(folder), "--fps", "30",
+                                       "--classes", "Diving"])
+    assert result.exit_code == 0, result.output
+    reader = CacheReader(tmp_path / "cache")
+    assert reader.video("v").caption_texts == ["a t"] and reader.info.captions["text"] == "public"
 
 
 def _ffmpeg_children() -> list[str]:

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from t3al.adapt.config import AdaptConfig, ConfigError, make_config
-from t3al.adapt.localizer import T3AL, Adaptation, Projections, make_optimizer
-from t3al.adapt.runner import localize_split
-from t3al.adapt.ops import moving_average
+from t3al.adapt.freezad import freezad_scores, peak_positives
+from t3al.adapt.localizer import T3AL, Adaptation, Projections, adaptation_key, make_optimizer
+from t3al.adapt.runner import _head_tensors, localize_split
+from t3al.adapt.ops import l2norm, moving_average
 from t3al.adapt.video import GroundTruthHint, VideoInput, VideoProblem
-from t3al.cache import VideoRecord
+from t3al.cache import Head, VideoRecord
 
 from conftest import synthetic_features, write_tiny_cache
 
@@ -62,6 +63,10 @@ def test_action_is_found_where_the_features_point_at_the_class():
     {"adapt": ("text",)},
     {"adapt": ("visual",)},
     {"patience": 3},
+    {"positives": "peak"},
+    {"positives": "peak", "radius": 0, "peak_window": 2},
+    {"scoring": "logoic"},
+    {"positives": "peak", "scoring": "logoic", "suppression": False},
 ])
 def test_fast_path_gives_the_direct_paths_detections(variant):
     video = _video(synthetic_features(n=400, actions=((50, 120, 1), (250, 330, 1)), seed=3))
@@ -69,7 +74,7 @@ def test_fast_path_gives_the_direct_paths_detections(variant):
     fast, _ = _run(config, video, seed=7)
     direct, _ = _run(config.replace(implementation="direct"), video, seed=7)
     assert fast.segments == direct.segments and fast.labels == direct.labels
-    np.testing.assert_allclose(fast.scores, direct.scores, atol=1e-5)
+    np.testing.assert_allclose(fast.scores, direct.scores, rtol=1e-5, atol=1e-5)  # LogOIC scores are logits
     np.testing.assert_allclose(fast.similarity, direct.similarity, atol=1e-5)
     np.testing.assert_allclose(fast.losses, direct.losses, atol=1e-5)
 
@@ -340,3 +345,100 @@ def test_variants_that_adapt_differently_are_refused():
     with pytest.raises(ValueError, match="PROPOSAL_FIELDS"):
         T3AL(AdaptConfig()).localize_variants(_video(synthetic_features()), _params(), None, _classes(),
                                               torch.Generator(), [AdaptConfig(k=8)])
+
+
+# The three choices of FREEZAD.md, each changing what it should and nothing else.
+
+def test_logoic_scoring_changes_only_the_scores_to_logoic_of_the_unsmoothed_curve_times_actionness():
+    video = _three_actions()
+    region, _ = _run(AdaptConfig(steps=0, suppression=False), video)
+    logoic, _ = _run(AdaptConfig(steps=0, suppression=False, scoring="logoic"), video)
+    assert logoic.segments == region.segments and logoic.labels == region.labels and len(region.segments) == 3
+    np.testing.assert_array_equal(logoic.similarity, region.similarity)
+    residual = video.features - video.features.mean(dim=0)  # identity Pv, background removed
+    raw = 100.0 * l2norm(residual) @ torch.eye(WIDTH)[logoic.pseudo_label]  # exp(s) * cos(F_i, e), unsmoothed
+    np.testing.assert_allclose(logoic.scores, freezad_scores(raw, residual, logoic.segments), rtol=1e-5)
+    assert not np.allclose(logoic.scores, region.scores)
+
+
+def test_peak_positives_change_the_adaptation_but_not_the_pseudo_label():
+    video = _video(synthetic_features(n=400, actions=((50, 120, 1), (250, 330, 1)), seed=3))
+    base = AdaptConfig(steps=3, lr=1e-2, radius=0)
+    pool, _ = _run(base, video)
+    peak, _ = _run(base.replace(positives="peak"), video)
+    assert peak.pseudo_label == pool.pseudo_label
+    assert not np.allclose(peak.losses, pool.losses)
+    sim = torch.from_numpy(np.random.default_rng(0).standard_normal(400).astype(np.float32))
+    positives, negatives = T3AL(base.replace(positives="peak"))._samples(sim, torch.Generator(), None)
+    _, pool_negatives = T3AL(base)._samples(sim, torch.Generator(), None)
+    assert torch.equal(positives, peak_positives(moving_average(sim, 20), 4, 15, draw=False))
+    assert torch.equal(negatives, pool_negatives)
+
+
+def test_restore_rule_matters_only_in_the_stream_after_the_first_video(tmp_path):
+    cache = _split_cache(tmp_path)
+    config = AdaptConfig(protocol="stream", steps=5, lr=1e-2, radius=0)
+    restored = localize_split(str(cache), ["vid0", "vid1"], ["A", "B", "C"], config).results
+    carried = localize_split(str(cache), ["vid0", "vid1"], ["A", "B", "C"], config.replace(restore="none")).results
+    assert restored[0].losses == carried[0].losses and restored[0].scores == carried[0].scores
+    assert restored[1].losses != carried[1].losses
+    reset = AdaptConfig(steps=5)
+    assert adaptation_key(reset) == adaptation_key(reset.replace(restore="none"))
+    assert adaptation_key(config) != adaptation_key(config.replace(restore="none"))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "direct"])
+def test_adazad_stream_gives_the_same_detections_on_both_paths(tmp_path, implementation):
+    cache = _split_cache(tmp_path)
+    config = AdaptConfig(protocol="stream", steps=4, lr=1e-2, radius=2, positives="peak", restore="none",
+                         scoring="logoic", suppression=False)
+    fast = localize_split(str(cache), ["vid0", "vid1", "vid2"], ["A", "B", "C"], config, seed=1).results
+    other = localize_split(str(cache), ["vid0", "vid1", "vid2"], ["A", "B", "C"],
+                           config.replace(implementation=implementation), seed=1).results
+    for a, b in zip(fast, other):
+        assert a.segments == b.segments and a.labels == b.labels
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+        np.testing.assert_allclose(a.losses, b.losses, atol=1e-5)
+
+
+def _head(dv: int = WIDTH, e: int = WIDTH) -> Head:
+    rng = np.random.default_rng(0)
+    return Head(visual_proj=rng.standard_normal((dv, e)).astype(np.float32),
+                text_projection=np.eye(WIDTH, e, dtype=np.float32), logit_scale=np.log(100.0),
+                class_names=["A"], prompts=["a video of action A"], prompt_features=np.eye(1, WIDTH, dtype=np.float32))
+
+
+def test_without_visual_projection_x_is_the_raw_features_and_pv_never_adapts():
+    config = AdaptConfig(project_visual=False, adapt=("visual", "text"))
+    visual, text, _ = _head_tensors(_head(), config)
+    assert torch.equal(visual, torch.eye(WIDTH)) and torch.equal(text, torch.eye(WIDTH))
+    assert torch.equal(_head_tensors(_head(), AdaptConfig())[0], torch.from_numpy(_head().visual_proj))
+    params = Projections(visual, text, float(np.log(100.0)))
+    make_optimizer(params, config)
+    assert not params.visual_proj.requires_grad and params.text_projection.requires_grad
+    with pytest.raises(ConfigError, match="no Pv to adapt"):
+        AdaptConfig(project_visual=False, adapt=("visual",))
+
+
+def test_without_visual_projection_a_model_whose_dv_is_not_e_is_refused():
+    from t3al.adapt.runner import _check_widths
+
+    _check_widths(_head(), [AdaptConfig(project_visual=False)])
+    with pytest.raises(ConfigError, match="Dv equals E"):
+        _check_widths(_head(dv=WIDTH, e=4), [AdaptConfig(project_visual=False)])
+
+
+def test_naive_baseline_on_pre_projection_features_skips_pv(tmp_path):
+    from t3al.cache import CacheInfo, CacheReader, CacheWriter, ModelIdentity
+
+    cache = write_tiny_cache(tmp_path / "cache", {"v": synthetic_features(n=200, actions=((50, 150, 1),))},
+                             ["A", "B", "C"])
+    head = CacheReader(cache).head()
+    swap = np.eye(WIDTH, dtype=np.float32)[[0, 2, 1] + list(range(3, WIDTH))]  # Pv swaps the B and C axes
+    head.visual_proj = swap
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")).write_head(head)
+    naive = AdaptConfig(method="naive", naive_threshold=0.5)
+    projected = localize_split(str(cache), ["v"], ["A", "B", "C"], naive).results[0]
+    raw = localize_split(str(cache), ["v"], ["A", "B", "C"], naive.replace(project_visual=False)).results[0]
+    assert set(projected.labels) == {2} and set(raw.labels) == {1}
+    assert projected.segments == raw.segments

@@ -146,6 +146,26 @@ def test_shipped_sweep_runs_by_name_and_unknown_names_are_one_line_errors(tmp_pa
     assert result.exit_code == 1 and "unknown sweep 'table99'" in result.output
 
 
+def test_methods_sweep_runs_every_method_from_one_cache(tmp_path):
+    cache = _world(tmp_path)
+    out = tmp_path / "methods"
+    result = CliRunner().invoke(main, [str(cache), "--table", "methods", "--out", str(out), "--steps", "2",
+                                       "--no-progress", "--no-curves"])
+    assert result.exit_code == 0, result.output
+    with open(out / "table.csv") as handle:
+        assert [r["method"] for r in csv.DictReader(handle)] == [
+            "naive", "T3AL_0", "T3AL", "FreeZAD", "AdaZAD", "T3AL + LogOIC scoring"]
+    assert "note: AdaZAD: AdaZAD's optimiser settings and step count are unpublished" in result.output
+    methods = {row: json.loads((out / row / "results.json").read_text())["run"]["config"]["method"]
+               for row in ("T3AL_0", "FreeZAD", "AdaZAD")}
+    assert methods == {"T3AL_0": "t3al0", "FreeZAD": "freezad", "AdaZAD": "adazad"}
+
+
+def test_methods_share_adaptations_where_only_scoring_differs():
+    configs = _resolve(load_sweep("methods"))
+    assert runner._groups(list(configs.values())) == [[0], [1, 3], [2, 5], [4]]
+
+
 def test_splits_share_a_videos_adaptation_and_match_separate_runs(tmp_path, monkeypatch):
     cache = _world(tmp_path)
     options = {"steps": 3, "lr": 1e-2}

@@ -1,0 +1,1 @@
+"""Named methods: the settings each sets, per dataset preset."""

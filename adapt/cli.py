@@ -15,6 +15,7 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
+from .cluster import SCHEDULER_ENV, ClusterError, dask_backend
 from .config import CHOICES, AdaptConfig, ConfigError, make_config, preset_names
 from .pipeline import load_manifest, run_setting
 
@@ -112,6 +113,9 @@ def run_options(command):
                      help="TOML file of settings, applied over the preset (field names as the options below)."),
         click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id)."),
         click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes across videos (joblib)."),
+        click.option("--scheduler", envvar=SCHEDULER_ENV, metavar="ADDRESS",
+                     help=f"Dask scheduler (e.g. tcp://host:8786; default ${SCHEDULER_ENV}): per-video-reset work "
+                          "runs on its workers, which read CACHE by the same path; --jobs is then ignored."),
         click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
@@ -127,8 +131,8 @@ def run_options(command):
               help="Output folder; default runs/<cache>/<split>/<method>.")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int, out: Path | None, round_ap: bool, allow_failures: bool,
-         progress: bool, **options: Any) -> None:
+         config_file: Path | None, seed: int, jobs: int, scheduler: str | None, out: Path | None, round_ap: bool,
+         allow_failures: bool, progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
@@ -145,9 +149,9 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         key = setting_name(setting)
         chosen = list(indices) or list(range(len(manifest.splits.get(key, []))))
         total = sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
-        with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar:
+        with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar, dask_backend(scheduler):
             run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update)
-    except (CacheError, ConfigError, ManifestError, EvaluationError) as err:
+    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -229,14 +229,16 @@ def localize_splits(
                                      split.truths, on_video)
             _collect(split_outcomes, stream, items)
     if reset:
-        _localize_reset(str(cache), reader, splits, outcomes, reset, [configs[i] for i in reset], seed, jobs, on_video)
+        _localize_reset(str(reader.root.resolve()), reader, splits, outcomes, reset, [configs[i] for i in reset], seed,
+                        jobs, on_video)
     return outcomes
 
 
 def _localize_reset(cache: str, reader: CacheReader, splits: Sequence[SplitWork], outcomes: list[list[SplitOutcome]],
                     positions: list[int], configs: list[AdaptConfig], seed: int, jobs: int,
                     on_video: Callable[[int], None]) -> None:
-    """The per-video-reset configs over all splits, one task per few videos."""
+    """The per-video-reset configs over all splits, one task per few videos (``cache`` absolute, as
+    tasks may run on other machines' workers)."""
     membership: dict[str, list[int]] = {}
     for s, split in enumerate(splits):
         for video_id in split.video_ids:

@@ -17,6 +17,10 @@ class VideoProblem(Exception):
         self.video_id = video_id
         self.reason = reason
 
+    def __reduce__(self):
+        """Pickle by (video_id, reason), so problems found in worker processes come back whole."""
+        return type(self), (self.video_id, self.reason)
+
 
 @dataclass
 class VideoInput:

@@ -25,6 +25,7 @@ from .models import (
 )
 from .pipeline import (Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, parse_shard, run_folder,
                        settings_mismatch)
+from .status import LEFTOVER_AFTER_S, cache_status, format_status
 
 log = logging.getLogger("t3al.extract")
 
@@ -110,6 +111,7 @@ def main() -> None:
       t3al-extract VIDEOS_DIR CACHE_DIR [OPTIONS]     same as `t3al-extract run ...`
       t3al-extract prompts CACHE_DIR --classes A,B    add class prompts to a cache
       t3al-extract import FEATURES_DIR CACHE_DIR ...  cache from the published T3AL .npy/.txt files
+      t3al-extract status CACHE_DIR [VIDEOS_DIR]      done, stale, in progress, failed, missing videos
 
     Without internet, give weights with --pretrained /path/to/checkpoint.
     """
@@ -247,3 +249,29 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
     click.echo(f"t3al-extract import: {summary.line()} -> {cache_dir}", err=True)
     if summary.failed:
         sys.exit(1)
+
+
+@main.command("status", short_help="Show how far the jobs filling a cache have got.")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.argument("videos_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--limit", default=20, show_default=True, help="Videos listed per state; 0: all.")
+@click.option("--leftover-after", default=LEFTOVER_AFTER_S, show_default=True,
+              help="Seconds without a write after which a temporary file counts as left by a stopped job.")
+@click.option("--json", "as_json", is_flag=True, help="Every video and reason as JSON, for scripts.")
+def status(cache_dir: Path, videos_dir: Path | None, limit: int, leftover_after: float, as_json: bool) -> None:
+    """Count and list the videos of CACHE_DIR by state, read-only (safe while jobs run).
+
+    \b
+      done         complete file, from the source as it is now
+      stale        complete file, but its source changed (or it is unreadable): rerun redoes it
+      in progress  a temporary file is being written (or was left by a killed job: its age says)
+      failed       recorded in failures.jsonl and still absent, with the reason
+      missing      in VIDEOS_DIR (else the cache's manifest) but not yet in the cache
+
+    Without VIDEOS_DIR, sources are not checked for changes.
+    """
+    try:
+        report = cache_status(cache_dir, videos_dir, leftover_after)
+    except CacheError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(report.to_json() if as_json else format_status(report, limit))

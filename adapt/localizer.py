@@ -33,13 +33,15 @@ def adaptation_key(config: AdaptConfig) -> AdaptConfig:
 
 
 class Projections(torch.nn.Module):
-    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale."""
+    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale
+    (or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,), for batched adaptation)."""
 
-    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor, logit_scale: float) -> None:
+    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor,
+                 logit_scale: float | torch.Tensor) -> None:
         super().__init__()
         self.visual_proj = torch.nn.Parameter(torch.as_tensor(visual_proj, dtype=torch.float32).clone())
         self.text_projection = torch.nn.Parameter(torch.as_tensor(text_projection, dtype=torch.float32).clone())
-        self.logit_scale = torch.nn.Parameter(torch.tensor(float(logit_scale), dtype=torch.float32))
+        self.logit_scale = torch.nn.Parameter(torch.as_tensor(logit_scale, dtype=torch.float32).clone())
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters()}

@@ -97,12 +97,15 @@ def run_setting(
     out: str | os.PathLike | None = None,
     round_ap: bool = False,
     on_video: Callable[[int], None] = lambda n: None,
+    device: str | None = None,
 ) -> SettingRun:
     """Localize and evaluate splits of ``setting``; write outputs under ``out`` when given.
 
     All splits run together, so a video's splits can share work; the files are written at the end.
+    ``device``: adapt in batches there (``localize_splits``).
     """
-    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video)[0]
+    return _run_many(cache, setting, [config], [out], manifest_path, indices, seed, jobs, round_ap, on_video,
+                     device=device)[0]
 
 
 def run_settings(
@@ -117,18 +120,20 @@ def run_settings(
     round_ap: bool = False,
     on_video: Callable[[int], None] = lambda n: None,
     curves: bool = True,
+    device: str | None = None,
 ) -> dict[str, SettingRun]:
     """``run_setting`` for several named configs at once, each video read once for all splits and
     configs; config ``name`` writes its files under ``out/name``."""
     folders = [Path(out) / name if out is not None else None for name in configs]
     runs = _run_many(cache, setting, list(configs.values()), folders, manifest_path, indices, seed, jobs, round_ap,
-                     on_video, curves)
+                     on_video, curves, device)
     return dict(zip(configs, runs))
 
 
 def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig], folders: list,
               manifest_path: str | os.PathLike | None, indices: Sequence[int] | None, seed: int, jobs: int,
-              round_ap: bool, on_video: Callable[[int], None], curves: bool = True) -> list[SettingRun]:
+              round_ap: bool, on_video: Callable[[int], None], curves: bool = True,
+              device: str | None = None) -> list[SettingRun]:
     """The split loop shared by ``run_setting`` and ``run_settings``."""
     reader = CacheReader(cache)
     manifest = load_manifest(reader, manifest_path)
@@ -149,7 +154,7 @@ def _run_many(cache: str | os.PathLike, setting: str, configs: list[AdaptConfig]
     works = [SplitWork([v for v in order if v in set(evaluation.videos)], evaluation.classes,
                        _truths(manifest, key, index) if oracles else {})
              for index, evaluation in zip(indices, evaluations)]
-    all_outcomes = localize_splits(str(cache), works, configs, seed, jobs, on_video)
+    all_outcomes = localize_splits(str(cache), works, configs, seed, jobs, on_video, device)
     for index, evaluation, outcomes in zip(indices, evaluations, all_outcomes):
         classes, ground_truth = split_ground_truth(manifest, key, index)
         for i, (outcome, run, folder) in enumerate(zip(outcomes, runs, folders)):

@@ -19,7 +19,7 @@ import torch
 
 from t3al.cache import CacheReader, Head
 
-from .config import AdaptConfig
+from .config import AdaptConfig, ConfigError
 from .localizer import T3AL, Adaptation, Projections, _chain, adaptation_key, make_optimizer, naive_localize
 from .losses import loss_terms
 from .ops import index_moves, l2norm
@@ -28,6 +28,21 @@ from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 BATCH_FRAMES = {"cpu": 1 << 17, "cuda": 1 << 22}  # padded frames (batch size x longest video) per batch
 CHUNK = 32  # videos per task on the batched path: enough adaptations to fill batches
+
+
+def check_device(name: str | None) -> str | None:
+    """``name`` when stage two can adapt there (None: the per-video path), else a ConfigError."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: stage two runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; leave --device out to adapt on the CPU")
+    return name
 
 
 def batchable(config: AdaptConfig) -> bool:

@@ -15,6 +15,7 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
+from .batched import check_device
 from .cluster import SCHEDULER_ENV, ClusterError, dask_backend
 from .config import CHOICES, AdaptConfig, ConfigError, make_config, preset_names
 from .pipeline import load_manifest, run_setting
@@ -116,6 +117,9 @@ def run_options(command):
         click.option("--scheduler", envvar=SCHEDULER_ENV, metavar="ADDRESS",
                      help=f"Dask scheduler (e.g. tcp://host:8786; default ${SCHEDULER_ENV}): per-video-reset work "
                           "runs on its workers, which read CACHE by the same path; --jobs is then ignored."),
+        click.option("--device", metavar="DEVICE",
+                     help="Adapt many videos at once on this device (cuda, cuda:1, cpu): same detections to float "
+                          "rounding; default: video by video on the CPU. Stream configs stay sequential."),
         click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
@@ -131,8 +135,8 @@ def run_options(command):
               help="Output folder; default runs/<cache>/<split>/<method>.")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int, scheduler: str | None, out: Path | None, round_ap: bool,
-         allow_failures: bool, progress: bool, **options: Any) -> None:
+         config_file: Path | None, seed: int, jobs: int, scheduler: str | None, device: str | None, out: Path | None,
+         round_ap: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
@@ -150,7 +154,8 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         chosen = list(indices) or list(range(len(manifest.splits.get(key, []))))
         total = sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
         with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar, dask_backend(scheduler):
-            run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update)
+            run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
+                              check_device(device))
     except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     for warning in run.warnings:

@@ -13,6 +13,7 @@ from t3al.evaluate import EvaluationError
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError, setting_name
 
+from .batched import check_device
 from .cli import resolve_config, run_options
 from .cluster import ClusterError, dask_backend
 from .config import ConfigError
@@ -29,8 +30,8 @@ from .sweep import load_sweep, resolve_rows, sweep_names, write_tables
               help="Save every video's similarity curve per row (for plots and the HTML report).")
 @run_options
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
-         preset: str | None, config_file: Path | None, seed: int, jobs: int, scheduler: str | None, out: Path | None,
-         curves: bool,
+         preset: str | None, config_file: Path | None, seed: int, jobs: int, scheduler: str | None,
+         device: str | None, out: Path | None, curves: bool,
          round_ap: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
     """Run every row (configuration) of a sweep on the splits of a setting and tabulate them.
 
@@ -57,7 +58,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         with tqdm(total=total, unit="video-row", disable=not progress, desc=f"{sweep.name} {key}") as bar, \
                 dask_backend(scheduler):
             runs = run_settings(cache, key, configs, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
-                                curves)
+                                curves, check_device(device))
         documents = {name: run.document for name, run in runs.items()}
         paths = write_tables(documents, out)
     except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:

@@ -151,3 +151,37 @@ def test_stacked_adaptation_starts_from_the_heads_parameters():
     for item in adapter.adapt([Problem(video, torch.ones(4), torch.zeros(4), 0)] * 2):
         assert torch.equal(item.params.text_projection, 2 * torch.eye(4)) and float(item.params.logit_scale.detach()) == 1.5
         assert torch.allclose(item.residual, video.features) and item.adaptation.losses == []
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from t3al.adapt.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args] + ["--no-progress"], catch_exceptions=False)
+
+
+def test_adapt_device_option_writes_the_per_video_detections(tmp_path):
+    actions = {f"v{i}": (120 + 20 * i, 30, 90, i % 4) for i in range(6)}
+    cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]])
+    assert _cli(cache, "--steps", "4", "--out", tmp_path / "a").exit_code == 0
+    assert _cli(cache, "--steps", "4", "--out", tmp_path / "b", "--device", "cpu").exit_code == 0
+    for split in ("split_0", "split_1"):
+        a = (tmp_path / "a" / split / "detections.csv").read_text().splitlines()
+        b = (tmp_path / "b" / split / "detections.csv").read_text().splitlines()
+        assert len(a) == len(b) > 1
+        for line_a, line_b in zip(a[1:], b[1:]):
+            *same_a, score_a = _fields(line_a)
+            *same_b, score_b = _fields(line_b)
+            assert same_a == same_b and abs(score_a - score_b) <= 1e-5
+
+
+def _fields(line: str) -> tuple:
+    video, start, end, score, label = line.split(",")
+    return video, start, end, label, float(score)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    cache = write_toy_world(tmp_path, CLASSES, {"v0": (50, 10, 30, 0)}, [["Jump", "Throw"]])
+    result = _cli(cache, "--device", "cuda", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Error: --device cuda: CUDA is not available here" in result.output

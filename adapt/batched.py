@@ -114,6 +114,26 @@ def padded_spread(mask: torch.Tensor, k: int) -> torch.Tensor:
     return torch.searchsorted(mask.cumsum(dim=1), rank + 1)
 
 
+def _each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a[i] @ b[i] for every i, where one of the two is a vector: one batched product on a GPU; B
+    products on the CPU, where a batched matrix-vector product is several times slower than B."""
+    if a.device.type == "cpu":
+        return torch.stack([x @ y for x, y in zip(a, b)])
+    if b.dim() == 2:
+        return torch.bmm(a, b[:, :, None]).squeeze(-1)
+    return torch.bmm(a[:, None, :], b).squeeze(1)
+
+
+def _curves(frames: torch.Tensor, lengths: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """(B, N) frames @ direction of every row (padded frames give 0; on the CPU they are skipped)."""
+    if frames.device.type != "cpu":
+        return _each(frames, direction)
+    out = frames.new_zeros(frames.shape[:2])
+    for b, n in enumerate(lengths.tolist()):
+        out[b, :n] = frames[b, :n] @ direction[b]
+    return out
+
+
 class BatchedAdapter:
     """Adapts B problems of one config together on ``device``, from the head's parameters."""
 
@@ -145,10 +165,9 @@ class BatchedAdapter:
             if t == cfg.steps - 1:
                 before = params.snapshot()
             with torch.no_grad():
-                u = torch.bmm(prompts[:, None, :], params.text_projection).squeeze(1)
+                u = _each(prompts, params.text_projection)
                 e = l2norm(u)
-                direction = torch.bmm(params.visual_proj, e[:, :, None])
-                sim = params.logit_scale.exp()[:, None] * (torch.bmm(frames, direction).squeeze(-1)
+                sim = params.logit_scale.exp()[:, None] * (_curves(frames, lengths, _each(params.visual_proj, e))
                                                             - (background * e).sum(dim=-1, keepdim=True))
                 samples = self._samples(sim, lengths, moves[:, t], inside, oracle)
                 rows = frames.gather(1, samples[:, :, None].expand(-1, -1, frames.shape[2]))
@@ -161,7 +180,8 @@ class BatchedAdapter:
             losses.append(separation.double() + representation.double())
             optimizer.step()
         per_step = torch.stack(losses, dim=1).tolist() if losses else [[] for _ in problems]
-        return [self._adapted(b, p, params, before, per_step[b]) for b, p in enumerate(problems)]
+        return [self._adapted(frames[b, :p.video.n_frames], p.background.to(device), params, before, b, per_step[b])
+                for b, p in enumerate(problems)]
 
     def _oracle_masks(self, problems: Sequence[Problem], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's true-action frames, and which rows select by them (the selection oracle)."""
@@ -196,12 +216,12 @@ class BatchedAdapter:
             picks = torch.minimum((picks + moves).clamp_min(0), (lengths - 1)[:, None, None])
         return picks.flatten(1)
 
-    def _adapted(self, b: int, problem: Problem, params: Projections, before: dict[str, torch.Tensor],
-                 losses: list[float]) -> Adapted:
-        """Problem ``b``'s parameters and residual, back on the CPU."""
+    @staticmethod
+    def _adapted(features: torch.Tensor, background: torch.Tensor, params: Projections,
+                 before: dict[str, torch.Tensor], b: int, losses: list[float]) -> Adapted:
+        """Row ``b``'s parameters and residual (its frames @ Pv at the last step's start - b), on the CPU."""
         with torch.no_grad():
-            residual = problem.video.features.to(self.device) @ before["visual_proj"][b] - \
-                problem.background.to(self.device)
+            residual = features @ before["visual_proj"][b] - background
         final = Projections(*(p[b].detach().cpu() for p in params.parameters()))
         return Adapted(final, Adaptation({name: value[b].cpu() for name, value in before.items()}, losses),
                        residual.cpu())

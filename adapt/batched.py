@@ -30,8 +30,9 @@ BATCH_FRAMES = {"cpu": 1 << 17, "cuda": 1 << 22}  # padded frames (batch size x 
 CHUNK = 32  # videos per task on the batched path: enough adaptations to fill batches
 
 
-def check_device(name: str | None) -> str | None:
-    """``name`` when stage two can adapt there (None: the per-video path), else a ConfigError."""
+def check_device(name: str | None, here: bool = True) -> str | None:
+    """``name`` when stage two can adapt there (None: the per-video path), else a ConfigError;
+    CUDA is looked for only ``here`` (not when a cluster's workers will run the work)."""
     if name is None:
         return None
     try:
@@ -40,7 +41,7 @@ def check_device(name: str | None) -> str | None:
         raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name!r}: stage two runs on cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if here and device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here; leave --device out to adapt on the CPU")
     return name
 

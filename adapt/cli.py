@@ -155,7 +155,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         total = sum(len(manifest.evaluation_set(key, i).videos) for i in chosen)
         with tqdm(total=total, unit="video", disable=not progress, desc=f"{key}") as bar, dask_backend(scheduler):
             run = run_setting(cache, key, config, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
-                              check_device(device))
+                              check_device(device, not scheduler))
     except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     for warning in run.warnings:

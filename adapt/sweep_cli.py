@@ -58,7 +58,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         with tqdm(total=total, unit="video-row", disable=not progress, desc=f"{sweep.name} {key}") as bar, \
                 dask_backend(scheduler):
             runs = run_settings(cache, key, configs, manifest_path, chosen, seed, jobs, out, round_ap, bar.update,
-                                curves, check_device(device))
+                                curves, check_device(device, not scheduler))
         documents = {name: run.document for name, run in runs.items()}
         paths = write_tables(documents, out)
     except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:

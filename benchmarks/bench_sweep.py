@@ -1,11 +1,12 @@
 """Sweep speed: the rows of shipped sweeps (default Table 5 + Table 6) on a THUMOS14-sized cache.
 
     python benchmarks/bench_sweep.py [--tables table5 table6 --split 75_25 --jobs 2]
-                                     [--split-index 0 ...] [--cache DIR] [--separate]
+                                     [--split-index 0 ...] [--cache DIR] [--separate] [--device cuda]
 
 Writes bench_adapt's 413-video random cache (or reuses --cache DIR, kept after the run), then
 times `run_settings` over all rows together: what `t3al-sweep` runs, without writing files.
-``--separate`` also times the same rows one `run_setting` at a time, for comparison.
+``--separate`` also times the same rows one `run_setting` at a time, for comparison; ``--device``
+adapts batched there (``t3al-sweep --device``).
 """
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ def time_sweep(cache: str, args: argparse.Namespace) -> None:
     count = [0]
     start, cpu = time.perf_counter(), time.process_time()
     runs = run_settings(cache, args.split, rows, indices=indices, jobs=args.jobs,
-                        on_video=lambda n: count.__setitem__(0, count[0] + n))
+                        on_video=lambda n: count.__setitem__(0, count[0] + n), device=args.device)
     elapsed = time.perf_counter() - start
     splits = len(next(iter(runs.values())).document["splits"])
+    where = f" --device {args.device}" if args.device else ""
     print(f"{len(rows)} rows x {splits} splits of {setting_name(args.split)}: {count[0]} video-rows in "
-          f"{elapsed:.1f} s wall with --jobs {args.jobs} ({elapsed / count[0] * args.jobs:.3f} core-s per video-row)"
+          f"{elapsed:.1f} s wall with --jobs {args.jobs}{where} "
+          f"({elapsed / count[0] * args.jobs:.3f} core-s per video-row)"
           + _cpu(cpu, args.jobs))
     for name, run in runs.items():
         print(f"  {name:45s} avg mAP {run.document['mean']['avg']:.2f}")
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", help="existing bench cache to reuse, or where to write and keep it")
     parser.add_argument("--separate", action="store_true")
+    parser.add_argument("--device", help="adapt batched on this device (cpu, cuda); default: video by video")
     parser.add_argument("--tmp", default=None, help="folder for the temporary cache (about 5 GB)")
     args = parser.parse_args()
     with_bench_cache(args, lambda cache: time_sweep(cache, args))

@@ -149,7 +149,8 @@ def test_stacked_adaptation_starts_from_the_heads_parameters():
     video = _video(5)
     adapter = BatchedAdapter(AdaptConfig(steps=0), _head(), torch.device("cpu"))
     for item in adapter.adapt([Problem(video, torch.ones(4), torch.zeros(4), 0)] * 2):
-        assert torch.equal(item.params.text_projection, 2 * torch.eye(4)) and float(item.params.logit_scale.detach()) == 1.5
+        assert torch.equal(item.params.text_projection, 2 * torch.eye(4))
+        assert float(item.params.logit_scale.detach()) == 1.5
         assert torch.allclose(item.residual, video.features) and item.adaptation.losses == []
 
 

@@ -28,6 +28,7 @@ from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 BATCH_FRAMES = {"cpu": 1 << 17, "cuda": 1 << 22}  # padded frames (batch size x longest video) per batch
 CHUNK = 32  # videos per task on the batched path: enough adaptations to fill batches
+ROW_BY_ROW = ("cpu",)  # device types whose matrix-vector products run one row at a time
 
 
 def check_device(name: str | None, here: bool = True) -> str | None:
@@ -118,7 +119,7 @@ def padded_spread(mask: torch.Tensor, k: int) -> torch.Tensor:
 def _each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a[i] @ b[i] for every i, where one of the two is a vector: one batched product on a GPU; B
     products on the CPU, where a batched matrix-vector product is several times slower than B."""
-    if a.device.type == "cpu":
+    if a.device.type in ROW_BY_ROW:
         return torch.stack([x @ y for x, y in zip(a, b)])
     if b.dim() == 2:
         return torch.bmm(a, b[:, :, None]).squeeze(-1)
@@ -127,7 +128,7 @@ def _each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _curves(frames: torch.Tensor, lengths: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     """(B, N) frames @ direction of every row (padded frames give 0; on the CPU they are skipped)."""
-    if frames.device.type != "cpu":
+    if frames.device.type not in ROW_BY_ROW:
         return _each(frames, direction)
     out = frames.new_zeros(frames.shape[:2])
     for b, n in enumerate(lengths.tolist()):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from t3al.adapt import batched
 from t3al.adapt.batched import (BatchedAdapter, Problem, padded_highest, padded_moving_average, padded_spread,
                                 sample_moves)
 from t3al.adapt.config import AdaptConfig
@@ -123,16 +124,18 @@ CONFIGS = [
 ]
 
 
-def test_batched_path_gives_the_per_video_detections(tmp_path):
+@pytest.mark.parametrize("row_by_row", [("cpu",), ()], ids=["cpu products", "gpu products"])
+def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_by_row):
+    monkeypatch.setattr(batched, "ROW_BY_ROW", row_by_row)  # () runs the GPU's bmm calls on the CPU
     actions = {f"v{i}": (60 + 37 * i, 20 + 7 * i, 50 + 9 * i, i % 4) for i in range(9)}
     cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]])
     videos = list(actions)
     truths = {v: [(s / 10.0, (e - 1) / 10.0, c % 2)] for v, (_, s, e, c) in actions.items()}
     splits = [SplitWork(videos, ["Jump", "Throw"], truths), SplitWork(videos[::-1], ["Swim", "Run"])]
     per_video = localize_splits(str(cache), splits, CONFIGS, seed=5)
-    batched = localize_splits(str(cache), splits, CONFIGS, seed=5, device="cpu")
+    together = localize_splits(str(cache), splits, CONFIGS, seed=5, device="cpu")
     compared = 0
-    for split_a, split_b in zip(per_video, batched):
+    for split_a, split_b in zip(per_video, together):
         for a, b in zip(split_a, split_b):
             assert [r.video_id for r in a.results] == [r.video_id for r in b.results]
             for ra, rb in zip(a.results, b.results):

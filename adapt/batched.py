@@ -3,7 +3,8 @@
 One video's adaptation is a few small products per step, too little work for a GPU. Here B
 adaptations step together: their frames are padded to one length (padded frames are masked out
 of the selection and never reach the smoothing's edges), the products are batched, the loss
-gradients are ``torch.func.vmap``-ed over the closed-form ones, and one Adam steps the stacked
+gradients are ``torch.func.vmap``-ed over the closed-form ones (on the CPU the matrix-vector
+products run row by row: faster there), and one Adam steps the stacked
 (B, ...) parameters; Adam is elementwise, so this is B per-video Adams. Every adaptation draws
 its sample moves from its own per-video generator in the per-video order, so both paths give
 the same detections (up to float rounding; tests/test_batched.py). Only the per-video reset
@@ -185,17 +186,17 @@ class BatchedAdapter:
         return [self._adapted(frames[b, :p.video.n_frames], p.background.to(device), params, before, b, per_step[b])
                 for b, p in enumerate(problems)]
 
-    def _oracle_masks(self, problems: Sequence[Problem], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's true-action frames, and which rows select by them (the selection oracle)."""
+    def _oracle_masks(self, problems: Sequence[Problem], n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each row's true-action frames, and which rows select by them (None: no row does)."""
         inside = torch.zeros(len(problems), n, dtype=torch.bool)
         oracle = torch.zeros(len(problems), dtype=torch.bool)
         for b, p in enumerate(problems):
             if p.hint is not None and "selection" in self.config.oracle:
                 inside[b, :p.video.n_frames], oracle[b] = p.hint.inside, True
-        return inside.to(self.device), oracle.to(self.device)
+        return inside.to(self.device), oracle.to(self.device) if oracle.any() else None
 
     def _samples(self, sim: torch.Tensor, lengths: torch.Tensor, moves: torch.Tensor, inside: torch.Tensor,
-                 oracle: torch.Tensor) -> torch.Tensor:
+                 oracle: torch.Tensor | None) -> torch.Tensor:
         """(B, 2K) sampled frames, positives first: ``T3AL._samples`` on every row at once."""
         cfg = self.config
         valid = torch.arange(sim.shape[1], device=sim.device) < lengths[:, None]
@@ -206,7 +207,7 @@ class BatchedAdapter:
             every = (lengths <= count)[:, None]
             positives = valid & (every | padded_highest(sim, count, valid))
             negatives = valid & (every | padded_highest(-sim, count, valid, ties_late=True))
-        if oracle.any():
+        if oracle is not None:
             inside = inside & valid
             outside = valid & ~inside
             action = torch.where(inside.any(dim=1, keepdim=True), inside, valid)

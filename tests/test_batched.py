@@ -21,6 +21,11 @@ CLASSES = ["Jump", "Throw", "Swim", "Run"]
 LENGTHS = [7, 40, 23, 3]
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
 def _padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(r) for r in rows])
     out = torch.full((len(rows), int(lengths.max())), 123.0)  # padding no result may depend on
@@ -111,7 +116,8 @@ def test_one_adam_over_stacked_parameters_is_per_video_adam():
             o.step()
     for b, p in enumerate(singles):
         for name, q in p.named_parameters():
-            torch.testing.assert_close(dict(stacked.named_parameters())[name][b], q, rtol=0, atol=0)
+            # elementwise, but torch's vectorised and scalar loops may round an element differently
+            torch.testing.assert_close(dict(stacked.named_parameters())[name][b], q, rtol=1e-6, atol=1e-8)
 
 
 CONFIGS = [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from distributed import LocalCluster
 from t3al.adapt import cluster
 from t3al.adapt.cli import main as adapt_main
 from t3al.adapt.sweep_cli import main as sweep_main
+from t3al.adapt.video import VideoProblem
 
 from conftest import write_toy_world
 
@@ -90,3 +92,9 @@ def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "Error: cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_problem_found_in_a_worker_process_pickles_whole():
+    problem = pickle.loads(pickle.dumps(VideoProblem("v3", "1 frame feature(s) contain NaN or infinity")))
+    assert (problem.video_id, problem.reason) == ("v3", "1 frame feature(s) contain NaN or infinity")
+    assert str(problem) == "video v3: 1 frame feature(s) contain NaN or infinity"

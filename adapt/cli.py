@@ -16,6 +16,7 @@ from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import TIOU_SETS, ManifestError
 
+from .cluster import SCHEDULER_ENV, ClusterError
 from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
 from .pipeline import OutputError, SettingRun, run
 from .spec import RunSpec, build_spec, default_jobs, shown_value
@@ -132,6 +133,12 @@ def run_options(command):
         click.option("--seed", default=0, show_default=True, help="Random seed (per video: seed and video id)."),
         click.option("--jobs", "-j", type=int, default=None,
                      help=f"Worker processes across videos (joblib); default: this machine's cores ({default_jobs()})."),
+        click.option("--scheduler", envvar=SCHEDULER_ENV, metavar="ADDRESS",
+                     help=f"Dask scheduler (e.g. tcp://host:8786; default ${SCHEDULER_ENV}): per-video-reset work "
+                          "runs on its workers, which read CACHE by the same path; --jobs is then ignored."),
+        click.option("--device", metavar="DEVICE",
+                     help="Adapt many videos at once on this device (cuda, cuda:1, cpu): same detections to float "
+                          "rounding; default: video by video on the CPU. Stream configs stay sequential."),
         click.option("--overwrite", is_flag=True,
                      help="Replace an output folder that holds another configuration's results "
                           "(a rerun of the same configuration replaces its own without it)."),
@@ -175,8 +182,9 @@ def report_notes(spec: RunSpec) -> None:
               help="Output folder; default runs/<cache>/<split>/<run name> (the name printed with the table).")
 @run_options
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int | None, overwrite: bool, out: Path | None, round_ap: bool,
-         tiou_set: str | None,         allow_failures: bool, progress: bool, **options: Any) -> None:
+         config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
+         overwrite: bool, out: Path | None, round_ap: bool, tiou_set: str | None, allow_failures: bool,
+         progress: bool, **options: Any) -> None:
     """Localize actions from a t3al cache and evaluate them with the zero-shot protocol.
 
     Runs the ten class splits of the setting (or --split-index), writes each split's detections
@@ -191,12 +199,12 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
     try:
         spec = build_spec(cache, setting, indices=indices, manifest=manifest_path, preset=preset,
                           config_file=config_file, options=setting_options(options), seed=seed, jobs=jobs,
-                          round_ap=round_ap, tiou_set=tiou_set)
+                          round_ap=round_ap, tiou_set=tiou_set, scheduler=scheduler, device=device)
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
         with tqdm(total=spec.video_splits(), unit="video", disable=not progress, desc=spec.setting) as bar:
             runs = run(spec, folders, overwrite=overwrite, on_video=bar.update)
-    except (CacheError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
+    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))

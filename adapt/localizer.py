@@ -38,13 +38,15 @@ def adaptation_key(config: AdaptConfig) -> AdaptConfig:
 
 
 class Projections(torch.nn.Module):
-    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale."""
+    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale
+    (or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,), for batched adaptation)."""
 
-    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor, logit_scale: float) -> None:
+    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor,
+                 logit_scale: float | torch.Tensor) -> None:
         super().__init__()
         self.visual_proj = torch.nn.Parameter(torch.as_tensor(visual_proj, dtype=torch.float32).clone())
         self.text_projection = torch.nn.Parameter(torch.as_tensor(text_projection, dtype=torch.float32).clone())
-        self.logit_scale = torch.nn.Parameter(torch.tensor(float(logit_scale), dtype=torch.float32))
+        self.logit_scale = torch.nn.Parameter(torch.as_tensor(logit_scale, dtype=torch.float32).clone())
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters()}
@@ -150,15 +152,19 @@ class T3AL:
                                                              label_embeddings, hint)
         adapted = shared.get(share_as(label)) if shared is not None else None
         if adapted is None:
-            adaptation = self.adapt(video, params, optimizer, class_features[label], background, generator, hint)
-            with torch.no_grad():
-                residual = video.features @ adaptation.before_last["visual_proj"] - background
-            adapted = Adapted(params, adaptation, residual)
+            adapted = self.adapted(video, params, optimizer, class_features[label], background, generator, hint)
             if shared is not None:
                 shared[share_as(label)] = adapted
         results = self.propose_variants(video, adapted.params, adapted.adaptation, adapted.residual, class_features,
                                         label, probabilities, variants, hint)
         return results, adapted
+
+    def adapted(self, video, params, optimizer, prompt, background, generator, hint=None) -> Adapted:
+        """Step 2 on ``params``, then the residual the proposals are cut from."""
+        adaptation = self.adapt(video, params, optimizer, prompt, background, generator, hint)
+        with torch.no_grad():
+            residual = video.features @ adaptation.before_last["visual_proj"] - background
+        return Adapted(params, adaptation, residual)
 
     def propose_variants(self, video, params, adaptation, residual, class_features, label, probabilities,
                          variants: Sequence[AdaptConfig], hint=None) -> list[VideoResult]:

@@ -66,19 +66,20 @@ def _through_norm(grad: torch.Tensor, unit: torch.Tensor, length: torch.Tensor) 
     return (grad - unit * (unit * grad).sum(dim=-1, keepdim=True)) / length
 
 
-def _separation_gradient(scores: torch.Tensor, config: AdaptConfig) -> tuple[float, torch.Tensor | None]:
+def _separation_gradient(scores: torch.Tensor, config: AdaptConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
     target = _targets(config.k, scores)
     if config.separation == "byol":
         soft = (1.0 - config.smoothing) * target / target.norm() + config.smoothing / len(target)
         unit, length = _unit(scores)
-        return float(2.0 - 2.0 * unit @ soft), _through_norm(-2.0 * soft, unit, length)
+        return 2.0 - 2.0 * unit @ soft, _through_norm(-2.0 * soft, unit, length)
     if config.separation == "bce":
         value = F.binary_cross_entropy_with_logits(scores, target)
-        return float(value), (torch.sigmoid(scores) - target) / len(target)
-    return 0.0, None
+        return value, (torch.sigmoid(scores) - target) / len(target)
+    return scores.new_zeros(()), None
 
 
-def _representation_gradient(chosen: torch.Tensor, e: torch.Tensor, config: AdaptConfig) -> tuple[float, torch.Tensor]:
+def _representation_gradient(chosen: torch.Tensor, e: torch.Tensor,
+                             config: AdaptConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Value and gradient to ``chosen`` (2K x E, unit rows; the rows after the K positives get 0)."""
     k = config.k
     grad = torch.zeros_like(chosen)
@@ -86,14 +87,32 @@ def _representation_gradient(chosen: torch.Tensor, e: torch.Tensor, config: Adap
     if config.representation == "text":
         soft = (1.0 - config.smoothing) * e + config.smoothing / len(e)
         grad[:k] = -2.0 / len(e) * soft
-        return float(2.0 - 2.0 / len(e) * (positives @ soft).sum()), grad
+        return 2.0 - 2.0 / len(e) * (positives @ soft).sum(), grad
     if config.representation == "pairwise":
         pairs = k * (k - 1) / 2
         total = positives.sum(dim=0)
         grad[:k] = -2.0 / pairs * (total - positives)
         agreement = ((total @ total) - (positives * positives).sum()) / 2
-        return float(2.0 - 2.0 * agreement / pairs), grad
-    return 0.0, grad
+        return 2.0 - 2.0 * agreement / pairs, grad
+    return chosen.new_zeros(()), grad
+
+
+def loss_terms(projected: torch.Tensor, u: torch.Tensor, log_scale: torch.Tensor,
+               config: AdaptConfig) -> tuple[torch.Tensor, ...]:
+    """``loss_gradients`` as tensors only (so ``torch.func.vmap`` batches it over adaptations):
+    separation, representation, then the gradients to ``projected``, ``u`` and the log scale,
+    the last two only when the separation loss is on."""
+    chosen, lengths = _unit(projected)
+    e, u_length = _unit(u)
+    scale = log_scale.exp()
+    scores = scale * (chosen @ e)
+    separation, d_scores = _separation_gradient(scores, config)
+    representation, d_chosen = _representation_gradient(chosen, e, config)
+    if d_scores is None:
+        return separation, representation, _through_norm(d_chosen, chosen, lengths)
+    d_chosen = d_chosen + scale * d_scores[:, None] * e
+    d_text = _through_norm(scale * (d_scores @ chosen), e, u_length)
+    return separation, representation, _through_norm(d_chosen, chosen, lengths), d_text, d_scores @ scores
 
 
 @torch.no_grad()
@@ -101,15 +120,6 @@ def loss_gradients(projected: torch.Tensor, u: torch.Tensor, log_scale: torch.Te
                    config: AdaptConfig) -> LossGradients:
     """The loss of the 2K ``projected`` samples (rows @ Pv) against ``u`` (prompt @ Pt), and its
     gradients to each of the three; the same value as ``adaptation_loss`` on their normalisations."""
-    chosen, lengths = _unit(projected)
-    e, u_length = _unit(u)
-    scale = log_scale.exp()
-    scores = scale * (chosen @ e)
-    separation, d_scores = _separation_gradient(scores, config)
-    representation, d_chosen = _representation_gradient(chosen, e, config)
-    d_text = d_log_scale = None
-    if d_scores is not None:
-        d_chosen = d_chosen + scale * d_scores[:, None] * e
-        d_text = _through_norm(scale * (d_scores @ chosen), e, u_length)
-        d_log_scale = d_scores @ scores
-    return LossGradients(separation + representation, _through_norm(d_chosen, chosen, lengths), d_text, d_log_scale)
+    separation, representation, d_projected, *rest = loss_terms(projected, u, log_scale, config)
+    d_text, d_log_scale = rest or (None, None)
+    return LossGradients(float(separation) + float(representation), d_projected, d_text, d_log_scale)

@@ -47,8 +47,13 @@ def pick_samples(
     (no move when radius is 0) and clamped to the video's n frames."""
     picks = _spread(candidates, k)
     if radius > 0:
-        picks = (picks + torch.randint(-radius, radius, (k,), generator=generator)).clamp(0, n - 1)
+        picks = (picks + index_moves(k, radius, generator)).clamp(0, n - 1)
     return picks
+
+
+def index_moves(k: int, radius: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The k random moves in [-radius, radius - 1] of one side's samples (one draw of ``generator``)."""
+    return torch.randint(-radius, radius, (k,), generator=generator)
 
 
 def select_samples(

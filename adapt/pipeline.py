@@ -15,6 +15,7 @@ import numpy as np
 from t3al.evaluate import Detections
 from t3al.evaluate.splits import evaluate_setting
 
+from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
 from .runner import SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
@@ -149,7 +150,9 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     order = list(spec.manifest.videos)
     works = [SplitWork([v for v in order if v in set(e.videos)], e.classes, _truths(e) if oracles else {})
              for e in evaluations.values()]
-    outcomes = localize_splits(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs, on_video)
+    with dask_backend(spec.scheduler):
+        outcomes = localize_splits(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs, on_video,
+                                   spec.device)
     for position, (name, run_) in enumerate(runs.items()):
         detections = {}
         for index, split_outcomes in zip(spec.indices, outcomes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, Sequence
 
 import joblib
@@ -213,6 +214,7 @@ def localize_splits(
     seed: int = 0,
     jobs: int = 1,
     on_video: Callable[[int], None] = lambda n: None,
+    device: str | None = None,
 ) -> list[list[SplitOutcome]]:
     """Localize every split with every config: ``outcomes[split][config]``.
 
@@ -221,6 +223,7 @@ def localize_splits(
     video the same pseudo-label, share one adaptation. Stream configs run split by split, in
     order, in this process. Videos missing from the cache, or unusable, become problems.
     ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
+    With a ``device`` (cpu, cuda, ...), the per-video-reset adaptations run batched there (batched.py).
     """
     _check_widths(reader.head(), configs)
     outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
@@ -235,27 +238,33 @@ def localize_splits(
                                      split.truths, on_video)
             _collect(split_outcomes, stream, items)
     if reset:
-        _localize_reset(str(reader.root), reader, splits, outcomes, reset, [configs[i] for i in reset], seed, jobs, on_video)
+        _localize_reset(str(reader.root.resolve()), reader, splits, outcomes, reset, [configs[i] for i in reset], seed,
+                        jobs, on_video, device)
     return outcomes
 
 
 def _localize_reset(cache: str, reader: CacheReader, splits: Sequence[SplitWork], outcomes: list[list[SplitOutcome]],
                     positions: list[int], configs: list[AdaptConfig], seed: int, jobs: int,
-                    on_video: Callable[[int], None]) -> None:
-    """The per-video-reset configs over all splits, one task per few videos."""
+                    on_video: Callable[[int], None], device: str | None = None) -> None:
+    """The per-video-reset configs over all splits, one task per few videos (``cache`` absolute, as
+    tasks may run on other machines' workers)."""
     membership: dict[str, list[int]] = {}
     for s, split in enumerate(splits):
         for video_id in split.video_ids:
             if video_id in reader:
                 membership.setdefault(video_id, []).append(s)
     videos = list(membership)
-    chunks = [videos[i:i + CHUNK] for i in range(0, len(videos), CHUNK)]
+    task, size = _localize_chunk, CHUNK
+    if device is not None:
+        from . import batched  # it builds on this module
+        task, size = partial(batched.localize_chunk, device=device), batched.CHUNK
+    chunks = [videos[i:i + size] for i in range(0, len(videos), size)]
 
     def work(video_id: str) -> list[tuple[list[str], Truths]]:
         return [(splits[s].classes, {video_id: splits[s].truths[video_id]} if video_id in splits[s].truths else {})
                 for s in membership[video_id]]
 
-    tasks = (joblib.delayed(_localize_chunk)(cache, chunk, [work(v) for v in chunk], configs, seed) for chunk in chunks)
+    tasks = (joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, seed) for chunk in chunks)
     done_videos = iter(videos)
     for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
         for item in done:

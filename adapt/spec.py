@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from t3al.cache import CacheError, CacheReader
 from t3al.evaluate.splits import manifest_tious
 from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
@@ -40,6 +42,8 @@ class RunSpec:
     seed: int = 0
     jobs: int = 1
     round_ap: bool = False
+    scheduler: str | None = None  # a Dask scheduler's address: per-video-reset work runs on its workers
+    device: str | None = None  # adapt per-video-reset configs batched there (None: video by video)
 
     @property
     def cache(self) -> Path:
@@ -74,17 +78,36 @@ def split_indices(manifest: Manifest, setting: str, indices: Sequence[int]) -> t
     return tuple(dict.fromkeys(indices)) or tuple(range(count))
 
 
+def check_device(name: str | None, here: bool = True) -> str | None:
+    """``name`` when stage two can adapt there (None: the per-video path), else a ConfigError;
+    CUDA is looked for only ``here`` (not when a cluster's workers will run the work)."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N", "device") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: stage two runs on cpu or cuda", "device")
+    if here and device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; leave --device out to adapt on the CPU",
+                          "device")
+    return name
+
+
 def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Sequence[int] = (),
                manifest: str | os.PathLike | None = None, preset: str | None = None,
                config_file: str | os.PathLike | None = None, options: Mapping[str, Any] | None = None,
                rows: Mapping[str, Mapping[str, Any]] | None = None, rows_source: str = "row", seed: int = 0,
-               jobs: int | None = None, round_ap: bool = False, tiou_set: str | None = None) -> RunSpec:
+               jobs: int | None = None, round_ap: bool = False, tiou_set: str | None = None,
+               scheduler: str | None = None, device: str | None = None) -> RunSpec:
     """Open the cache and manifest, check the setting and splits, resolve every config.
 
     Settings resolve as: ``preset`` (default: the manifest's dataset family's), the named method's
     settings for that preset, ``config_file``, ``options`` (the command line), then each of ``rows``
     (name -> settings; one config per row). Without ``rows`` the one config is named by ``run_name``.
-    The tables average over the named ``tiou_set`` (default: the manifest's thresholds).
+    The tables average over the named ``tiou_set`` (default: the manifest's thresholds). ``device``
+    is checked here, CUDA's presence only without a ``scheduler`` (then the workers run the work).
     """
     reader = CacheReader(cache)
     loaded = load_manifest(reader, manifest)
@@ -95,6 +118,8 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
+    scheduler = (scheduler or "").strip() or None
+    device = check_device(device, here=scheduler is None)
     layers = [("command line", options or {})]
     if rows is None:
         config = make_config(preset, config_file, layers)
@@ -104,7 +129,8 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
                    for name, settings in rows.items()}
     for index in chosen:
         reader.head().prompt_index(loaded.split_classes(key, index))
-    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap)
+    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap,
+                   scheduler, device)
 
 
 def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:

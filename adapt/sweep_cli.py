@@ -16,6 +16,7 @@ from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError
 
 from .cli import default_root, report_notes, report_runs, run_options, setting_options
+from .cluster import ClusterError
 from .config import AdaptConfig, ConfigError
 from .pipeline import OutputError, run
 from .spec import build_spec, config_hash
@@ -31,8 +32,9 @@ from .sweep import load_sweep, sweep_names, write_tables
               help="Save every video's similarity curve per row (for plots and the HTML report).")
 @run_options
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
-         preset: str | None, config_file: Path | None, seed: int, jobs: int | None, overwrite: bool,
-         out: Path | None, curves: bool, round_ap: bool, tiou_set: str | None, allow_failures: bool,
+         preset: str | None, config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None,
+         device: str | None, overwrite: bool, out: Path | None, curves: bool, round_ap: bool, tiou_set: str | None,
+         allow_failures: bool,
          progress: bool, **options: Any) -> None:
     """Run every row (configuration) of a sweep on the splits of a setting and tabulate them.
 
@@ -53,7 +55,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
         spec = build_spec(cache, setting, indices=indices, manifest=manifest_path, preset=preset or sweep.preset,
                           config_file=config_file, options=setting_options(options), rows=sweep.rows,
                           rows_source=f"sweep {sweep.name}, row", seed=seed, jobs=jobs, round_ap=round_ap,
-                          tiou_set=tiou_set)
+                          tiou_set=tiou_set, scheduler=scheduler, device=device)
         out = out or default_root(spec) / f"sweep-{sweep.name}_{sweep_hash(spec.configs.values(), seed)}"
         folders = {name: out / name for name in spec.configs}
         with tqdm(total=spec.video_splits(), unit="video-row", disable=not progress,
@@ -61,7 +63,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
             runs = run(spec, folders, curves=curves, overwrite=overwrite, on_video=bar.update)
         documents = {name: result.document for name, result in runs.items()}
         paths = write_tables(documents, out)
-    except (CacheError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
+    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(sweep.description)

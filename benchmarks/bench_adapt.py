@@ -1,13 +1,18 @@
 """Stage-two speed: seconds per video for the fast and direct paths, and a THUMOS14-sized setting.
 
-    python benchmarks/bench_adapt.py per-video  [--frames 6000 --steps 60 --repeat 5]
-    python benchmarks/bench_adapt.py setting    [--jobs 2 --split 75_25 --cache DIR]
+    python benchmarks/bench_adapt.py per-video  [--frames 6000 --steps 60 --repeat 5 --batch 8]
+    python benchmarks/bench_adapt.py setting    [--jobs 2 --split 75_25 --cache DIR --device cuda]
+    python benchmarks/bench_adapt.py batched    [--videos 32 --device cpu --jobs 1 --steps 60]
 
-``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4, and
-the floor: the operations alone that any exact implementation must run; and the named methods
-T3AL_0, FreeZAD and AdaZAD on the same video.
+``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4, the
+floor: the operations alone that any exact implementation must run, the named methods T3AL_0,
+FreeZAD and AdaZAD on the same video, and the batched path.
 ``setting`` writes a cache of 413 videos with the THUMOS14 manifest's ids (N drawn from
-1,000-15,000, random features) and times the run over the ten splits.
+1,000-15,000, random features) and times the run over the ten splits (``--device``: on the
+batched path there).
+``batched`` writes the first ``--videos`` of those videos, times their adaptations on all splits
+of the setting video by video (``--jobs`` processes) and batched on ``--device``, and checks both
+give the same detections.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 from t3al.adapt.config import make_config
 from t3al.adapt.localizer import T3AL, Projections, make_optimizer
 from t3al.adapt.pipeline import run
-from t3al.adapt.runner import single_thread
+from t3al.adapt.runner import SplitWork, localize_splits, single_thread
 from t3al.adapt.spec import RunSpec, build_spec
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
@@ -106,6 +111,27 @@ def per_video(args: argparse.Namespace) -> None:
     for name, seconds in methods.items():
         print(f"  --method {name:8s} {seconds:8.3f} s/video")
     print(f"  floor        {lower:8.3f} s/video   (V pass + Adam per step, final V @ Pv: no exact path does less)")
+    batch = time_batched(config, video, head, args.batch, args.repeat)
+    print(f"  batched      {batch:8.3f} s/video   ({args.batch} such adaptations stepping together, "
+          f"adaptation and V @ Pv only)")
+
+
+def time_batched(config, video: VideoInput, head: Head, count: int, repeat: int) -> float:
+    """Best of ``repeat`` batched adaptations of ``count`` copies of ``video`` (own seeds), CPU
+    seconds per adaptation on one thread."""
+    from t3al.adapt.batched import Problem, adapt_problems
+    params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
+                         head.logit_scale)
+    with torch.no_grad():
+        background = video.features.mean(dim=0) @ params.visual_proj
+    problems = [Problem(video, torch.from_numpy(head.prompt_features[0]), background, seed) for seed in range(count)]
+    times = []
+    with single_thread():
+        for _ in range(repeat):
+            start = time.process_time()
+            adapt_problems(config, head, problems, torch.device("cpu"))
+            times.append((time.process_time() - start) / count)
+    return min(times)
 
 
 def class_lean(head: Head, manifest, video_id: str, strength: float = 20.0) -> np.ndarray | None:
@@ -119,9 +145,9 @@ def class_lean(head: Head, manifest, video_id: str, strength: float = 20.0) -> n
     return strength * direction / np.linalg.norm(direction)
 
 
-def write_thumos_sized_cache(root: str) -> None:
+def write_thumos_sized_cache(root: str, limit: int | None = None) -> None:
     """413 random videos with the THUMOS14 manifest's ids (N drawn from 1,000-15,000), float16,
-    each leaning toward its annotated class."""
+    each leaning toward its annotated class; only the first ``limit`` with a limit."""
     from t3al.manifests import Manifest
     manifest_path = REPO / "manifests" / "thumos14.json"
     manifest = Manifest.load(manifest_path)
@@ -132,9 +158,9 @@ def write_thumos_sized_cache(root: str) -> None:
     writer.write_head(head)
     writer.attach_manifest(manifest_path)
     frames = rng.integers(1000, 15001, size=len(manifest.videos))
-    for video_id, n in zip(manifest.videos, frames):
+    for video_id, n in list(zip(manifest.videos, frames))[:limit]:
         writer.write_video(random_record(rng, video_id, int(n), lean=class_lean(head, manifest, video_id)))
-    print(f"cache of {len(frames)} videos, mean N {frames.mean():.0f}, written in "
+    print(f"cache of {len(frames[:limit])} videos, mean N {frames[:limit].mean():.0f}, written in "
           f"{time.perf_counter() - start:.1f} s")
 
 
@@ -160,8 +186,8 @@ def with_bench_cache(args: argparse.Namespace, run) -> None:
 
 
 def adaptations(spec: RunSpec) -> list[int]:
-    """Frame counts of the distinct (video, pseudo-label) pairs of a run's splits: the adaptations
-    it needs, since splits giving a video the same pseudo-label share one."""
+    """Frame counts of the distinct (video, pseudo-label) pairs of a run's splits (of the videos
+    in its cache): the adaptations it needs, since splits giving a video the same pseudo-label share one."""
     head = spec.reader.head()
     config = next(iter(spec.configs.values()))
     vocabularies: dict[str, list[list[str]]] = {}
@@ -171,6 +197,8 @@ def adaptations(spec: RunSpec) -> list[int]:
             vocabularies.setdefault(video_id, []).append(evaluation.classes)
     frames = []
     for video_id, vocabulary in vocabularies.items():
+        if video_id not in spec.reader:
+            continue
         video = VideoInput.from_record(spec.reader.video(video_id))
         params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
                              head.logit_scale)
@@ -188,7 +216,7 @@ def setting_floor(config, frames: list[int]) -> float:
 
 
 def time_setting(cache: str, args: argparse.Namespace) -> None:
-    spec = build_spec(cache, args.split, options={"steps": args.steps}, jobs=args.jobs)
+    spec = build_spec(cache, args.split, options={"steps": args.steps}, jobs=args.jobs, device=args.device)
     config = next(iter(spec.configs.values()))
     frames = adaptations(spec)
     lower = setting_floor(config, frames)
@@ -198,8 +226,40 @@ def time_setting(cache: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = next(iter(run(spec, on_video=lambda n: count.__setitem__(0, count[0] + n)).values()))
     elapsed = time.perf_counter() - start
-    print(f"setting {args.split}: {count[0]} video-splits in {elapsed:.1f} s with --jobs {args.jobs} "
+    where = f"batched on {spec.device}" if spec.device else "video by video"
+    print(f"setting {args.split}: {count[0]} video-splits {where} in {elapsed:.1f} s with --jobs {args.jobs} "
           f"({elapsed / count[0] * args.jobs:.3f} core-s per video-split); avg mAP {result.document['mean']['avg']:.2f}")
+
+
+def batched(args: argparse.Namespace) -> None:
+    """Per-video against batched adaptation of the first ``--videos`` videos, all splits of the setting."""
+    with tempfile.TemporaryDirectory(dir=args.tmp) as cache:
+        write_thumos_sized_cache(cache, args.videos)
+        spec = build_spec(cache, args.split, options={"steps": args.steps}, device=args.device)
+        works = [SplitWork([v for v in spec.evaluation(i).videos if v in spec.reader], spec.evaluation(i).classes)
+                 for i in spec.indices]
+        config = next(iter(spec.configs.values()))
+        frames = adaptations(spec)
+        timings = {}
+        for name, device, jobs in (("video by video", None, args.jobs), (f"batched on {args.device}", args.device, 1)):
+            start, cpu = time.perf_counter(), time.process_time()
+            outcomes = localize_splits(spec.reader, works, [config], jobs=jobs, device=device)
+            timings[name] = (time.perf_counter() - start, time.process_time() - cpu, jobs,
+                             [o[0].results for o in outcomes])
+    (per_video, _, _, expected), (batch, _, _, got) = timings.values()
+    same = worst = 0
+    pairs = [(a, b) for split_a, split_b in zip(expected, got) for a, b in zip(split_a, split_b)]
+    for a, b in pairs:
+        same += (a.segments, a.labels) == (b.segments, b.labels)
+        if a.segments == b.segments:
+            worst = max(worst, float(np.abs(np.subtract(a.scores, b.scores)).max(initial=0.0)))
+    print(f"{args.videos} videos, {len(pairs)} video-splits, {len(frames)} distinct adaptations (mean N "
+          f"{np.mean(frames):.0f}), T={args.steps}")
+    for name, (elapsed, cpu, jobs, _) in timings.items():
+        print(f"  {name:22s} {elapsed:8.1f} s wall with --jobs {jobs} ({elapsed * jobs / len(frames):.3f} core-s "
+              f"per adaptation)" + (f"; {cpu:.1f} CPU-s of this process" if jobs == 1 else ""))
+    print(f"  speed-up {per_video / batch:.2f}x; same segments and labels on {same} of {len(pairs)} video-splits, "
+          f"largest score difference on those {worst:.1e}")
 
 
 def main() -> None:
@@ -209,15 +269,26 @@ def main() -> None:
     one.add_argument("--frames", type=int, default=6000)
     one.add_argument("--steps", type=int, default=60)
     one.add_argument("--repeat", type=int, default=5)
+    one.add_argument("--batch", type=int, default=8, help="adaptations per batch of the batched line")
     full = sub.add_parser("setting")
     full.add_argument("--jobs", type=int, default=2)
     full.add_argument("--split", default="75_25")
     full.add_argument("--steps", type=int, default=60)
     full.add_argument("--cache", help="existing benchmark cache to reuse, or where to write and keep it")
     full.add_argument("--tmp", default=None, help="folder for the temporary cache (about 5 GB)")
+    full.add_argument("--device", help="adapt batched on this device (cpu, cuda); default: video by video")
+    many = sub.add_parser("batched")
+    many.add_argument("--videos", type=int, default=32)
+    many.add_argument("--device", default="cpu")
+    many.add_argument("--jobs", type=int, default=1, help="processes of the video-by-video run")
+    many.add_argument("--split", default="75_25")
+    many.add_argument("--steps", type=int, default=60)
+    many.add_argument("--tmp", default=None, help="folder for the temporary cache")
     args = parser.parse_args()
     if args.command == "per-video":
         per_video(args)
+    elif args.command == "batched":
+        batched(args)
     else:
         with_bench_cache(args, lambda cache: time_setting(cache, args))
 

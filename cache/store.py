@@ -110,19 +110,36 @@ def read_info(path: Path) -> CacheInfo:
     return CacheInfo.from_dict(data, str(path))
 
 
+def temporary_files(root: Path, now: float | None = None) -> list[tuple[Path, float]]:
+    """The temporary files of ``root`` and ``root/videos`` with seconds since their last write
+    (files renamed into place meanwhile are left out)."""
+    now = time.time() if now is None else now
+    found = []
+    for folder in (root, root / VIDEOS_DIR):
+        for path in folder.glob(".*.tmp"):
+            try:
+                found.append((path, now - path.lstat().st_mtime))
+            except OSError:
+                continue
+    return found
+
+
+def temporary_target(path: Path) -> str:
+    """The name of the file a temporary file (``_temporary_path``) becomes when complete."""
+    return path.name[1:].rsplit(".", 3)[0]
+
+
 def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> list[Path]:
     """Delete temporary files of ``root`` and ``root/videos`` older than ``max_age`` seconds: left by
     writers killed mid-write (no running writer keeps one that long)."""
     removed = []
-    now = time.time()
-    for folder in (root, root / VIDEOS_DIR):
-        for path in folder.glob(".*.tmp"):
+    for path, age in temporary_files(root):
+        if age > max_age:
             try:
-                if now - path.lstat().st_mtime > max_age:
-                    path.unlink()
-                    removed.append(path)
+                path.unlink()
             except OSError:
                 continue
+            removed.append(path)
     return removed
 
 

@@ -147,6 +147,7 @@ def main() -> None:
       t3al-extract VIDEOS_DIR CACHE_DIR [OPTIONS]     same as `t3al-extract run ...`
       t3al-extract prompts CACHE_DIR --classes A,B    add class prompts to a cache
       t3al-extract import FEATURES_DIR CACHE_DIR ...  cache from the published T3AL .npy/.txt files
+      t3al-extract status CACHE_DIR [VIDEOS_DIR]      done, stale, in progress, failed, missing videos
 
     Without internet, give weights with --pretrained /path/to/checkpoint.
     """
@@ -302,3 +303,31 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
     click.echo(f"t3al-extract import: {summary.line()} -> {cache_dir}", err=True)
     if summary.failed:
         sys.exit(1)
+
+
+@main.command("status", short_help="Show how far the jobs filling a cache have got.")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.argument("videos_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Videos listed per state; 0: all.")
+@click.option("--json", "as_json", is_flag=True, help="Every video and reason as JSON, for scripts.")
+def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool) -> None:
+    """Count and list the videos of CACHE_DIR by state, read-only (safe while jobs run).
+
+    \b
+      done         complete file, from the source as it is now (listed if kept with decode warnings)
+      stale        complete file, but its source changed (or it is unreadable): rerun redoes it
+      in progress  a temporary file is being written (or, an hour without a write, was left by a
+                   killed job: the next run removes it)
+      failed       recorded in failures.jsonl and still absent, with the reason
+      missing      in VIDEOS_DIR (else the cache's manifest) but not yet in the cache
+
+    Without VIDEOS_DIR, sources are not checked for changes.
+    """
+    from .status import cache_status, format_status  # reads video folders with the extraction's own rules
+
+    try:
+        report = cache_status(cache_dir, videos_dir)
+    except CacheError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(report.to_json() if as_json else format_status(report, limit))

@@ -137,6 +137,8 @@ def test_evaluate_never_replaces_other_results_silently(tmp_path):
     (["--split", "60_40"], None, "Error: --split 60_40: the manifest of toy has no such setting (has: 75_25)"),
     (["--split-index", "7"], None, "Error: --split-index 7: setting 75_25 has splits 0..1"),
     (["--jobs", "0"], None, "Error: --jobs must be at least 1, got 0"),
+    (["--device", "gpu0"], None, "Error: --device 'gpu0' is not a device; use cpu, cuda or cuda:N"),
+    (["--device", "meta"], None, "Error: --device 'meta': stage two runs on cpu or cuda"),
 ])
 def test_every_bad_setting_is_one_line_naming_the_setting_and_its_source(tmp_path, args, toml, message):
     cache = _world(tmp_path)
@@ -146,6 +148,14 @@ def test_every_bad_setting_is_one_line_naming_the_setting_and_its_source(tmp_pat
     result = CliRunner().invoke(adapt_cli.main, [str(cache), *map(str, args), "--no-progress"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [message.format(toml=tmp_path / "bad.toml")]
+
+
+def test_the_spec_carries_the_scheduler_and_device_and_leaves_cuda_to_a_clusters_workers(tmp_path):
+    cache = _world(tmp_path)
+    local = build_spec(cache, device="cpu", scheduler="  ")
+    assert (local.device, local.scheduler) == ("cpu", None)
+    remote = build_spec(cache, device="cuda:1", scheduler="tcp://10.0.0.1:8786")
+    assert (remote.device, remote.scheduler) == ("cuda:1", "tcp://10.0.0.1:8786")
 
 
 def test_a_bad_row_setting_names_the_sweep_and_row(tmp_path):
@@ -186,7 +196,8 @@ def test_the_benchmarks_build_the_same_spec(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_sweep, "build_spec", lambda *a, **k: specs.append(k) or build_spec(*a, **k))
     monkeypatch.setattr(bench_sweep, "load_sweep", lambda name: parse_sweep(
         'rows = [{name = "T0", steps = 0}, {name = "T1", steps = 1}]', name, name))
-    args = bench_sweep.argparse.Namespace(tables=["mine"], split="75_25", indices=[0], jobs=1, separate=False)
+    args = bench_sweep.argparse.Namespace(tables=["mine"], split="75_25", indices=[0], jobs=1, separate=False,
+                                             device=None)
     bench_sweep.time_sweep(str(cache), args)
     assert len(specs) == 1 and list(specs[0]["rows"]) == ["mine: T0", "mine: T1"]
     assert "mine: T1" in capsys.readouterr().out

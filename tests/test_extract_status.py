@@ -1,0 +1,110 @@
+"""`t3al-extract status`: every video of a cache being filled sorted into one state, with reasons."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from click.testing import CliRunner
+
+from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord, safe_video_id
+from t3al.extract.cli import main
+from t3al.extract.status import Entry, cache_status, format_status
+
+from conftest import write_toy_world
+
+
+def _record(video_id: str, source) -> VideoRecord:
+    stat = source.stat()
+    return VideoRecord(video_id, np.ones((3, 4), dtype=np.float32), np.arange(3) / 10.0, 10.0,
+                       source_path=str(source), source_size=stat.st_size, source_mtime=stat.st_mtime)
+
+
+def _job_array_midway(tmp_path):
+    """A cache as jobs leave it midway: a done, b done but its video since re-encoded, c failed,
+    d being written, e not started, f's writer killed two hours ago, a video whose name needs a
+    safe id, and a file run will refuse."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c", "d", "e", "f", "bad name"):
+        (videos / f"{name}.mp4").write_bytes(b"video " + name.encode())
+    (videos / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    writer = CacheWriter(tmp_path / "cache", CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    writer.record_failure("a", str(videos / "a.mp4"), "out of memory")  # a later rerun made it
+    for video_id in ("a", "b"):
+        writer.write_video(_record(video_id, videos / f"{video_id}.mp4"))
+    (videos / "b.mp4").write_bytes(b"re-encoded, longer")
+    writer.record_failure("c", str(videos / "c.mp4"), f"{videos / 'c.mp4'}: no video stream")
+    (tmp_path / "cache" / "videos" / ".d.h5.4242.0a1b2c3d.tmp").write_bytes(b"partial")
+    killed = tmp_path / "cache" / "videos" / ".f.h5.4243.9e8f7a6b.tmp"
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    return tmp_path / "cache", videos
+
+
+def test_each_video_gets_one_state_and_its_reason(tmp_path):
+    cache, videos = _job_array_midway(tmp_path)
+    status = cache_status(cache, videos)
+    assert status.counts() == {"done": 1, "stale": 1, "in_progress": 2, "failed": 1, "missing": 3}
+    assert status.expected == 8
+    assert [e.video_id for e in status.done] == ["a"]
+    assert status.stale[0].video_id == "b" and "source changed since extraction (size 7 -> 18 bytes" in \
+        status.stale[0].detail
+    assert status.failed[0].video_id == "c" and status.failed[0].detail.endswith("c.mp4: no video stream")
+    in_progress = {e.video_id: e.detail for e in status.in_progress}
+    assert in_progress["d"].startswith("being written, last write 0 s ago")
+    assert in_progress["f"].startswith("no write for 2.0 h: left by a stopped job, the next run removes it")
+    missing = {e.video_id: e.detail for e in status.missing}
+    assert missing["e"] == "" and missing["gone"].startswith("dangling symbolic link")
+    assert Entry(safe_video_id("bad name"), "", "bad name") in status.missing
+
+
+def test_without_a_videos_folder_the_manifest_says_what_is_missing(tmp_path):
+    actions = {f"v{i}": (40, 5, 20, 0) for i in range(3)}
+    cache = write_toy_world(tmp_path, ["Jump", "Run"], actions, [["Jump"]])
+    (cache / "videos" / "v1.h5").unlink()
+    status = cache_status(cache)
+    assert status.expected == 3 and status.counts()["done"] == 2
+    assert status.missing == [Entry("v1")]
+
+
+def test_status_command_prints_a_summary_lists_and_json(tmp_path):
+    cache, videos = _job_array_midway(tmp_path)
+    result = CliRunner().invoke(main, ["status", str(cache), str(videos), "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{cache}: 1 done, 1 stale, 2 in progress, 1 failed, 3 missing of 8 expected"
+    assert "  ... and 2 more (--limit 0 lists all, --json for scripts)" in lines
+    document = json.loads(CliRunner().invoke(main, ["status", str(cache), str(videos), "--json"]).output)
+    assert document["counts"]["missing"] == 3 and document["failed"][0]["video_id"] == "c"
+    missing = CliRunner().invoke(main, ["status", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "no such cache directory" in missing.output
+
+
+def test_odd_names_and_videos_kept_with_warnings_are_done_under_the_writers_rules(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("my clip", "ok"):
+        (videos / f"{name}.mp4").write_bytes(b"video")
+    writer = CacheWriter(tmp_path / "cache", CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    clip = safe_video_id("my clip")
+    record = _record(clip, videos / "my clip.mp4")
+    record.name = "my clip"
+    writer.write_video(record)
+    kept = _record("ok", videos / "ok.mp4")
+    kept.decode_warnings = ["frame 2: corrupt macroblock"]
+    writer.write_video(kept)
+    writer.record_failure("ok", str(videos / "ok.mp4"), "decode warnings", kept=True)
+    status = cache_status(tmp_path / "cache", videos)
+    assert status.counts() == {"done": 2, "stale": 0, "in_progress": 0, "failed": 0, "missing": 0}
+    assert Entry(clip, "", "my clip") in status.done
+    assert Entry("ok", "kept with decode warnings: frame 2: corrupt macroblock") in status.done
+    assert "done, kept with decode warnings:\n  ok: kept with decode warnings" in format_status(status)
+
+
+def test_a_writer_removes_exactly_the_temporaries_status_calls_left_behind(tmp_path):
+    cache, videos = _job_array_midway(tmp_path)
+    left = {e.video_id for e in cache_status(cache, videos).in_progress if "left by a stopped job" in e.detail}
+    CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    assert left == {"f"} and {e.video_id for e in cache_status(cache, videos).in_progress} == {"d"}

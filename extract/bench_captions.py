@@ -1,0 +1,180 @@
+"""Benchmark of CoCa captions: open_clip's ``generate`` and the project's generator side by side.
+
+    python -m t3al.extract.bench_captions                              # demo CoCa + real-size, CPU
+    python -m t3al.extract.bench_captions --arch coca_ViT-L-14 --device cuda --precision fp16
+
+For each decoding both generators caption the same images in the same process, so machine load hits
+both alike; the tokens are compared. open_clip's figure includes its image encodings (it encodes
+every image once per beam); the project's reads the image tokens of the feature pass, whose cost is
+the feature figure (``t3al + encode`` adds one encoding per caption). The share of stage one taken
+by captions is for a 30 fps video captioned at ``--caption-fps`` (decoding excluded).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+import open_clip
+import torch
+
+from t3al.cache import ModelIdentity
+
+from .captions import CaptionGenerator, CaptionSettings, open_clip_tokens
+from .models import LoadedModel, encode_frames, random_model, register_model_configs, wrap_model
+
+DEMO = "t3al-demo-coca"
+
+
+def build(arch: str, device: str, precision: str) -> LoadedModel:
+    """The bundled demo CoCa with its weights, or ``arch`` with random weights."""
+    register_model_configs()
+    if arch == DEMO:
+        from t3al.demo.train_tiny_coca import CHECKPOINT
+        model = open_clip.create_model(arch, pretrained=str(CHECKPOINT), device=device)
+    else:
+        torch.manual_seed(0)
+        model = random_model(arch).to(device)
+    return wrap_model(model, arch, ModelIdentity(arch, "bench"), torch.device(device), precision)
+
+
+def timed(device: torch.device, work, *args):
+    """``work(*args)`` and its wall time, the device synchronised."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = work(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def feature_rate(loaded: LoadedModel, images: torch.Tensor, rounds: int) -> tuple[float, torch.Tensor]:
+    """Feature frames/s of the vision pass, and the image tokens of ``images``."""
+    with loaded.autocast():
+        encode_frames(loaded, images)
+        _, seconds = timed(loaded.device, lambda: [encode_frames(loaded, images) for _ in range(rounds)])
+        return rounds * len(images) / seconds, encode_frames(loaded, images)[1]
+
+
+def caption_rates(loaded: LoadedModel, images: torch.Tensor, tokens: torch.Tensor, settings: CaptionSettings,
+                  reference: bool) -> dict:
+    """Captions/s of open_clip's ``generate`` (unless not ``reference``) and of the generator; same tokens?"""
+    generator = CaptionGenerator(loaded.model, settings)
+    count = len(images)
+    with torch.no_grad(), loaded.autocast():
+        generator.tokens(tokens[:1])  # warm-up
+        torch.manual_seed(0)
+        ours, seconds = timed(loaded.device, generator.tokens, tokens)
+        row = {"decoding": settings.decoding, "images": count, "seq_len": settings.seq_len,
+               "t3al_captions_per_s": count / seconds}
+        if reference:
+            torch.manual_seed(0)
+            theirs, reference_seconds = timed(loaded.device, open_clip_tokens, loaded.model, images, settings)
+            row["open_clip_captions_per_s"] = count / reference_seconds
+            row["speedup"] = reference_seconds / seconds
+            row["same_tokens"] = theirs.shape == ours.shape and bool(torch.equal(theirs, ours))
+            row["same_rows"] = same_rows(theirs, ours, int(loaded.model.pad_id))
+    return row
+
+
+def same_rows(a: torch.Tensor, b: torch.Tensor, pad: int) -> int:
+    """How many captions are the same token for token (rows padded to a common length)."""
+    width = max(a.shape[1], b.shape[1])
+    a, b = (torch.nn.functional.pad(x, (0, width - x.shape[1]), value=pad) for x in (a, b))
+    return int((a == b).all(dim=1).sum())
+
+
+def caption_share(feature_fps: float, captions_per_s: float, caption_fps: float, video_fps: float = 30.0) -> float:
+    """Fraction of stage-one model time spent on captions for one second of video (the image
+    encodings inside open_clip's ``generate`` count as caption time)."""
+    features = video_fps / feature_fps
+    captions = caption_fps / captions_per_s
+    return captions / (features + captions) if caption_fps > 0 else 0.0
+
+
+def bench(arch: str, device: str, precision: str, images: int, seq_len: int, decodings: list[str],
+          reference: bool, caption_fps: float, feature_batch: int) -> list[dict]:
+    """One row per decoding (and one for features) for ``arch``."""
+    loaded = build(arch, device, precision)
+    size = loaded.image_size
+    torch.manual_seed(0)
+    batch = torch.randn(max(images, feature_batch), 3, size, size, device=loaded.device)
+    feature_fps, tokens = feature_rate(loaded, batch[:feature_batch], rounds=2)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rows = []
+    for decoding in decodings:
+        settings = CaptionSettings(decoding=decoding, seq_len=seq_len)
+        _, tokens = feature_rate(loaded, batch[:images], rounds=1)
+        row = caption_rates(loaded, batch[:images], tokens, settings, reference)
+        row["t3al_with_encode_captions_per_s"] = 1 / (1 / row["t3al_captions_per_s"] + 1 / feature_fps)
+        row["caption_share_t3al"] = caption_share(feature_fps, row["t3al_captions_per_s"], caption_fps)
+        if reference:
+            row["caption_share_open_clip"] = caption_share(feature_fps, row["open_clip_captions_per_s"], caption_fps)
+        rows.append({"arch": arch, "device": _device_name(loaded.device), "precision": loaded.precision,
+                     "feature_frames_per_s": feature_fps, **row})
+    if loaded.device.type == "cuda":
+        rows[-1]["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return rows
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def _line(row: dict) -> str:
+    parts = [f"{row['arch']} [{row['precision']}, {row['decoding']}, {row['images']} images, seq_len {row['seq_len']}]:",
+             f"features {row['feature_frames_per_s']:.2f} frames/s;",
+             f"t3al {row['t3al_captions_per_s']:.3f} captions/s ({row['t3al_with_encode_captions_per_s']:.3f} with one "
+             f"encode each)"]
+    if "open_clip_captions_per_s" in row:
+        parts.append(f"vs open_clip generate {row['open_clip_captions_per_s']:.4f} captions/s = "
+                     f"{row['speedup']:.1f}x, identical tokens: {row['same_tokens']} ({row['same_rows']}/{row['images']} rows);")
+        parts.append(f"captions' share of stage one at 10/s: open_clip {row['caption_share_open_clip']:.0%}, "
+                     f"t3al {row['caption_share_t3al']:.0%}")
+    else:
+        parts.append(f"captions' share of stage one at 10/s: t3al {row['caption_share_t3al']:.0%}")
+    return " ".join(parts)
+
+
+@click.command()
+@click.option("--arch", "archs", multiple=True, default=[DEMO, "coca_ViT-L-14"], show_default=True,
+              help=f"Architectures: {DEMO} (bundled weights) or any open_clip CoCa (random weights); repeatable.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="fp16/bf16: autocast on CUDA.")
+@click.option("--images", default=2, show_default=True, help="Images captioned per decoding and architecture.")
+@click.option("--seq-len", default=30, show_default=True, help="Caption length (open_clip's default 30).")
+@click.option("--decoding", "decodings", default="beam,greedy", show_default=True, help="Comma-separated decodings.")
+@click.option("--no-reference", is_flag=True, help="Skip open_clip's generate (only the project's figures).")
+@click.option("--caption-fps", default=10.0, show_default=True, help="Caption rate for the stage-one share.")
+@click.option("--feature-batch", default=8, show_default=True, help="Frames per batch of the feature figure.")
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads; 0: torch's default.")
+@click.option("--json-out", type=click.Path(path_type=Path), help="Also write the rows as JSON here.")
+def main(archs: tuple[str, ...], device: str, precision: str, images: int, seq_len: int, decodings: str,
+         no_reference: bool, caption_fps: float, feature_batch: int, threads: int, json_out: Path | None) -> None:
+    """Print captions/s of open_clip's generate and the project's generator, side by side."""
+    if threads:
+        torch.set_num_threads(threads)
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+    click.echo(f"load average before: {' '.join(load)}")
+    rows = []
+    for arch in archs:
+        for row in bench(arch, device, precision, images, seq_len, decodings.split(","), not no_reference,
+                         caption_fps, feature_batch):
+            click.echo(_line(row))
+            rows.append(row)
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+    click.echo(f"load average after: {' '.join(load)}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -156,8 +156,10 @@ def _line(row: dict) -> str:
 @click.option("--feature-batch", default=8, show_default=True, help="Frames per batch of the feature figure.")
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads; 0: torch's default.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the rows as JSON here.")
+@click.option("--require-same", is_flag=True, help="Exit 1 unless every caption equals open_clip's token for token.")
 def main(archs: tuple[str, ...], device: str, precision: str, images: int, seq_len: int, decodings: str,
-         no_reference: bool, caption_fps: float, feature_batch: int, threads: int, json_out: Path | None) -> None:
+         no_reference: bool, caption_fps: float, feature_batch: int, threads: int, json_out: Path | None,
+         require_same: bool) -> None:
     """Print captions/s of open_clip's generate and the project's generator, side by side."""
     if threads:
         torch.set_num_threads(threads)
@@ -174,6 +176,8 @@ def main(archs: tuple[str, ...], device: str, precision: str, images: int, seq_l
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(rows, indent=1))
+    if require_same and not all(row.get("same_tokens") for row in rows):
+        raise click.ClickException("the generator's tokens differ from open_clip's generate")
 
 
 if __name__ == "__main__":

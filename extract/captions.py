@@ -291,7 +291,9 @@ class CaptionGenerator:
         batch, beams = image_tokens.shape[0], s.num_beams // s.num_beam_groups
         eos = torch.tensor([EOT], device=device)
         processors = self._processors(eos)
-        scorer = coca_model.BeamSearchScorer(batch_size=batch, num_beams=beams, device=device)
+        # the scorer's per-candidate bookkeeping runs on the CPU: on a GPU it would sync at every .item()
+        scorer = coca_model.BeamSearchScorer(batch_size=batch, num_beams=beams, device="cpu")
+        eos_cpu = eos.cpu()
         state = self.decoder.start(image_tokens, beams, s.seq_len)
         input_ids = torch.full((batch * beams, 1), SOT, dtype=torch.long, device=device)
         beam_scores = torch.full((batch, beams), -1e9, dtype=torch.float, device=device)
@@ -303,18 +305,19 @@ class CaptionGenerator:
             vocab = processed.shape[-1]
             scores = (processed + beam_scores.unsqueeze(-1)).view(batch, beams * vocab)
             scores, candidates = torch.topk(scores, 2 * beams, dim=1, largest=True, sorted=True)
-            next_indices = torch.div(candidates, vocab, rounding_mode="floor")
-            next_tokens = candidates % vocab
-            chosen = scorer.process(input_ids, scores, next_tokens, next_indices, pad_token_id=self.pad_id,
-                                    eos_token_id=eos, beam_indices=None)
-            beam_scores = chosen["next_beam_scores"]
-            origin = chosen["next_beam_indices"]
-            input_ids = torch.cat([input_ids[origin], chosen["next_beam_tokens"].unsqueeze(-1)], dim=-1)
+            next_indices = torch.div(candidates, vocab, rounding_mode="floor").cpu()
+            next_tokens = (candidates % vocab).cpu()
+            chosen = scorer.process(input_ids.cpu(), scores.cpu(), next_tokens, next_indices,
+                                    pad_token_id=self.pad_id, eos_token_id=eos_cpu, beam_indices=None)
+            beam_scores = chosen["next_beam_scores"].to(device)
+            origin = chosen["next_beam_indices"].to(device)
+            next_beam_tokens = chosen["next_beam_tokens"].to(device)
+            input_ids = torch.cat([input_ids[origin], next_beam_tokens.unsqueeze(-1)], dim=-1)
             state.reorder(origin)
             if scorer.is_done or input_ids.shape[-1] >= s.seq_len:
                 break
-        return scorer.finalize(input_ids, beam_scores, next_tokens, next_indices, pad_token_id=self.pad_id,
-                               eos_token_id=eos, max_length=s.seq_len, beam_indices=None)["sequences"]
+        return scorer.finalize(input_ids.cpu(), beam_scores.cpu(), next_tokens, next_indices, pad_token_id=self.pad_id,
+                               eos_token_id=eos_cpu, max_length=s.seq_len, beam_indices=None)["sequences"].to(device)
 
 
 def open_clip_tokens(model: nn.Module, images: torch.Tensor, settings: CaptionSettings) -> torch.Tensor:

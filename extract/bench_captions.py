@@ -41,21 +41,23 @@ def build(arch: str, device: str, precision: str) -> LoadedModel:
 
 
 def timed(device: torch.device, work, *args):
-    """``work(*args)`` and its wall time, the device synchronised."""
+    """``work(*args)``, its wall time (the device synchronised) and its peak GPU memory in GiB (0 on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     out = work(*args)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
+    if device.type != "cuda":
+        return out, time.perf_counter() - start, 0.0
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
 
 
 def feature_rate(loaded: LoadedModel, images: torch.Tensor, rounds: int) -> tuple[float, torch.Tensor]:
     """Feature frames/s of the vision pass, and the image tokens of ``images``."""
     with loaded.autocast():
         encode_frames(loaded, images)
-        _, seconds = timed(loaded.device, lambda: [encode_frames(loaded, images) for _ in range(rounds)])
+        _, seconds, _ = timed(loaded.device, lambda: [encode_frames(loaded, images) for _ in range(rounds)])
         return rounds * len(images) / seconds, encode_frames(loaded, images)[1]
 
 
@@ -67,13 +69,14 @@ def caption_rates(loaded: LoadedModel, images: torch.Tensor, tokens: torch.Tenso
     with torch.no_grad(), loaded.autocast():
         generator.tokens(tokens[:1])  # warm-up
         torch.manual_seed(0)
-        ours, seconds = timed(loaded.device, generator.tokens, tokens)
+        ours, seconds, peak = timed(loaded.device, generator.tokens, tokens)
         row = {"decoding": settings.decoding, "images": count, "seq_len": settings.seq_len,
-               "t3al_captions_per_s": count / seconds}
+               "t3al_captions_per_s": count / seconds, "t3al_peak_gpu_gib": peak}
         if reference:
             torch.manual_seed(0)
-            theirs, reference_seconds = timed(loaded.device, open_clip_tokens, loaded.model, images, settings)
+            theirs, reference_seconds, peak = timed(loaded.device, open_clip_tokens, loaded.model, images, settings)
             row["open_clip_captions_per_s"] = count / reference_seconds
+            row["open_clip_peak_gpu_gib"] = peak
             row["speedup"] = reference_seconds / seconds
             row["same_tokens"] = theirs.shape == ours.shape and bool(torch.equal(theirs, ours))
             row["same_rows"] = same_rows(theirs, ours, int(loaded.model.pad_id))
@@ -103,21 +106,18 @@ def bench(arch: str, device: str, precision: str, images: int, seq_len: int, dec
     torch.manual_seed(0)
     batch = torch.randn(max(images, feature_batch), 3, size, size, device=loaded.device)
     feature_fps, tokens = feature_rate(loaded, batch[:feature_batch], rounds=2)
-    if loaded.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     rows = []
     for decoding in decodings:
         settings = CaptionSettings(decoding=decoding, seq_len=seq_len)
         _, tokens = feature_rate(loaded, batch[:images], rounds=1)
         row = caption_rates(loaded, batch[:images], tokens, settings, reference)
         row["t3al_with_encode_captions_per_s"] = 1 / (1 / row["t3al_captions_per_s"] + 1 / feature_fps)
+        row["caption_fps"] = caption_fps
         row["caption_share_t3al"] = caption_share(feature_fps, row["t3al_captions_per_s"], caption_fps)
         if reference:
             row["caption_share_open_clip"] = caption_share(feature_fps, row["open_clip_captions_per_s"], caption_fps)
         rows.append({"arch": arch, "device": _device_name(loaded.device), "precision": loaded.precision,
                      "feature_frames_per_s": feature_fps, **row})
-    if loaded.device.type == "cuda":
-        rows[-1]["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return rows
 
 
@@ -135,10 +135,13 @@ def _line(row: dict) -> str:
     if "open_clip_captions_per_s" in row:
         parts.append(f"vs open_clip generate {row['open_clip_captions_per_s']:.4f} captions/s = "
                      f"{row['speedup']:.1f}x, identical tokens: {row['same_tokens']} ({row['same_rows']}/{row['images']} rows);")
-        parts.append(f"captions' share of stage one at 10/s: open_clip {row['caption_share_open_clip']:.0%}, "
+        parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: open_clip {row['caption_share_open_clip']:.0%}, "
                      f"t3al {row['caption_share_t3al']:.0%}")
     else:
-        parts.append(f"captions' share of stage one at 10/s: t3al {row['caption_share_t3al']:.0%}")
+        parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: t3al {row['caption_share_t3al']:.0%}")
+    if row["t3al_peak_gpu_gib"]:
+        parts.append(f"; peak GPU memory t3al {row['t3al_peak_gpu_gib']:.2f} GiB, open_clip "
+                     f"{row.get('open_clip_peak_gpu_gib', float('nan')):.2f} GiB")
     return " ".join(parts)
 
 

@@ -348,11 +348,12 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
 
 def settings_mismatch(cached: CacheInfo, wanted: CacheInfo) -> str | None:
     """Why frames extracted with ``wanted`` must not join a cache made with ``cached``, if they must not."""
-    checks = [("preprocess", "mode"), ("preprocess", "size"), ("sampling", "fps"), ("captions", "fps"),
-              ("captions", "decoding"), ("captions", "seq_len")]
+    checks = [("preprocess", "mode"), ("preprocess", "size"), ("sampling", "fps"), ("captions", "fps")]
+    if cached.captions.get("fps"):  # how captions are decoded matters only where there are captions
+        checks += [("captions", "decoding"), ("captions", "seq_len")]
     for section, key in checks:
         # captions made before the decoding was recorded are open_clip's beam search
-        default = "beam" if (section, key) == ("captions", "decoding") and cached.captions.get("fps") else None
+        default = "beam" if (section, key) == ("captions", "decoding") else None
         old, new = getattr(cached, section).get(key, default), getattr(wanted, section).get(key)
         if old != new:
             return f"the cache was made with {section} {key} = {old!r}, this run asks for {new!r}"

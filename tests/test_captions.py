@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from t3al.demo.train_tiny_coca import CHECKPOINT, MODEL_NAME, to_tensor
 from t3al.demo.world import iter_frames, plan_world
 from t3al.extract.captions import EOT, CaptionError, CaptionGenerator, CaptionSettings, clean_caption, open_clip_tokens
+from t3al.cache import CacheInfo, ModelIdentity
 from t3al.extract.models import random_model, register_model_configs
+from t3al.extract.pipeline import Settings, settings_mismatch
 
 
 def world_images(model: torch.nn.Module, count: int) -> torch.Tensor:
@@ -134,3 +136,18 @@ def test_real_size_coca_captions_equal_open_clip_generate(real_size, decoding, c
     assert torch.equal(generator.tokens(tokens[:count]), expected)
     alone = generator.tokens(tokens[count - 1:count])[0]
     assert torch.equal(alone, expected[count - 1, :len(alone)])
+
+
+def test_a_cache_refuses_captions_decoded_another_way():
+    def info(captions_fps: float = 10.0, **settings) -> CacheInfo:
+        return CacheInfo(model=ModelIdentity("coca", "tag"),
+                         captions={"fps": captions_fps, **Settings(**settings).captioning().describe()})
+
+    assert settings_mismatch(info(), info()) is None
+    assert "captions decoding = 'beam', this run asks for 'greedy'" in settings_mismatch(
+        info(), info(caption_decoding="greedy"))
+    assert "seq_len" in settings_mismatch(info(), info(caption_length=20))
+    assert settings_mismatch(info(0.0), info(0.0, caption_length=20)) is None  # no captions, nothing to mix
+    before = CacheInfo(model=ModelIdentity("coca", "tag"),
+                       captions={"fps": 10.0, "generation": "open_clip CoCa beam search", "seq_len": 30})
+    assert settings_mismatch(before, info()) is None

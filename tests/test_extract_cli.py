@@ -301,3 +301,15 @@ def test_real_videos_extract_with_a_tiny_model(models, shared_dir, tmp_path):
     video = CacheReader(tmp_path / "cache").video("video_validation_0000986")
     assert video.fps == 2.0 and video.features.shape[0] == pytest.approx(40, abs=1)
     assert video.caption_frames.tolist() == list(range(0, video.features.shape[0], 4))
+
+
+def test_caption_decoding_is_chosen_on_the_command_line_and_recorded(models, good_videos, tmp_path):
+    result = _extract(models, good_videos, tmp_path / "cache", "--caption-decoding", "greedy")
+    assert result.exit_code == 0, result.output
+    reader = CacheReader(tmp_path / "cache")
+    assert reader.info.captions["decoding"] == "greedy" and reader.info.captions["generation_type"] == "top_k"
+    assert len(reader.video("v25").caption_texts) == 2
+    again = _extract(models, good_videos, tmp_path / "cache", "--caption-decoding", "beam")
+    assert again.exit_code != 0 and "captions decoding = 'greedy', this run asks for 'beam'" in again.output
+    short = _extract(models, good_videos, tmp_path / "other", "--caption-length", "3")
+    assert short.exit_code != 0 and "--caption-length" in short.output and "Traceback" not in short.output

@@ -30,10 +30,10 @@ for folder in cache adapt evaluate extract manifests demo; do ln -s "$ROOT/$fold
 export PYTHONPATH="$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${1:-}" = "--smoke" ]; then
-  DEVICE=cpu ARCH=t3al-demo-coca HALF="fp32" IMAGES=2 EXACT=2 SEQ=10 FEATURES=4 EXTRA="--threads 1" LIMIT=300 CAPTIONS=2
+  DEVICE=cpu ARCH=t3al-demo-coca HALF="fp32" IMAGES=4 REFERENCE=2 EXACT=2 SEQ=10 FEATURES=4 EXTRA="--threads 1" LIMIT=300 CAPTIONS=2
   export OMP_NUM_THREADS=1  # a shared CPU: one thread per process runs small ops far faster than two contending
 else
-  DEVICE=cuda ARCH=coca_ViT-L-14 HALF="fp16 bf16" IMAGES=32 EXACT=8 SEQ=30 FEATURES=64 EXTRA="" LIMIT=120 CAPTIONS=10
+  DEVICE=cuda ARCH=coca_ViT-L-14 HALF="fp16 bf16" IMAGES=128 REFERENCE=32 EXACT=8 SEQ=30 FEATURES=64 EXTRA="" LIMIT=120 CAPTIONS=10
 fi
 status=0
 step() {  # step NAME SECONDS COMMAND...: run, keep its output, note a failure and go on
@@ -53,10 +53,10 @@ import t3al.extract.captions as c; print('t3al from', c.__file__)"
 command -v nvidia-smi > /dev/null && nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
 step exact_fp32 "$LIMIT" "$PY" -m t3al.extract.bench_captions --arch "$ARCH" --device "$DEVICE" --precision fp32 \
-  --images "$EXACT" --seq-len "$SEQ" --feature-batch "$FEATURES" --require-same --json-out "$OUT/exact_fp32.json" $EXTRA
+  --images "$EXACT" --reference-images "$EXACT" --seq-len "$SEQ" --feature-batch "$FEATURES" --require-same --json-out "$OUT/exact_fp32.json" $EXTRA
 for precision in $HALF; do
   step "$precision" "$LIMIT" "$PY" -m t3al.extract.bench_captions --arch "$ARCH" --device "$DEVICE" \
-    --precision "$precision" --images "$IMAGES" --seq-len "$SEQ" --feature-batch "$FEATURES" \
+    --precision "$precision" --images "$IMAGES" --reference-images "$REFERENCE" --seq-len "$SEQ" --feature-batch "$FEATURES" \
     --json-out "$OUT/$precision.json" $EXTRA
 done
 

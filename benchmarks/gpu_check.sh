@@ -30,10 +30,10 @@ for folder in cache adapt evaluate extract manifests demo; do ln -s "$ROOT/$fold
 export PYTHONPATH="$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${1:-}" = "--smoke" ]; then
-  DEVICE=cpu ARCH=t3al-demo-coca HALF="fp32" IMAGES=4 REFERENCE=2 EXACT=2 SEQ=10 FEATURES=4 EXTRA="--threads 1" LIMIT=300 CAPTIONS=2
+  DEVICE=cpu ARCH=t3al-demo-coca HALF="fp32" IMAGES=4 REFERENCE=2 EXACT=2 SEQ=10 FEATURES=4 EXTRA="--threads 1" LIMIT=600 CAPTIONS=2
   export OMP_NUM_THREADS=1  # a shared CPU: one thread per process runs small ops far faster than two contending
 else
-  DEVICE=cuda ARCH=coca_ViT-L-14 HALF="fp16 bf16" IMAGES=128 REFERENCE=32 EXACT=8 SEQ=30 FEATURES=64 EXTRA="" LIMIT=120 CAPTIONS=10
+  DEVICE=cuda ARCH=coca_ViT-L-14 HALF="fp16 bf16" IMAGES=128 REFERENCE=32 EXACT=8 SEQ=30 FEATURES=64 EXTRA="" LIMIT=150 CAPTIONS=10
 fi
 status=0
 step() {  # step NAME SECONDS COMMAND...: run, keep its output, note a failure and go on
@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: run, keep its output, note a failure a
   if [ $rc -ne 0 ]; then echo "!! $name failed (exit $rc)" | tee -a "$OUT/log.txt"; status=1; fi
 }
 
-step environment 60 "$PY" -c "
+step environment 180 "$PY" -c "
 import torch, open_clip, transformers
 print('torch', torch.__version__, 'open_clip', open_clip.__version__, 'transformers', transformers.__version__)
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')
@@ -60,17 +60,17 @@ for precision in $HALF; do
     --json-out "$OUT/$precision.json" $EXTRA
 done
 
-step world 120 "$PY" -c "
+step world "$LIMIT" "$PY" -c "
 from pathlib import Path
 from t3al.demo.world import generate_world
 generate_world(Path('$WORK/world'), seed=11, n_videos=3, n_classes=3, durations=(6.0, 8.0))"
-step extract 240 "$PY" -c "
+step extract "$LIMIT" "$PY" -c "
 import sys
 from t3al.extract.cli import main
 sys.argv[0] = 't3al-extract'
 main()" run "$WORK/world/videos" "$WORK/cache" --model t3al-demo-coca --pretrained "$ROOT/demo/t3al-demo-coca.pt" \
   --device "$DEVICE" --caption-fps "$CAPTIONS" --classes BallBounce,SquareSpin
-step cache_check 60 "$PY" -c "
+step cache_check 180 "$PY" -c "
 from t3al.cache import CacheReader
 reader = CacheReader('$WORK/cache')
 records = list(reader.videos())

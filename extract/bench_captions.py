@@ -134,9 +134,10 @@ def _line(row: dict) -> str:
              f"({row['t3al_with_encode_captions_per_s']:.3f} with one encode each)"]
     if "open_clip_captions_per_s" in row:
         parts.append(f"vs open_clip generate {row['open_clip_captions_per_s']:.4f} captions/s on "
-                     f"{row['open_clip_images']} images = {row['speedup']:.1f}x, identical tokens: {row['same_tokens']} "
-                     f"({row['same_rows']}/{row['open_clip_images']} rows);")
-        parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: open_clip {row['caption_share_open_clip']:.0%}, "
+                     f"{row['open_clip_images']} images = {row['speedup']:.1f}x, identical tokens: "
+                     f"{row['same_tokens']} ({row['same_rows']}/{row['open_clip_images']} rows);")
+        parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: "
+                     f"open_clip {row['caption_share_open_clip']:.0%}, "
                      f"t3al {row['caption_share_t3al']:.0%}")
     else:
         parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: t3al {row['caption_share_t3al']:.0%}")

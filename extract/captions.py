@@ -8,11 +8,12 @@ image are that image's queries), computes logits for the last position only, and
 all images of a batch in one decoder call per step. It runs on open_clip's own modules and weights;
 only the attention of a single new token is written here, on the ``nn.MultiheadAttention``
 parameters. The beam bookkeeping is the one open_clip uses: transformers' ``BeamSearchScorer`` and
-logits processors, called in the same order with the same arguments.
+logits processors with the same arguments, run once for open_clip's identical beam groups
+(``CaptionGenerator._beam_search`` says why that gives the same tokens).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import open_clip
 import torch
@@ -142,10 +143,14 @@ class CocaDecoder:
         self.correct_cls_mask = bool(getattr(text, "correct_cls_mask", False))
         self.max_len = min(text.num_pos - 1, decoder.context_length)
 
-    def start(self, image_tokens: torch.Tensor, rows_per_image: int, length: int) -> DecoderState:
-        """State for ``rows_per_image`` sequences per image, each at most ``length`` tokens."""
+    def check_length(self, length: int) -> None:
+        """Captions of ``length`` tokens must fit the text towers' positions."""
         if length > self.max_len:
             raise CaptionError(f"caption length {length} exceeds the model's text context of {self.max_len} tokens")
+
+    def start(self, image_tokens: torch.Tensor, rows_per_image: int, length: int) -> DecoderState:
+        """State for ``rows_per_image`` sequences per image, each at most ``length`` tokens."""
+        self.check_length(length)
         return DecoderState(self, image_tokens, rows_per_image, length)
 
     @staticmethod
@@ -229,9 +234,7 @@ class CaptionGenerator:
         self.decoder = CocaDecoder(model)
         self.settings = settings
         self.pad_id = int(model.pad_id)
-        if settings.seq_len > self.decoder.max_len:
-            raise CaptionError(f"caption length {settings.seq_len} exceeds the model's text context of "
-                               f"{self.decoder.max_len} tokens")
+        self.decoder.check_length(settings.seq_len)
 
     def texts(self, image_tokens: torch.Tensor) -> list[str]:
         """Cleaned captions of a batch of image tokens (the vision tower's token output)."""

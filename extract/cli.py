@@ -145,8 +145,8 @@ def main() -> None:
 @click.option("--class-file", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
 def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
         device: str, precision: str, batch_size: int, fps: float | None, caption_fps: float,
-        caption_batch_size: int, caption_length: int, caption_decoding: str, preprocess: str, feature_dtype: str, shard: str,
-        manifest: str | None, classes: str | None, class_file: str | None) -> None:
+        caption_batch_size: int, caption_length: int, caption_decoding: str, preprocess: str, feature_dtype: str,
+        shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     if not videos_dir.is_dir():
         raise click.ClickException(f"{videos_dir}: no such folder")

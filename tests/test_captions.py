@@ -9,17 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from t3al.cache import CacheInfo, ModelIdentity
 from t3al.demo.train_tiny_coca import CHECKPOINT, MODEL_NAME, to_tensor
 from t3al.demo.world import iter_frames, plan_world
 from t3al.extract.captions import EOT, CaptionError, CaptionGenerator, CaptionSettings, clean_caption, open_clip_tokens
-from t3al.cache import CacheInfo, ModelIdentity
 from t3al.extract.models import random_model, register_model_configs
 from t3al.extract.pipeline import Settings, settings_mismatch
 
 
 def world_images(model: torch.nn.Module, count: int) -> torch.Tensor:
     """Every 15th frame of a small demo world (three scenes, actions and empty background), as model input."""
-    frames = [frame for spec in plan_world(4242, 3, 3, (6.0, 6.0)) for frame in itertools.islice(iter_frames(spec), 0, None, 15)]
+    specs = plan_world(4242, 3, 3, (6.0, 6.0))
+    frames = [frame for spec in specs for frame in itertools.islice(iter_frames(spec), 0, None, 15)]
     cfg = model.visual.preprocess_cfg
     x = to_tensor(np.stack(frames[::len(frames) // count][:count]), cfg["mean"], cfg["std"])
     return F.interpolate(x, size=model.visual.image_size, mode="bicubic", align_corners=False)

@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from t3al.extract.decode import FrameGeometry, probe, stream_frames
-from t3al.extract.models import class_prompt, clean_caption, register_model_configs
+from t3al.extract.captions import clean_caption
+from t3al.extract.models import class_prompt, register_model_configs
 
 from .model import CHECKPOINT, MODEL_NAME
 from .world import generate_world

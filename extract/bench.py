@@ -23,8 +23,8 @@ import torch
 from t3al.cache import ModelIdentity
 
 from .decode import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
-from .models import (encode_texts, generate_captions, load_model, random_model, register_model_configs,
-                     visual_features, wrap_model)
+from .captions import CaptionGenerator, CaptionSettings
+from .models import encode_frames, encode_texts, load_model, random_model, register_model_configs, wrap_model
 from .pipeline import Extractor, FrameNormalizer, Settings, decode_videos, prefetch, list_videos
 
 TINY_COCA = {
@@ -158,9 +158,10 @@ def bench_end_to_end(videos_dir: Path, caption_fps: float, device: str) -> dict:
 
 
 def bench_architecture(arch: str, device: str, batch_size: int, caption_batch: int) -> dict:
-    """Feature frames/s and captions/s of a real-size architecture with random weights."""
+    """Feature frames/s and captions/s (from the feature pass's image tokens) of a real-size
+    architecture with random weights."""
     register_model_configs()
-    model = open_clip.create_model(arch, device=device)
+    model = random_model(arch).to(device)
     loaded = wrap_model(model, arch, ModelIdentity(arch, "random"), torch.device(device),
                         "fp16" if device.startswith("cuda") else "fp32")
     size = loaded.image_size
@@ -168,21 +169,23 @@ def bench_architecture(arch: str, device: str, batch_size: int, caption_batch: i
     result = {"arch": arch, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
               "precision": loaded.precision}
     for _ in range(2):
-        visual_features(loaded, images)
+        encode_frames(loaded, images)
     _sync(device)
     start, rounds = time.perf_counter(), 5
     for _ in range(rounds):
-        visual_features(loaded, images)
+        _, tokens = encode_frames(loaded, images)
     _sync(device)
     result["feature_frames_per_s"] = round(rounds * batch_size / (time.perf_counter() - start), 1)
     if loaded.can_caption:
-        generate_captions(loaded, images[:2])
-        _sync(device)
-        start = time.perf_counter()
-        texts = generate_captions(loaded, images[:caption_batch])
+        generator = CaptionGenerator(loaded.model, CaptionSettings())
+        with loaded.autocast():
+            generator.texts(tokens[:2])
+            _sync(device)
+            start = time.perf_counter()
+            texts = generator.texts(tokens[:caption_batch])
         encode_texts(loaded, texts)
         _sync(device)
-        result["captions_per_s"] = round(caption_batch / (time.perf_counter() - start), 1)
+        result["captions_per_s"] = round(len(texts) / (time.perf_counter() - start), 1)
     return result
 
 

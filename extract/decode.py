@@ -34,7 +34,8 @@ _PTS_TIME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
 _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info|verbose|debug|trace)\] ")
 _SOURCES = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-f]+\]\s*)+")
-MAX_WARNINGS = 5  # distinct decoder messages kept per video
+MAX_WARNINGS = 5  # distinct messages kept per video from each source (demuxer, decoder)
+_ADDRESS = re.compile(r"\s*@ 0x[0-9a-f]+")
 MISSING_FRAMES_S = 1.0  # decoded frames may fall this far (or 2% of the duration) short of the container's
 _COLOUR = re.compile(r",\s*\w+\(([^)]*)\)")
 _PIX_FMT = re.compile(r"^[^,]*,\s*(\w+)")
@@ -226,7 +227,9 @@ def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, s
 
 def _read_pts(stderr: object, times: list[float], lines: list[str], errors: list[str]) -> None:
     """Collect each frame's ``pts_time`` from showinfo, the distinct error messages of the demuxer
-    and decoder, and the other lines (for error messages)."""
+    and decoder, and the other lines (for error messages). Each source keeps its own first messages,
+    so a decoder's flood cannot hide the demuxer's "partial file", whichever ffmpeg prints first."""
+    kept: dict[str, int] = {}
     for raw in iter(stderr.readline, b""):
         line = raw.decode("utf-8", "replace")
         match = _PTS_TIME.search(line)
@@ -237,9 +240,12 @@ def _read_pts(stderr: object, times: list[float], lines: list[str], errors: list
         level = _LEVEL.search(line)
         text = line[:level.start()] + line[level.end():] if level else line
         if level and _is_decode_error(level.group(1), text):
+            prefix = _SOURCES.match(text)
+            source = _ADDRESS.sub("", prefix.group(0)) if prefix else ""
             message = _SOURCES.sub("", text).strip()
-            if message not in errors and len(errors) < MAX_WARNINGS:
+            if message not in errors and kept.get(source, 0) < MAX_WARNINGS:
                 errors.append(message)
+                kept[source] = kept.get(source, 0) + 1
         if len(lines) < 200:
             lines.append(text.rstrip())
 

@@ -121,13 +121,14 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
     return wrap_model(model, name, identity, torch_device, precision)
 
 
-def random_model(name: str) -> nn.Module:
+def random_model(name: str, **kwargs) -> nn.Module:
     """A randomly initialised open_clip model, for tests and benchmarks without weights.
 
     open_clip allocates the CoCa decoder's output projection with ``torch.empty`` and never
     initialises it, so it can hold NaN; it is drawn here like the decoder's other weights.
+    ``kwargs`` go to ``open_clip.create_model`` (e.g. ``force_image_size``).
     """
-    model = open_clip.create_model(name)
+    model = open_clip.create_model(name, **kwargs)
     decoder = getattr(model, "text_decoder", None)
     if decoder is not None:
         nn.init.normal_(decoder.text_projection, std=decoder.width ** -0.5)
@@ -194,8 +195,18 @@ def _text_owner(model: nn.Module) -> nn.Module:
 
 def visual_features(loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     """Vision tower pooled output before ``visual.proj`` (B x Dv), as float32 on the CPU."""
+    return encode_frames(loaded, images)[0]
+
+
+def encode_frames(loaded: LoadedModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``visual_features`` and, for a CoCa, the image tokens its caption decoder reads (on the device).
+
+    One vision pass serves both, so a caption frame is never encoded again for its caption.
+    """
     with torch.no_grad(), loaded.autocast(), _without(loaded.model.visual, "proj"):
-        return _first(loaded.model.visual(images.to(loaded.device))).float().cpu()
+        out = loaded.model.visual(images.to(loaded.device))
+    pooled, tokens = out if isinstance(out, tuple) else (out, None)
+    return pooled.float().cpu(), tokens
 
 
 def encode_texts(loaded: LoadedModel, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -210,18 +221,6 @@ def encode_texts(loaded: LoadedModel, texts: list[str], batch_size: int = 256) -
             out = model.text(tokens) if owner is not model else model.encode_text(tokens)
         rows.append(_first(out).float().cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
-
-
-def generate_captions(loaded: LoadedModel, images: torch.Tensor, seq_len: int = 30) -> list[str]:
-    """CoCa captions for a batch of preprocessed images (open_clip's beam search), cleaned."""
-    with torch.no_grad(), loaded.autocast():
-        tokens = loaded.model.generate(images.to(loaded.device), seq_len=seq_len)
-    return [clean_caption(open_clip.decode(row)) for row in tokens.cpu()]
-
-
-def clean_caption(text: str) -> str:
-    """Drop the start token and everything from the end token on; trim spaces."""
-    return text.split("<end_of_text>")[0].replace("<start_of_text>", "").strip()
 
 
 def model_head(loaded: LoadedModel, class_names: list[str], template: str = PROMPT_TEMPLATE) -> Head:

@@ -24,8 +24,9 @@ from t3al.cache import (CacheError, CacheInfo, CacheReader, CacheWriter, DiskFul
                         safe_video_id)
 
 from .decode import DecodeError, FrameGeometry, FrameStream, VideoInfo, ffmpeg_binary, has_zscale, probe
+from .captions import CaptionGenerator, CaptionSettings
 from .defaults import DECODE_ERROR_POLICIES
-from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, generate_captions, visual_features
+from .models import PROMPT_TEMPLATE, LoadedModel, encode_frames, encode_texts
 
 log = logging.getLogger("t3al.extract")
 TOOL_VERSION = "t3al-extract 1"
@@ -40,8 +41,9 @@ class Settings:
     batch_size: int = 64
     fps: float | None = None
     caption_fps: float = 10.0
-    caption_batch_size: int = 0  # 0: 32 on CUDA, 4 elsewhere (beam search holds B x 6 x L x vocab logits)
+    caption_batch_size: int = 0  # 0: 128 on CUDA, 16 elsewhere (more rows per decoder step amortise its weights)
     caption_length: int = 30
+    caption_decoding: str = "beam"
     preprocess: str = "model"
     prefetch: int = 2
     on_decode_error: str = "fail"  # a partial decode fails the video, or ("keep") is cached with its warnings
@@ -49,6 +51,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.on_decode_error not in DECODE_ERROR_POLICIES:
             raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_POLICIES}, got {self.on_decode_error!r}")
+
+    def captioning(self) -> CaptionSettings:
+        """How captions are decoded (open_clip's ``generate`` defaults but for length and decoding)."""
+        return CaptionSettings(decoding=self.caption_decoding, seq_len=self.caption_length)
 
 
 @dataclass(frozen=True)
@@ -268,13 +274,13 @@ class VideoAccumulator:
 
     def add(self, frames: np.ndarray, times: np.ndarray) -> None:
         extractor = self.extractor
-        images = extractor.normalize(frames)
-        self.features.append(visual_features(extractor.loaded, images).numpy())
+        features, tokens = encode_frames(extractor.loaded, extractor.normalize(frames))
+        self.features.append(features.numpy())
         self.stamps.append(times)
-        if extractor.captions:
+        if extractor.generator is not None:
             rows, self.last_bin = caption_rows(times, extractor.settings.caption_fps, self.last_bin)
             self.caption_frames.extend((rows + self.n_frames).tolist())
-            self.pending.extend(images[torch.from_numpy(rows)])
+            self.pending.extend(tokens[torch.from_numpy(rows).to(tokens.device)])
             self.caption_texts.extend(extractor.caption(self.pending, final=False))
         self.n_frames += len(frames)
 
@@ -308,7 +314,8 @@ class Extractor:
         self.settings = settings
         self.geometry = FrameGeometry(loaded.image_size, settings.preprocess)
         self.normalize = FrameNormalizer(loaded.mean, loaded.std, loaded.device)
-        self.captions = settings.caption_fps > 0 and loaded.can_caption
+        captions = settings.caption_fps > 0 and loaded.can_caption
+        self.generator = CaptionGenerator(loaded.model, settings.captioning()) if captions else None
 
     def records(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
         """One ``(video, record or error)`` per video of ``todo``, in order.
@@ -343,12 +350,13 @@ class Extractor:
             yield video, record
 
     def caption(self, pending: list[torch.Tensor], final: bool) -> list[str]:
-        """Caption full batches of pending images (all of them when ``final``), emptying ``pending``."""
-        size = self.settings.caption_batch_size or (32 if self.loaded.device.type == "cuda" else 4)
+        """Caption full batches of pending image tokens (all of them when ``final``), emptying ``pending``."""
+        size = self.settings.caption_batch_size or (128 if self.loaded.device.type == "cuda" else 16)
         texts: list[str] = []
         while len(pending) >= size or (final and pending):
             chunk, pending[:] = pending[:size], pending[size:]
-            texts.extend(generate_captions(self.loaded, torch.stack(chunk), self.settings.caption_length))
+            with self.loaded.autocast():
+                texts.extend(self.generator.texts(torch.stack(chunk)))
         return texts
 
 
@@ -378,8 +386,7 @@ def cache_info(loaded: LoadedModel, settings: Settings, feature_dtype: str) -> C
         sampling={"policy": "every frame" if not settings.fps else "resampled", "fps": settings.fps,
                   "decoder": "ffmpeg", "ffmpeg": ffmpeg_binary()},
         captions={"fps": settings.caption_fps if loaded.can_caption else 0.0,
-                  "generation": "open_clip CoCa beam search" if loaded.can_caption else "none",
-                  "seq_len": settings.caption_length},
+                  **(settings.captioning().describe() if loaded.can_caption else {"generation": "none"})},
         prompt_template=PROMPT_TEMPLATE,
         tool_version=TOOL_VERSION,
     )

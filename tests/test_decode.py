@@ -1,6 +1,7 @@
 """Decoding: probing without ffprobe, streamed batches, presentation times, resizing and bad files."""
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import torch
 from PIL import Image
 
 from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times
-from t3al.extract.decode import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, decode_warnings,
-                                 ffmpeg_binary, probe, stream_frames)
+from t3al.extract.decode import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, _read_pts,
+                                 decode_warnings, ffmpeg_binary, probe, stream_frames)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,17 @@ def test_partial_decodes_report_decoder_errors_and_missing_frames(tmp_path):
     assert warnings[-1] == f"decoded {n} frames ({n / 25:.2f} s) of the 100 (4.00 s) the container declares"
     n, warnings = _warnings(damaged["noise"])
     assert n < 100 and any(w.startswith("decoder: Invalid NAL unit size") for w in warnings)
-    assert len(warnings) <= MAX_WARNINGS + 1
+    assert len(warnings) <= 2 * MAX_WARNINGS + 1  # demuxer's, decoder's, the frame count
+
+
+def test_a_flood_of_decoder_errors_cannot_hide_the_demuxers_message():
+    lines = [f"[h264 @ 0x{i:x}] [error] Invalid NAL unit size ({i} > 9).\n" for i in range(MAX_WARNINGS + 3)]
+    lines += ["[mov,mp4,m4a,3gp,3g2,mj2 @ 0x5f00] [error] stream 0, offset 0x30: partial file\n",
+              "[h264 @ 0x7] [warning] Invalid NAL unit size (1 > 9).\n"]
+    errors: list[str] = []
+    _read_pts(io.BytesIO("".join(lines).encode()), [], [], errors)
+    assert errors == [f"Invalid NAL unit size ({i} > 9)." for i in range(MAX_WARNINGS)] + \
+        ["stream 0, offset 0x30: partial file"]
 
 
 def test_complete_decodes_have_no_warnings(videos):

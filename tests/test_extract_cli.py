@@ -494,3 +494,15 @@ def test_sigterm_ends_a_run_as_an_exception_so_cleanup_runs():
                 cleaned.append(True)
     assert stopped.value.code == 128 + signal.SIGTERM and cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_caption_decoding_is_chosen_on_the_command_line_and_recorded(models, good_videos, tmp_path):
+    result = _extract(models, good_videos, tmp_path / "cache", "--caption-decoding", "greedy")
+    assert result.exit_code == 0, result.output
+    reader = CacheReader(tmp_path / "cache")
+    assert reader.info.captions["decoding"] == "greedy" and reader.info.captions["generation_type"] == "top_k"
+    assert len(reader.video("v25").caption_texts) == 2
+    again = _extract(models, good_videos, tmp_path / "cache", "--caption-decoding", "beam")
+    assert again.exit_code != 0 and "captions decoding = 'greedy', this run asks for 'beam'" in again.output
+    short = _extract(models, good_videos, tmp_path / "other", "--caption-length", "3")
+    assert short.exit_code != 0 and "--caption-length" in short.output and "Traceback" not in short.output

@@ -13,13 +13,12 @@ from t3al.extract.models import (
     CONFIG_DIR,
     ModelLoadError,
     class_prompt,
-    clean_caption,
     encode_texts,
     file_sha256,
-    generate_captions,
     load_model,
     model_head,
     register_model_configs,
+    encode_frames,
     visual_features,
 )
 
@@ -84,20 +83,21 @@ def test_class_prompt_splits_camel_case_and_keeps_spaced_names():
     assert class_prompt("Diving") == "a video of action Diving"
 
 
-def test_coca_generates_clean_captions(checkpoints):
-    loaded = load_model(COCA, str(checkpoints[COCA]), device="cpu")
-    captions = generate_captions(loaded, torch.randn(2, 3, 32, 32), seq_len=8)
-    assert len(captions) == 2
-    assert all("<start_of_text>" not in c and "<end_of_text>" not in c for c in captions)
+def test_one_vision_pass_gives_the_features_and_the_image_tokens_coca_captions_read(loaded):
+    images = torch.randn(2, 3, loaded.image_size, loaded.image_size)
+    features, tokens = encode_frames(loaded, images)
+    torch.testing.assert_close(features, visual_features(loaded, images))
+    if loaded.can_caption:
+        with torch.no_grad():
+            _, expected = loaded.model._encode_image(images)
+        torch.testing.assert_close(tokens, expected)
+    else:
+        assert tokens is None
 
 
 def test_clip_models_cannot_caption(checkpoints):
     assert not load_model(CLIP, str(checkpoints[CLIP]), device="cpu").can_caption
     assert load_model(COCA, str(checkpoints[COCA]), device="cpu").can_caption
-
-
-def test_clean_caption_strips_special_tokens():
-    assert clean_caption("<start_of_text>a man throws a ball <end_of_text>!!!") == "a man throws a ball"
 
 
 def test_every_shipped_model_config_is_registered():

@@ -170,11 +170,17 @@ def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[s
 
 
 def report_notes(spec: RunSpec) -> None:
-    """Print what is unpublished about a config's method (AdaZAD's optimiser settings), per row."""
+    """Print what is unpublished about a config's method (AdaZAD's optimiser settings), per row, and
+    which cached videos stage one kept despite decode warnings."""
     label = (lambda name: f"{name}: ") if len(spec.configs) > 1 else (lambda name: "")
     for name, config in spec.configs.items():
         if config.method in UNPUBLISHED:
             click.echo(f"note: {label(name)}{UNPUBLISHED[config.method]}")
+    kept = [entry["video_id"] for entry in spec.reader.kept_with_warnings()]
+    if kept:
+        shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        click.echo(f"note: {len(kept)} cached video(s) may be partial (stage one kept them despite decode "
+                   f"warnings, --on-decode-error keep): {shown}; reasons in {spec.cache / 'failures.jsonl'}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -405,18 +405,27 @@ class CacheReader:
         for video_id in self.video_ids() if video_ids is None else video_ids:
             yield self.video(video_id)
 
-    def failures(self) -> list[dict[str, Any]]:
-        """The last failure reported for each video that is still absent from the cache."""
+    def _failure_entries(self, kept: bool) -> dict[str, dict[str, Any]]:
+        """The last entry of ``failures.jsonl`` for each video, among failures (``kept`` False) or
+        videos cached with decode warnings (``kept`` True)."""
         path = self.root / FAILURES_FILE
         if not path.is_file():
-            return []
+            return {}
         latest: dict[str, dict[str, Any]] = {}
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
-                if not entry.get("kept"):
+                if bool(entry.get("kept")) == kept:
                     latest[entry["video_id"]] = entry
-        return [entry for video_id, entry in sorted(latest.items()) if video_id not in self]
+        return latest
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The last failure reported for each video that is still absent from the cache."""
+        return [entry for video_id, entry in sorted(self._failure_entries(False).items()) if video_id not in self]
+
+    def kept_with_warnings(self) -> list[dict[str, Any]]:
+        """The videos in the cache that were cached despite decode warnings (``--on-decode-error keep``)."""
+        return [entry for video_id, entry in sorted(self._failure_entries(True).items()) if video_id in self]
 
     def _check_model(self, f: h5py.File, path: Path) -> None:
         found = f.attrs.get("model_id", "")

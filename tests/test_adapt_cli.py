@@ -101,6 +101,14 @@ def test_features_of_the_wrong_width_are_a_problem_naming_the_video(tmp_path):
     assert "video v0: features have width 5, the head's visual_proj expects 8" in result.output
 
 
+def test_videos_stage_one_kept_despite_decode_warnings_are_named_in_a_note(tmp_path):
+    cache = _world(tmp_path)
+    CacheWriter(cache, CacheReader(cache).info).record_failure("v3", "/x/v3.mp4", "decoder: partial file", kept=True)
+    result = _invoke(cache, "--split", "75_25", "--split-index", "0", "--out", tmp_path / "out", "--steps", "1")
+    assert result.exit_code == 0, result.output
+    assert "note: 1 cached video(s) may be partial" in result.output and ": v3; reasons in" in result.output
+
+
 def _rewrite_timestamps(cache, video_id: str, timestamps: np.ndarray) -> None:
     reader = CacheReader(cache)
     record = reader.video(video_id)

@@ -115,6 +115,15 @@ def test_failures_report_only_videos_still_missing(tmp_path):
     assert [f["video_id"] for f in CacheReader(tmp_path).failures()] == ["v2"]
 
 
+def test_videos_kept_with_decode_warnings_are_listed_apart_from_failures(tmp_path):
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    writer.record_failure("v1", "/x/v1.mp4", "decoder: partial file", kept=True)
+    writer.record_failure("v2", "/x/v2.mp4", "decoder: partial file", kept=True)  # never written: not in the cache
+    writer.write_video(_record("v1"))
+    reader = CacheReader(tmp_path)
+    assert [f["video_id"] for f in reader.kept_with_warnings()] == ["v1"] and reader.failures() == []
+
+
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "-opt"])
 def test_unsafe_video_ids_are_refused(bad):
     with pytest.raises(CacheError, match="invalid video id"):

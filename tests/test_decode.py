@@ -134,7 +134,8 @@ def test_t3al_public_mode_squashes_and_returns_bgr(videos):
 
 def _opencv_pil_reference(path, size):
     """The public T3AL loader: OpenCV's BGR frames, each squashed to size x size by PIL's bicubic."""
-    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test extra) gives the public loader's frames")
+    import cv2  # opencv-python-headless, in the test extra: the public loader reads frames with it
+
     capture = cv2.VideoCapture(str(path))
     frames = []
     while True:

@@ -21,7 +21,8 @@ import torch
 from t3al.cache import CacheReader, Head
 
 from .config import AdaptConfig
-from .localizer import T3AL, Adaptation, Adapted, Projections, _chain, adaptation_key, make_optimizer, naive_localize
+from .localizer import (T3AL, Adaptation, Adapted, Projections, _chain, make_optimizer, naive_localize,
+                        split_dependent)
 from .losses import loss_terms
 from .ops import index_moves, l2norm
 from .runner import Truths, _class_features, _groups, _head_tensors, _hint, _load, single_thread, video_seed
@@ -274,7 +275,7 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
                     out[i][s][j] = naive
                 continue
             label, probabilities, background = method.pseudo_label(video, params, class_features, hint=hint)
-            key = (i, classes[label], s if adaptation_key(first).oracle else None)
+            key = (i, classes[label], s if split_dependent(first) else None)
             if key not in problems:
                 problems[key] = Problem(video, class_features[label], background, video_seed(seed, video.video_id),
                                         hint)

@@ -37,6 +37,12 @@ def adaptation_key(config: AdaptConfig) -> AdaptConfig:
                           restore=config.restore if config.protocol == "stream" else "before_last")
 
 
+def split_dependent(config: AdaptConfig) -> bool:
+    """Whether a video's adaptation depends on the split's ground truth (the class or selection
+    oracle), so that splits giving it the same pseudo-label cannot share it."""
+    return bool(adaptation_key(config).oracle)
+
+
 class Projections(torch.nn.Module):
     """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale
     (or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,), for batched adaptation)."""

@@ -14,7 +14,7 @@ import torch
 from t3al.cache import CacheError, CacheReader, Head
 
 from .config import AdaptConfig, ConfigError
-from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize
+from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize, split_dependent
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = 4  # videos per joblib task: few enough for a live progress bar, enough to amortise set-up
@@ -120,7 +120,6 @@ def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
         first = configs[group[0]]
         chosen = [configs[i] for i in group]
         method = T3AL(first)
-        steered = any(o != "count" for o in first.oracle)
         shared: dict = {}
         for s, (classes, truths) in enumerate(splits):
             class_features = _class_features(head, classes)
@@ -132,7 +131,7 @@ def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
                 generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
                 outputs, _ = method.localize_variants(
                     video, params, optimizer, class_features, generator, chosen, hint=_hint(chosen, video, truths),
-                    shared=None if steered else shared, share_as=classes.__getitem__)
+                    shared=None if split_dependent(first) else shared, share_as=classes.__getitem__)
             for i, output in zip(group, outputs):
                 results[s][i] = output
     return results

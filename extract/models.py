@@ -193,13 +193,9 @@ def _text_owner(model: nn.Module) -> nn.Module:
     return model.text if hasattr(model, "text") else model
 
 
-def visual_features(loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    """Vision tower pooled output before ``visual.proj`` (B x Dv), as float32 on the CPU."""
-    return encode_frames(loaded, images)[0]
-
-
 def encode_frames(loaded: LoadedModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``visual_features`` and, for a CoCa, the image tokens its caption decoder reads (on the device).
+    """The vision tower's pooled output before ``visual.proj`` (B x Dv, float32 on the CPU) and, for a
+    CoCa, the image tokens its caption decoder reads (on the device).
 
     One vision pass serves both, so a caption frame is never encoded again for its caption.
     """

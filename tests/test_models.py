@@ -19,7 +19,6 @@ from t3al.extract.models import (
     model_head,
     register_model_configs,
     encode_frames,
-    visual_features,
 )
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
@@ -46,7 +45,7 @@ def test_checkpoint_file_is_loaded_and_named_by_its_hash(loaded, checkpoints):
 
 def test_stored_visual_features_times_projection_give_encode_image(loaded):
     images = torch.randn(3, 3, loaded.image_size, loaded.image_size)
-    stored = visual_features(loaded, images)
+    stored, _ = encode_frames(loaded, images)
     assert stored.shape[1] == loaded.model.visual.proj.shape[0]
     with torch.no_grad():
         expected = loaded.model.encode_image(images, normalize=False)
@@ -63,7 +62,7 @@ def test_stored_text_features_times_projection_give_encode_text(loaded):
 
 
 def test_projections_are_restored_after_encoding(loaded):
-    visual_features(loaded, torch.zeros(1, 3, loaded.image_size, loaded.image_size))
+    encode_frames(loaded, torch.zeros(1, 3, loaded.image_size, loaded.image_size))
     assert isinstance(loaded.model.visual.proj, torch.nn.Parameter)
     assert any(name.endswith("text_projection") for name, _ in loaded.model.named_parameters())
 
@@ -86,7 +85,9 @@ def test_class_prompt_splits_camel_case_and_keeps_spaced_names():
 def test_one_vision_pass_gives_the_features_and_the_image_tokens_coca_captions_read(loaded):
     images = torch.randn(2, 3, loaded.image_size, loaded.image_size)
     features, tokens = encode_frames(loaded, images)
-    torch.testing.assert_close(features, visual_features(loaded, images))
+    with torch.no_grad():
+        pooled = loaded.model.encode_image(images, normalize=False)
+    torch.testing.assert_close(features @ loaded.model.visual.proj, pooled, rtol=1e-5, atol=1e-5)
     if loaded.can_caption:
         with torch.no_grad():
             _, expected = loaded.model._encode_image(images)

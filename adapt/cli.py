@@ -18,7 +18,8 @@ from t3al.manifests import TIOU_SETS, ManifestError
 
 from .cluster import SCHEDULER_ENV, ClusterError
 from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
-from .pipeline import OutputError, SettingRun, run
+from .output import OutputError
+from .pipeline import SettingRun, run
 from .spec import RunSpec, build_spec, default_jobs, shown_value
 
 HELP = {

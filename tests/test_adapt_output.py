@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+
 
 import pytest
 from click.testing import CliRunner
 
 from t3al.adapt import cli as adapt_cli
 from t3al.adapt import output as output_module
+from t3al.adapt import runner
 from t3al.adapt.output import OutputError, RunOutput
 
 from conftest import write_toy_world
@@ -135,3 +139,23 @@ def test_a_replaced_run_keeps_the_folders_other_files_and_drops_its_stale_splits
     assert rerun.exit_code == 0, rerun.output
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt", "results.json", "split_1"]
     assert (out / "notes.txt").read_text() == "mine\n" and _siblings(out) == []
+
+
+def test_a_killed_worker_during_t3al_adapt_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "_localize_chunk", _killed_on_v2)
+    result = CliRunner().invoke(adapt_cli.main, [str(cache), "--out", str(out), "--jobs", "2", "--no-progress"])
+    _one_line_error(result, "a worker process was killed (out of memory? the kernel's OOM killer sends kill -9) "
+                            "while adapting v0, v1, v2, v3; nothing was written: rerun with fewer --jobs")
+    assert not out.exists() and _siblings(out) == []
+
+
+def _killed_on_v2(cache, video_ids, *args):
+    """runner._localize_chunk, killed when its chunk holds video 'v2'."""
+    if "v2" in video_ids:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return runner_chunk(cache, video_ids, *args)
+
+
+runner_chunk = runner._localize_chunk

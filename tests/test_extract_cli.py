@@ -506,3 +506,16 @@ def test_caption_decoding_is_chosen_on_the_command_line_and_recorded(models, goo
     assert again.exit_code != 0 and "captions decoding = 'greedy', this run asks for 'beam'" in again.output
     short = _extract(models, good_videos, tmp_path / "other", "--caption-length", "3")
     assert short.exit_code != 0 and "--caption-length" in short.output and "Traceback" not in short.output
+
+
+def test_a_250_character_file_name_is_cached_under_a_short_id_keeping_its_name(models, good_videos, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    name = "a" * 250  # legal on Linux; ".<name>.h5.<pid>.<hex>.tmp" would not be
+    shutil.copy(good_videos / "v25.mp4", videos / f"{name}.mp4")
+    result = _extract(models, videos, tmp_path / "cache", "--caption-fps", "0")
+    assert result.exit_code == 0 and "1 done, 0 skipped, 0 failed" in result.output, result.output
+    (video_id,) = CacheReader(tmp_path / "cache").video_ids()
+    assert video_id == safe_video_id(name) == f"{'a' * 191}-{video_id[-8:]}" and len(video_id) == 200
+    assert CacheReader(tmp_path / "cache").video(name).name == name
+    assert "1 skipped" in _extract(models, videos, tmp_path / "cache", "--caption-fps", "0").output

@@ -90,6 +90,25 @@ def _write_atomically(final: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(root: str | os.PathLike) -> None:
+    """Refuse a cache directory this process cannot write into (a read-only file system, no
+    permission), before any work: an empty temporary file is created and removed in it, or in the
+    nearest existing folder above it when it does not exist yet."""
+    folder = Path(root).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CacheError(f"{root}: {folder} is not a directory; give a cache directory (new or existing)")
+    probe = _temporary_path(folder / "probe")
+    try:
+        _write_new(probe, b"")
+    except OSError as err:
+        raise CacheError(f"{root}: cannot write into {folder} ({err.strerror or err}); "
+                         "give a writable cache directory") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _hdf5_bytes(fill: Any) -> bytes:
     """An HDF5 file built in memory by ``fill(file)``: libhdf5 never writes to the cache's disk, so a
     full disk is a plain OSError of one write, and the size is known before writing."""
@@ -165,6 +184,7 @@ class CacheWriter:
             raise CacheError(f"{self.root}: not a directory; give a cache directory (new or existing)") from None
         except OSError as err:
             raise CacheError(f"{self.root}: cannot create the cache directory ({err.strerror})") from None
+        check_writable(self.root / VIDEOS_DIR)
         self.removed_temporaries = remove_stale_temporaries(self.root)
         self._claim_info()
 

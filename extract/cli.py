@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError
+from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError, check_writable
 
 from .defaults import CAPTION_DECODINGS, CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -104,6 +104,7 @@ def _check_cache_dir(cache_dir: Path) -> None:
 
     try:
         check_cache_dir(cache_dir)
+        check_writable(cache_dir)
     except CacheError as err:
         raise click.ClickException(str(err)) from None
 

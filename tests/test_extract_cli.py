@@ -519,3 +519,24 @@ def test_a_250_character_file_name_is_cached_under_a_short_id_keeping_its_name(m
     assert video_id == safe_video_id(name) == f"{'a' * 191}-{video_id[-8:]}" and len(video_id) == 200
     assert CacheReader(tmp_path / "cache").video(name).name == name
     assert "1 skipped" in _extract(models, videos, tmp_path / "cache", "--caption-fps", "0").output
+
+
+def test_a_read_only_cache_is_one_line_before_the_model_loads(models, good_videos, tmp_path, monkeypatch):
+    from t3al.cache import store
+    from t3al.extract import cli
+
+    assert _extract(models, good_videos, tmp_path / "cache", "--caption-fps", "0").exit_code == 0
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def no_model(*args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(store, "_write_new", read_only)
+    monkeypatch.setattr(cli, "_load", no_model)
+    for cache in (tmp_path / "cache", tmp_path / "new" / "cache"):
+        result = _extract(models, good_videos, cache, "--caption-fps", "0")
+        folder = cache if cache.exists() else tmp_path
+        assert result.exit_code == 1 and result.output.splitlines() == [
+            f"Error: {cache}: cannot write into {folder} (Read-only file system); give a writable cache directory"]

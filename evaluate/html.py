@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from t3al.manifests import Manifest
+from t3al.manifests import Manifest, read_text
 
 from .detection import evaluate_detections
 from .plots import plot_class_ap, plot_video, read_curve
@@ -37,11 +37,11 @@ def _image(path: Path, report_dir: Path, alt: str) -> str:
 
 def _load_results(out_dir: Path) -> dict:
     path = out_dir / "results.json"
+    if not path.is_file():
+        raise EvaluationError(f"{path}: not found (is {out_dir} a t3al-adapt output folder?)")
     try:
-        document = json.loads(path.read_text())
-    except OSError:
-        raise EvaluationError(f"{path}: not found (is {out_dir} a t3al-adapt output folder?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        document = json.loads(read_text(path, EvaluationError))
+    except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(document, dict) or not {"tiou", "splits", "mean"} <= set(document):
         raise EvaluationError(f"{path}: needs 'tiou', 'splits' and 'mean'")

@@ -229,6 +229,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         if in_shard(video_id, shard_spec):
             fail(writer, summary, video_id, path, reason)
     mine = [v for v in videos if in_shard(v.video_id, shard_spec)]
+    entries = len(mine) + sum(in_shard(video_id, shard_spec) for video_id, _, _ in refused)
     if not loaded.can_caption and caption_fps > 0:
         log.info("%s has no caption decoder: no captions", model_name)
     with logging_redirect_tqdm(), terminated_cleanly():
@@ -237,8 +238,8 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         except DiskFullError as err:
             click.echo(f"t3al-extract: {summary.line()} before the disk filled up", err=True)
             raise click.ClickException(str(err)) from None
-    click.echo(f"t3al-extract: {summary.line()} (shard {shard}, {len(mine)} of {len(videos)} videos) -> {cache_dir}",
-               err=True)
+    click.echo(f"t3al-extract: {summary.line()} (shard {shard}: {entries} of the folder's {len(videos) + len(refused)} "
+               f"entries) -> {cache_dir}", err=True)
     if summary.failed:
         click.echo(f"t3al-extract: failures listed in {cache_dir / 'failures.jsonl'}", err=True)
         sys.exit(1)

@@ -102,7 +102,8 @@ def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
 
 
 def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
-    """Candidate files of ``folder`` (not hidden, sorted) and the ones refused before decoding.
+    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line) and the ones
+    refused before decoding.
 
     Refused: dangling symbolic links, folders named like video files, names that cannot name a
     video and names that give several files one id (which file would the cache key mean?). Other
@@ -111,7 +112,12 @@ def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, st
     """
     by_id: dict[str, list[Path]] = {}
     refused = []
-    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+    entries = sorted(folder.iterdir())
+    hidden = [p.name for p in entries if p.name.startswith(".")]
+    if hidden:
+        log.info("%s: %d hidden entr%s skipped: %s", folder, len(hidden), "y" if len(hidden) == 1 else "ies",
+                 ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""))
+    for path in (p for p in entries if not p.name.startswith(".")):
         reason = _not_a_file(path)
         if reason is None:
             try:

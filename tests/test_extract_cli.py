@@ -540,3 +540,17 @@ def test_a_read_only_cache_is_one_line_before_the_model_loads(models, good_video
         folder = cache if cache.exists() else tmp_path
         assert result.exit_code == 1 and result.output.splitlines() == [
             f"Error: {cache}: cannot write into {folder} (Read-only file system); give a writable cache directory"]
+
+
+def test_hidden_entries_get_one_line_and_the_summary_adds_up(models, good_videos, tmp_path, caplog):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("v25.mp4", "ntsc.mp4", ".hidden.mp4", "..mp4"):
+        shutil.copy(good_videos / "v25.mp4", videos / name)
+    os.symlink(tmp_path / "gone.mp4", videos / "dangling.mp4")
+    (videos / "frames.mp4").mkdir()
+    result = _extract(models, videos, tmp_path / "cache", "--caption-fps", "0")
+    assert "2 done, 0 skipped, 2 failed (shard 0/1: 4 of the folder's 4 entries)" in result.output
+    assert [r.message for r in caplog.records if "hidden entr" in r.message] == [
+        f"{videos}: 2 hidden entries skipped: ..mp4, .hidden.mp4"]
+    assert CacheReader(tmp_path / "cache").video_ids() == ["ntsc", "v25"]

@@ -1,6 +1,7 @@
 """Writing and reading a cache directory; the only module of the project that imports h5py."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -9,7 +10,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -162,6 +163,28 @@ def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> 
     return removed
 
 
+def array_problem(f: h5py.File, verify: bool = False) -> str:
+    """Why a video file's arrays cannot be what the schema says ('' when they can): their headers
+    open with matching lengths, and (``verify``) every array reads back, features and timestamps
+    finite, timestamps increasing."""
+    frames = f["features"].shape[0]
+    captions = f["captions/frame"].shape[0]
+    if f["timestamps"].shape != (frames,):
+        return f"{frames} feature rows, timestamps of shape {f['timestamps'].shape}"
+    if f["captions/text"].shape != (captions,) or f["captions/features"].shape[0] != captions:
+        return "caption frames, texts and features of different lengths"
+    if not verify:
+        return ""
+    arrays = {name: f[name][()] for name in ("features", "timestamps", "captions/frame", "captions/text",
+                                             "captions/features")}
+    for name in ("features", "timestamps", "captions/features"):
+        if not np.isfinite(arrays[name]).all():
+            return f"{name} hold NaN or infinity"
+    if np.any(np.diff(arrays["timestamps"]) <= 0):
+        return "timestamps do not increase"
+    return ""
+
+
 def _strings(values: Any) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
@@ -265,12 +288,38 @@ class CacheWriter:
         try:
             with h5py.File(path, "r") as f:
                 return (
-                    int(f.attrs["source_size"]) == int(source_size)
+                    not array_problem(f)
+                    and int(f.attrs["source_size"]) == int(source_size)
                     and float(f.attrs["source_mtime"]) == float(source_mtime)
                     and f.attrs["model_id"] == self.model_id
                 )
         except (OSError, KeyError):
             return False
+
+    @contextlib.contextmanager
+    def in_progress(self, video_ids: list[str]) -> Iterator[Callable[[], None]]:
+        """Mark the videos this writer works on, in order, for ``t3al-extract status``: the first at
+        once, the next at each call of the function given; the mark is an empty temporary file named
+        after the video's file (a mark that cannot be made is left out: it never stops a run)."""
+        pending = iter(video_ids)
+        marks: list[Path] = []
+
+        def advance() -> None:
+            while marks:
+                marks.pop().unlink(missing_ok=True)
+            video_id = next(pending, None)
+            if video_id is not None:
+                mark = _temporary_path(self.video_path(video_id))
+                with contextlib.suppress(OSError, CacheError):
+                    _write_new(mark, b"")
+                    marks.append(mark)
+
+        advance()
+        try:
+            yield advance
+        finally:
+            while marks:
+                marks.pop().unlink(missing_ok=True)
 
     def remove_video(self, video_id: str) -> bool:
         """Delete a video's file (features of a source that changed and no longer decodes); True if there was one."""

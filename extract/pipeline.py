@@ -460,7 +460,8 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
-    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar, \
+            writer.in_progress([video.video_id for video, _ in todo]) as next_video:
         for video, outcome in extractor.records(todo):
             bar.set_postfix_str(video.video_id)
             try:
@@ -475,6 +476,7 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
                 fail(writer, summary, video.video_id, video.path, str(err))
             bar.update()
+            next_video()
     return summary
 
 

@@ -180,7 +180,8 @@ class RunOutput:
         """Remove the temporary folder and release the lock; the folder stays as it was."""
         shutil.rmtree(self.temporary, ignore_errors=True)
         if self._locked:
-            self.lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.lock.unlink(missing_ok=True)
             self._locked = False
 
 

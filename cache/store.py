@@ -42,6 +42,13 @@ def _temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it is there; a file that cannot be deleted (a read-only file system) is
+    left, so the error that brought us here is the one reported."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def _write_file(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (the one place cache bytes reach the disk)."""
     view = memoryview(data)
@@ -88,7 +95,7 @@ def _write_atomically(final: Path, data: bytes) -> None:
         _write_new(tmp, data)
         os.replace(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
 def check_writable(root: str | os.PathLike) -> None:
@@ -107,7 +114,7 @@ def check_writable(root: str | os.PathLike) -> None:
         raise CacheError(f"{root}: cannot write into {folder} ({err.strerror or err}); "
                          "give a writable cache directory") from None
     finally:
-        probe.unlink(missing_ok=True)
+        _remove(probe)
 
 
 def _hdf5_bytes(fill: Any) -> bytes:
@@ -223,7 +230,7 @@ class CacheWriter:
             except FileExistsError:
                 pass
             finally:
-                tmp.unlink(missing_ok=True)
+                _remove(tmp)
         existing = read_info(path)
         if existing.model.key() != self.info.model.key():
             raise CacheError(
@@ -306,7 +313,7 @@ class CacheWriter:
 
         def advance() -> None:
             while marks:
-                marks.pop().unlink(missing_ok=True)
+                _remove(marks.pop())
             video_id = next(pending, None)
             if video_id is not None:
                 mark = _temporary_path(self.video_path(video_id))
@@ -319,7 +326,7 @@ class CacheWriter:
             yield advance
         finally:
             while marks:
-                marks.pop().unlink(missing_ok=True)
+                _remove(marks.pop())
 
     def remove_video(self, video_id: str) -> bool:
         """Delete a video's file (features of a source that changed and no longer decodes); True if there was one."""

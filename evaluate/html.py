@@ -6,6 +6,7 @@ Layout read (see the brief of t3al-adapt): ``OUT/results.json``, optional ``OUT/
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import os
@@ -160,7 +161,8 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
         temporary.write_text(page, encoding="utf-8")
         os.replace(temporary, html_path)
     except BaseException as err:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         for folder in reversed(made):
             shutil.rmtree(folder, ignore_errors=True)
         if isinstance(err, OSError):

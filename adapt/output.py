@@ -159,22 +159,35 @@ class RunOutput:
             raise _unwritable(self.folder, err) from None
 
     def commit(self, document: dict) -> None:
-        """Write ``results.json`` and put the complete run in the folder's place (other files of a
-        replaced folder stay)."""
+        """Write ``results.json`` and put the complete run in the folder's place; a replaced
+        folder's files that are not a run's join the new one."""
         self._write_text("results.json", json.dumps(document, indent=2) + "\n")
         old = self.temporary.with_suffix(".old")
         try:
             if self.folder.is_dir():
-                kept = set(self.folder.iterdir()) - set(_run_entries(self.folder))
-                for entry in kept:
-                    os.replace(entry, self.temporary / entry.name)
                 os.replace(self.folder, old)
             os.replace(self.temporary, self.folder)
         except OSError as err:
-            raise _unwritable(self.folder, err) from None
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.exists() and not self.folder.exists():
+                os.replace(old, self.folder)
             self.abandon()
+            raise _unwritable(self.folder, err) from None
+        try:
+            if old.exists():
+                self._keep_other_files(old)
+        finally:
+            self.abandon()
+
+    def _keep_other_files(self, old: Path) -> None:
+        """Move the files of the replaced folder ``old`` that are not a run's into the new one, then
+        remove ``old``; where one cannot move, ``old`` stays and the error says where."""
+        try:
+            for entry in set(old.iterdir()) - set(_run_entries(old)):
+                os.replace(entry, self.folder / entry.name)
+        except OSError as err:
+            raise OutputError(f"{self.folder}: results written, but the folder's other files could not be "
+                              f"moved back ({err.strerror}); they are in {old}") from None
+        shutil.rmtree(old, ignore_errors=True)
 
     def abandon(self) -> None:
         """Remove the temporary folder and release the lock; the folder stays as it was."""

@@ -141,6 +141,19 @@ def test_fast_step_sets_the_gradients_autograd_sets(separation, representation, 
                                        msg=lambda m: f"step {step}, {name}: {m}")
 
 
+def test_region_score_is_the_label_probability_of_the_segments_mean_residual():
+    video = _spread_video()
+    result, _ = _run(AdaptConfig(steps=0, suppression=False), video, params=_spread_params())
+    params = _spread_params().requires_grad_(False)
+    x = video.features @ params.visual_proj
+    residual = x - x.mean(dim=0)  # F before normalisation, background removed
+    classes = l2norm(_classes() @ params.text_projection)
+    assert len(result.segments) == len(result.scores) == len(result.labels) == 3
+    for (first, last), score, label in zip(result.segments, result.scores, result.labels):
+        r = residual[first:last].mean(dim=0)  # frames first .. last - 1
+        assert score == pytest.approx(float(torch.softmax(6.0 * classes @ l2norm(r), dim=0)[label]), rel=1e-5)
+
+
 def test_adaptation_changes_parameters_with_their_own_learning_rates():
     video = _video(synthetic_features())
     params = _params()

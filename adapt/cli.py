@@ -18,7 +18,8 @@ from t3al.manifests import TIOU_SETS, ManifestError
 
 from .cluster import SCHEDULER_ENV, ClusterError
 from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
-from .pipeline import OutputError, SettingRun, run
+from .output import OutputError
+from .pipeline import SettingRun, run
 from .spec import RunSpec, build_spec, default_jobs, shown_value
 
 HELP = {
@@ -156,9 +157,10 @@ def run_options(command):
 
 
 def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:
-    """Print warnings, failures and replaced folders; the failures, as 'name: problem'."""
+    """Print warnings, failures and replaced folders; the failures, as 'name: problem', each once
+    (a video that fails fails in every split that holds it)."""
     label = (lambda name: f"{name}: ") if len(runs) > 1 else (lambda name: "")
-    problems = [f"{label(name)}{p}" for name, result in runs.items() for p in result.problems]
+    problems = list(dict.fromkeys(f"{label(name)}{p}" for name, result in runs.items() for p in result.problems))
     for name, result in runs.items():
         for warning in result.warnings:
             click.echo(f"warning: {label(name)}{warning}", err=True)
@@ -218,5 +220,6 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
     report_notes(spec)
     click.echo(f"results: {folders[name] / 'results.json'}")
     if problems and not allow_failures:
-        click.echo(f"{len(problems)} video(s) failed; rerun with --allow-failures to accept", err=True)
+        failed = {p.video_id for result in runs.values() for p in result.problems}
+        click.echo(f"{len(failed)} video(s) failed; rerun with --allow-failures to accept", err=True)
         sys.exit(1)

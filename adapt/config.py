@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from t3al.manifests import read_text
+
 PARAMETERS = ("visual", "text", "scale")
 ORACLES = ("class", "count", "selection")
 
@@ -221,7 +223,7 @@ def file_values(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    return _check_keys(_read_toml(path.read_text(encoding="utf-8"), str(path)), str(path))
+    return _check_keys(_read_toml(read_text(path, ConfigError), str(path)), str(path))
 
 
 def method_values(method: str, preset: str) -> dict[str, Any]:

@@ -2,28 +2,22 @@
 from __future__ import annotations
 
 import functools
-import json
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 
 from t3al.evaluate import Detections
 from t3al.evaluate.splits import evaluate_setting
 
 from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
+from .output import RunOutput, claimed
 from .runner import SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
-from .video import VideoProblem, VideoResult
-
-
-class OutputError(ValueError):
-    """An output folder that holds another configuration's results (never replaced silently)."""
+from .video import VideoProblem
 
 
 @dataclass
@@ -60,70 +54,12 @@ def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
     return record
 
 
-def _identity(record: dict) -> dict:
-    """What makes two runs the same configuration: config, seed, setting, model, dataset."""
-    cache = record.get("cache") or {}
-    return {"config": record.get("config"), "seed": record.get("seed"), "setting": record.get("setting"),
-            "model": cache.get("model"), "manifest": record.get("manifest")}
-
-
-def claim_folder(folder: Path, record: dict, overwrite: bool) -> str | None:
-    """What writing the run of ``record`` into ``folder`` would replace (None: nothing).
-
-    An earlier run of the same configuration may be replaced; a folder holding anything else is
-    refused unless ``overwrite``.
-    """
-    if not folder.exists() or not any(folder.iterdir()):
-        return None
-    try:
-        earlier = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        earlier = None
-    same = isinstance(earlier, dict) and _identity(earlier) == _identity(record)
-    if not same and not overwrite:
-        what = "another configuration's results" if isinstance(earlier, dict) else "files that are not a t3al run"
-        raise OutputError(f"{folder} holds {what}; choose another --out, or pass --overwrite to replace them")
-    return ("replaced the earlier results of the same configuration" if same
-            else "replaced another configuration's results (--overwrite)")
-
-
-def clear_run(folder: Path) -> None:
-    """Remove a replaced run's files (config, results, splits, report), so no stale split outlives
-    it; other files are left alone."""
-    for path in [folder / "config.json", folder / "results.json", folder / "report", *folder.glob("split_*")]:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def _truths(evaluation) -> Truths:
     position = {name: i for i, name in enumerate(evaluation.classes)}
     truths: Truths = {}
     for a in evaluation.annotations:
         truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
     return truths
-
-
-def write_split(folder: Path, detections: Detections, results: list[VideoResult], classes: list[str],
-                curves: bool = True) -> None:
-    """Detections as ActivityNet JSON and CSV, and (``curves``) each video's curve and segments for plots."""
-    folder.mkdir(parents=True, exist_ok=True)
-    detections.write_json(folder / "detections.json")
-    detections.write_csv(folder / "detections.csv")
-    if not curves:
-        return
-    (folder / "curves").mkdir(exist_ok=True)
-    for result in results:
-        np.savez_compressed(
-            folder / "curves" / f"{result.video_id}.npz",
-            timestamps=result.timestamps,
-            similarity=result.similarity,
-            pseudo_label=np.array(classes[result.pseudo_label]),
-            segments=result.seconds(),
-            labels=np.array([classes[i] for i in result.labels], dtype=str),
-            scores=np.asarray(result.scores, dtype=np.float64),
-        )
 
 
 def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curves: bool = True,
@@ -138,13 +74,16 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     folders = {name: Path(f) for name, f in (folders or {}).items() if f is not None}
     records = {name: run_record(spec, config) for name, config in spec.configs.items()}
     runs = {name: SettingRun(document={}) for name in spec.configs}
-    for name, folder in folders.items():
-        runs[name].replaced = claim_folder(folder, records[name], overwrite)
-    for name, folder in folders.items():
-        if runs[name].replaced:
-            clear_run(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(records[name], indent=2) + "\n")
+    with claimed(folders, records, overwrite) as outputs:
+        for name, output in outputs.items():
+            runs[name].replaced = output.replaced
+        _run_claimed(spec, runs, records, outputs, curves, on_video)
+    return runs
+
+
+def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, dict],
+                 outputs: dict[str, RunOutput], curves: bool, on_video: Callable[[int], None]) -> None:
+    """The work of ``run`` once its output folders are claimed: each output is committed complete."""
     evaluations = {index: spec.evaluation(index) for index in spec.indices}
     oracles = any(c.oracle for c in spec.configs.values())
     order = list(spec.manifest.videos)
@@ -163,13 +102,12 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
                  for v, s, e, c, lab in detection_rows(outcome.results, classes)), source=f"split {index}")
             run_.problems.extend(outcome.problems)
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
-            if name in folders:
-                write_split(folders[name] / f"split_{index}", detections[index], outcome.results, classes, curves)
+            if name in outputs:
+                outputs[name].write_split(index, detections[index], outcome.results, classes, curves)
         run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
                                          spec.round_ap, spec.indices)
         for split, split_outcomes in zip(run_.document["splits"], outcomes):
             split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
         run_.document["run"] = records[name]
-        if name in folders:
-            (folders[name] / "results.json").write_text(json.dumps(run_.document, indent=2) + "\n")
-    return runs
+        if name in outputs:
+            outputs[name].commit(run_.document)

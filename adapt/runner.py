@@ -13,6 +13,7 @@ import torch
 
 from t3al.cache import CacheError, CacheReader, Head
 
+from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
 from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize, split_dependent
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
@@ -263,9 +264,9 @@ def _localize_reset(cache: str, reader: CacheReader, splits: Sequence[SplitWork]
         return [(splits[s].classes, {video_id: splits[s].truths[video_id]} if video_id in splits[s].truths else {})
                 for s in membership[video_id]]
 
-    tasks = (joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, seed) for chunk in chunks)
+    tasks = ((chunk, joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, seed)) for chunk in chunks)
     done_videos = iter(videos)
-    for done in joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks):
+    for done in parallel_videos(tasks, jobs):
         for item in done:
             video_id = next(done_videos)
             for j, s in enumerate(membership[video_id]):

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from t3al.evaluate.report import format_table
 
+from t3al.manifests import read_text
+
 from .config import ConfigError
 
 ROW_NAME = re.compile(r"^[\w .,=+()\-]+$")  # also a folder name, on any system: no / \ : and no leading dot
@@ -48,7 +50,7 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: no such sweep file")
-        return parse_sweep(path.read_text(encoding="utf-8"), path.stem, str(path))
+        return parse_sweep(read_text(path, ConfigError), path.stem, str(path))
     raise ConfigError(f"unknown sweep {name_or_path!r}; choose one of {', '.join(sweep_names())} or a .toml file")
 
 

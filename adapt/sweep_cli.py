@@ -18,7 +18,8 @@ from t3al.manifests import ManifestError
 from .cli import default_root, report_notes, report_runs, run_options, setting_options
 from .cluster import ClusterError
 from .config import AdaptConfig, ConfigError
-from .pipeline import OutputError, run
+from .output import OutputError
+from .pipeline import run
 from .spec import build_spec, config_hash
 from .sweep import load_sweep, sweep_names, write_tables
 

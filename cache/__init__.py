@@ -10,7 +10,7 @@ from .schema import (
     check_video_name,
     safe_video_id,
 )
-from .store import CacheReader, CacheWriter, DiskFullError
+from .store import CacheReader, CacheWriter, DiskFullError, check_writable
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -24,5 +24,6 @@ __all__ = [
     "DiskFullError",
     "check_video_id",
     "check_video_name",
+    "check_writable",
     "safe_video_id",
 ]

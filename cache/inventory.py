@@ -1,7 +1,8 @@
 """What a cache directory holds right now, file by file, for progress reports while writers run.
 
-Reads only the attributes of each video file (no feature arrays), so it stays quick on large
-caches, and never changes anything.
+By default reads only each video file's attributes and the headers of its arrays (no feature
+arrays), so it stays quick on large caches: a truncated file or damaged metadata is found; with
+``verify`` every array is read and checked. It never changes anything.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import h5py
 
 from .schema import VIDEOS_DIR
-from .store import STALE_TEMPORARY_S, temporary_files, temporary_target
+from .store import STALE_TEMPORARY_S, array_problem, temporary_files, temporary_target
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,24 @@ class TemporaryFile:
         return self.age_s > STALE_TEMPORARY_S
 
 
-def stored_videos(root: str | os.PathLike) -> list[StoredVideo]:
-    """Every complete video file of the cache, sorted by id, with its source attributes."""
+def stored_videos(root: str | os.PathLike, verify: bool = False) -> list[StoredVideo]:
+    """Every complete video file of the cache, sorted by id, with its source attributes; a file whose
+    arrays do not open (or, ``verify``, do not read back as finite, ordered numbers) has an error."""
     folder = Path(root) / VIDEOS_DIR
     if not folder.is_dir():
         return []
-    return [_stored(path) for path in sorted(folder.glob("*.h5")) if not path.name.startswith(".")]
+    return [_stored(path, verify) for path in sorted(folder.glob("*.h5")) if not path.name.startswith(".")]
 
 
-def _stored(path: Path) -> StoredVideo:
+def _stored(path: Path, verify: bool) -> StoredVideo:
     try:
         with h5py.File(path, "r") as f:
             attrs = f.attrs
+            problem = array_problem(f)
+            deep = array_problem(f, verify=True) if verify and not problem else ""
+            problem = problem or (f"{deep}; delete it, then rerun" if deep else "")
+            if problem:
+                return StoredVideo(path.stem, str(attrs.get("name", path.stem)), error=f"damaged file {path} ({problem})")
             return StoredVideo(path.stem, str(attrs.get("name", path.stem)), int(attrs["source_size"]),
                                float(attrs["source_mtime"]), str(attrs["model_id"]),
                                json.loads(attrs.get("decode_warnings", "[]")))

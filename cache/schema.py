@@ -34,6 +34,9 @@ VIDEOS_DIR = "videos"
 FEATURE_DTYPES = ("float16", "float32")
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+# Ids are ASCII: "<id>.h5" and its temporary ".<id>.h5.<pid>.<8 hex>.tmp" (25 more) stay within the
+# 255-byte file name limit of Linux and macOS file systems.
+MAX_ID_LENGTH = 200
 INFO_SECTIONS = ("preprocess", "sampling", "captions")
 
 
@@ -47,6 +50,8 @@ def check_video_id(video_id: str) -> str:
         raise CacheError(
             f"invalid video id {video_id!r}: use letters, digits and . _ + = - (not starting with . or -)"
         )
+    if len(video_id) > MAX_ID_LENGTH:
+        raise CacheError(f"invalid video id {video_id[:40]!r}...: {len(video_id)} characters, at most {MAX_ID_LENGTH}")
     return video_id
 
 
@@ -60,16 +65,19 @@ def check_video_name(name: str) -> str:
 def safe_video_id(name: str) -> str:
     """The cache id of a video named ``name`` (its file stem, or a manifest's video name).
 
-    A valid id is its own id. Any other name (spaces, non-ASCII letters, a leading ``-``) becomes
-    its ASCII transliteration with other characters replaced by ``_``, plus ``-`` and 8 hex digits
-    of the SHA-1 of the name in Unicode NFC form: readable, distinct for distinct names, and the
-    same whether the file system spells the name composed (Linux) or decomposed (macOS).
+    A valid id of at most ``MAX_ID_LENGTH`` characters is its own id. Any other name (spaces,
+    non-ASCII letters, a leading ``-``, a longer name) becomes its ASCII transliteration with other
+    characters replaced by ``_``, cut to 80 characters (a valid long name: to ``MAX_ID_LENGTH - 9``),
+    plus ``-`` and 8 hex digits of the SHA-1 of the name in Unicode NFC form: readable, distinct for
+    distinct names, and the same whether the file system spells the name composed (Linux) or
+    decomposed (macOS).
     """
     name = unicodedata.normalize("NFC", check_video_name(name))
-    if _VIDEO_ID.match(name) and not name.endswith(".tmp"):
+    valid = bool(_VIDEO_ID.match(name)) and not name.endswith(".tmp")
+    if valid and len(name) <= MAX_ID_LENGTH:
         return name
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    base = _UNSAFE.sub("_", ascii_name).lstrip("._+=-")[:80] or "video"
+    base = name[:MAX_ID_LENGTH - 9] if valid else _UNSAFE.sub("_", ascii_name).lstrip("._+=-")[:80] or "video"
     return f"{base}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
 
 

@@ -1,6 +1,7 @@
 """Writing and reading a cache directory; the only module of the project that imports h5py."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -9,7 +10,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -39,6 +40,13 @@ class DiskFullError(CacheError):
 def _temporary_path(final: Path) -> Path:
     """A unique temporary name next to ``final`` that no reader takes for a complete file."""
     return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it is there; a file that cannot be deleted (a read-only file system) is
+    left, so the error that brought us here is the one reported."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _write_file(fd: int, data: bytes) -> None:
@@ -87,7 +95,26 @@ def _write_atomically(final: Path, data: bytes) -> None:
         _write_new(tmp, data)
         os.replace(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def check_writable(root: str | os.PathLike) -> None:
+    """Refuse a cache directory this process cannot write into (a read-only file system, no
+    permission), before any work: an empty temporary file is created and removed in it, or in the
+    nearest existing folder above it when it does not exist yet."""
+    folder = Path(root).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CacheError(f"{root}: {folder} is not a directory; give a cache directory (new or existing)")
+    probe = _temporary_path(folder / "probe")
+    try:
+        _write_new(probe, b"")
+    except OSError as err:
+        raise CacheError(f"{root}: cannot write into {folder} ({err.strerror or err}); "
+                         "give a writable cache directory") from None
+    finally:
+        _remove(probe)
 
 
 def _hdf5_bytes(fill: Any) -> bytes:
@@ -143,6 +170,28 @@ def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> 
     return removed
 
 
+def array_problem(f: h5py.File, verify: bool = False) -> str:
+    """Why a video file's arrays cannot be what the schema says ('' when they can): their headers
+    open with matching lengths, and (``verify``) every array reads back, features and timestamps
+    finite, timestamps increasing."""
+    frames = f["features"].shape[0]
+    captions = f["captions/frame"].shape[0]
+    if f["timestamps"].shape != (frames,):
+        return f"{frames} feature rows, timestamps of shape {f['timestamps'].shape}"
+    if f["captions/text"].shape != (captions,) or f["captions/features"].shape[0] != captions:
+        return "caption frames, texts and features of different lengths"
+    if not verify:
+        return ""
+    arrays = {name: f[name][()] for name in ("features", "timestamps", "captions/frame", "captions/text",
+                                             "captions/features")}
+    for name in ("features", "timestamps", "captions/features"):
+        if not np.isfinite(arrays[name]).all():
+            return f"{name} hold NaN or infinity"
+    if np.any(np.diff(arrays["timestamps"]) <= 0):
+        return "timestamps do not increase"
+    return ""
+
+
 def _strings(values: Any) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
@@ -165,6 +214,7 @@ class CacheWriter:
             raise CacheError(f"{self.root}: not a directory; give a cache directory (new or existing)") from None
         except OSError as err:
             raise CacheError(f"{self.root}: cannot create the cache directory ({err.strerror})") from None
+        check_writable(self.root / VIDEOS_DIR)
         self.removed_temporaries = remove_stale_temporaries(self.root)
         self._claim_info()
 
@@ -180,7 +230,7 @@ class CacheWriter:
             except FileExistsError:
                 pass
             finally:
-                tmp.unlink(missing_ok=True)
+                _remove(tmp)
         existing = read_info(path)
         if existing.model.key() != self.info.model.key():
             raise CacheError(
@@ -245,12 +295,38 @@ class CacheWriter:
         try:
             with h5py.File(path, "r") as f:
                 return (
-                    int(f.attrs["source_size"]) == int(source_size)
+                    not array_problem(f)
+                    and int(f.attrs["source_size"]) == int(source_size)
                     and float(f.attrs["source_mtime"]) == float(source_mtime)
                     and f.attrs["model_id"] == self.model_id
                 )
         except (OSError, KeyError):
             return False
+
+    @contextlib.contextmanager
+    def in_progress(self, video_ids: list[str]) -> Iterator[Callable[[], None]]:
+        """Mark the videos this writer works on, in order, for ``t3al-extract status``: the first at
+        once, the next at each call of the function given; the mark is an empty temporary file named
+        after the video's file (a mark that cannot be made is left out: it never stops a run)."""
+        pending = iter(video_ids)
+        marks: list[Path] = []
+
+        def advance() -> None:
+            while marks:
+                _remove(marks.pop())
+            video_id = next(pending, None)
+            if video_id is not None:
+                mark = _temporary_path(self.video_path(video_id))
+                with contextlib.suppress(OSError, CacheError):
+                    _write_new(mark, b"")
+                    marks.append(mark)
+
+        advance()
+        try:
+            yield advance
+        finally:
+            while marks:
+                _remove(marks.pop())
 
     def remove_video(self, video_id: str) -> bool:
         """Delete a video's file (features of a source that changed and no longer decodes); True if there was one."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list
+from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
 from .report import FORMATS, format_table
@@ -193,7 +193,7 @@ def report(out_dir: Path, manifest_path: Path | None, n_plots: int, videos: str 
 
 def _ground_truth_tious(path: Path) -> tuple[float, ...]:
     if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, EvaluationError))
         if data.get("format") == "t3al-manifest":
             return manifest_tious(Manifest.from_dict(data, str(path)))
     return THUMOS14_TIOUS
@@ -201,8 +201,8 @@ def _ground_truth_tious(path: Path) -> tuple[float, ...]:
 
 def _read_results(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(read_text(path, EvaluationError))
+    except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
         raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")
@@ -224,10 +224,10 @@ def _json_text(data: dict) -> str:
 def _write_output(path: Path, text: str, overwrite: bool) -> None:
     """Write ``text`` to ``path``; a file holding other content is replaced only with --overwrite
     (the same results rerun rewrite it unchanged)."""
-    if path.is_file() and path.read_text() != text and not overwrite:
+    if path.is_file() and path.read_bytes() != text.encode("utf-8") and not overwrite:
         raise EvaluationError(f"{path} holds other results; choose another file, or pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
 
 
 class _errors:

@@ -6,15 +6,18 @@ Layout read (see the brief of t3al-adapt): ``OUT/results.json``, optional ``OUT/
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from t3al.manifests import Manifest
+from t3al.manifests import Manifest, read_text
 
 from .detection import evaluate_detections
 from .plots import plot_class_ap, plot_video, read_curve
@@ -35,11 +38,11 @@ def _image(path: Path, report_dir: Path, alt: str) -> str:
 
 def _load_results(out_dir: Path) -> dict:
     path = out_dir / "results.json"
+    if not path.is_file():
+        raise EvaluationError(f"{path}: not found (is {out_dir} a t3al-adapt output folder?)")
     try:
-        document = json.loads(path.read_text())
-    except OSError:
-        raise EvaluationError(f"{path}: not found (is {out_dir} a t3al-adapt output folder?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        document = json.loads(read_text(path, EvaluationError))
+    except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(document, dict) or not {"tiou", "splits", "mean"} <= set(document):
         raise EvaluationError(f"{path}: needs 'tiou', 'splits' and 'mean'")
@@ -149,7 +152,29 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
         raise EvaluationError(f"{html_path} holds another report; choose another --html, or pass --overwrite "
                               "to replace it")
     report_dir = html_path.parent
-    report_dir.mkdir(parents=True, exist_ok=True)
+    made = [folder for folder in (report_dir, report_dir / "img") if not folder.exists()]
+    temporary = html_path.with_name(f".{html_path.name}.{os.getpid()}.tmp")
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        temporary.write_text("")  # a folder that cannot take the report is found before any plot
+        page = _page(out_dir, document, report_dir, manifest, n_plots, videos, source)
+        temporary.write_text(page, encoding="utf-8")
+        os.replace(temporary, html_path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        for folder in reversed(made):
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise EvaluationError(f"{html_path}: cannot write the report ({err.strerror or err}); "
+                                  "nothing was left behind") from None
+        raise
+    return html_path
+
+
+def _page(out_dir: Path, document: dict, report_dir: Path, manifest: Manifest | None, n_plots: int,
+          videos: Sequence[str], source: str) -> str:
+    """The report's HTML, its PNGs written under ``report_dir/img``."""
     tious = document["tiou"]
     setting = document.get("setting", "")
     rows = {f"split {s['index']}": {"tiou": tious, "map": s["map"], "avg": s["avg"]} for s in document["splits"]}
@@ -165,6 +190,5 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
             format_table(rows, "html"), f"<p>{toc}</p>", *sections]
     if config.is_file():
         body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text(errors='replace'))}</pre>")
-    html_path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{source}<title>t3al report</title>"
-                         f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    return html_path
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{source}<title>t3al report</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from t3al.manifests import read_text
+
 DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
 GROUND_TRUTH_COLUMNS = ("video-id", "t-start", "t-end", "label")
 
@@ -168,12 +170,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
 
     Every row must have as many fields as the header: a row with more is as wrong as one with fewer.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
-    except UnicodeDecodeError:
-        raise EvaluationError(f"{path}: not a text CSV (bytes that are not UTF-8)") from None
+    text = read_text(path, EvaluationError)
     if "\0" in text:
         raise EvaluationError(f"{path}: not a text CSV (it contains NUL bytes)")
     try:
@@ -221,10 +218,8 @@ def _parse_float(value: str) -> float:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise EvaluationError(f"{path}: cannot read ({error.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(read_text(path, EvaluationError))
+    except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(data, dict):
         raise EvaluationError(f"{path}: expected a JSON object")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError
+from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError, check_writable
 
 from .defaults import CAPTION_DECODINGS, CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -104,6 +104,7 @@ def _check_cache_dir(cache_dir: Path) -> None:
 
     try:
         check_cache_dir(cache_dir)
+        check_writable(cache_dir)
     except CacheError as err:
         raise click.ClickException(str(err)) from None
 
@@ -228,6 +229,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         if in_shard(video_id, shard_spec):
             fail(writer, summary, video_id, path, reason)
     mine = [v for v in videos if in_shard(v.video_id, shard_spec)]
+    entries = len(mine) + sum(in_shard(video_id, shard_spec) for video_id, _, _ in refused)
     if not loaded.can_caption and caption_fps > 0:
         log.info("%s has no caption decoder: no captions", model_name)
     with logging_redirect_tqdm(), terminated_cleanly():
@@ -236,8 +238,8 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         except DiskFullError as err:
             click.echo(f"t3al-extract: {summary.line()} before the disk filled up", err=True)
             raise click.ClickException(str(err)) from None
-    click.echo(f"t3al-extract: {summary.line()} (shard {shard}, {len(mine)} of {len(videos)} videos) -> {cache_dir}",
-               err=True)
+    click.echo(f"t3al-extract: {summary.line()} (shard {shard}: {entries} of the folder's {len(videos) + len(refused)} "
+               f"entries) -> {cache_dir}", err=True)
     if summary.failed:
         click.echo(f"t3al-extract: failures listed in {cache_dir / 'failures.jsonl'}", err=True)
         sys.exit(1)
@@ -322,23 +324,27 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="Videos listed per state; 0: all.")
 @click.option("--json", "as_json", is_flag=True, help="Every video and reason as JSON, for scripts.")
-def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool) -> None:
+@click.option("--verify", is_flag=True,
+              help="Read every array of every file back (finite features and timestamps, timestamps "
+                   "increasing); default: open each file's arrays only, quick on large caches.")
+def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool, verify: bool) -> None:
     """Count and list the videos of CACHE_DIR by state, read-only (safe while jobs run).
 
     \b
       done         complete file, from the source as it is now (listed if kept with decode warnings)
-      stale        complete file, but its source changed (or it is unreadable): rerun redoes it
-      in progress  a temporary file is being written (or, an hour without a write, was left by a
-                   killed job: the next run removes it)
+      stale        complete file, but its source changed, or it is truncated or damaged: rerun
+                   redoes it (damage only --verify finds: delete the file, then rerun)
+      in progress  a job is extracting it (or, an hour without a step, was left by a killed job:
+                   the next run removes its mark)
       failed       recorded in failures.jsonl and still absent, with the reason
       missing      in VIDEOS_DIR (else the cache's manifest) but not yet in the cache
 
-    Without VIDEOS_DIR, sources are not checked for changes.
+    Without VIDEOS_DIR, sources are not checked for changes. An unreadable head.h5 gets a line.
     """
     from .status import cache_status, format_status  # reads video folders with the extraction's own rules
 
     try:
-        report = cache_status(cache_dir, videos_dir)
+        report = cache_status(cache_dir, videos_dir, verify=verify)
     except CacheError as err:
         raise click.ClickException(str(err)) from None
     click.echo(report.to_json() if as_json else format_status(report, limit))

@@ -35,7 +35,7 @@ _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
 _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info|verbose|debug|trace)\] ")
 _SOURCES = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-f]+\]\s*)+")
 MAX_WARNINGS = 5  # distinct messages kept per video from each source (demuxer, decoder)
-_ADDRESS = re.compile(r"\s*@ 0x[0-9a-f]+")
+_DEMUXER = re.compile(r"^\[(in#\d+/|[^\]@]*,|(avi|asf|flv|ivf|mpeg|mpegps|mpegts|mxf|nut|ogg) @)")
 MISSING_FRAMES_S = 1.0  # decoded frames may fall this far (or 2% of the duration) short of the container's
 _COLOUR = re.compile(r",\s*\w+\(([^)]*)\)")
 _PIX_FMT = re.compile(r"^[^,]*,\s*(\w+)")
@@ -225,10 +225,18 @@ def _filter_graph(info: VideoInfo, geometry: FrameGeometry, fps: float | None, s
     return stream.filter("shuffleplanes", *order).filter("showinfo")
 
 
+def _source(text: str) -> str:
+    """Which part of ffmpeg printed a log line: the demuxer (its prefix names the container format,
+    as ``[mov,mp4,m4a,3gp,3g2,mj2 @ 0x..]`` or ``[in#0/..]``) or the decoder (the codec, or ffmpeg
+    itself: "Error while decoding stream")."""
+    return "demuxer" if _DEMUXER.match(text) else "decoder"
+
+
 def _read_pts(stderr: object, times: list[float], lines: list[str], errors: list[str]) -> None:
     """Collect each frame's ``pts_time`` from showinfo, the distinct error messages of the demuxer
-    and decoder, and the other lines (for error messages). Each source keeps its own first messages,
-    so a decoder's flood cannot hide the demuxer's "partial file", whichever ffmpeg prints first."""
+    and decoder (``"demuxer: ..."``, ``"decoder: ..."``), and the other lines (for error messages).
+    Each source keeps its own first ``MAX_WARNINGS`` messages, so a decoder's flood cannot hide the
+    demuxer's "partial file", whichever ffmpeg prints first."""
     kept: dict[str, int] = {}
     for raw in iter(stderr.readline, b""):
         line = raw.decode("utf-8", "replace")
@@ -240,9 +248,8 @@ def _read_pts(stderr: object, times: list[float], lines: list[str], errors: list
         level = _LEVEL.search(line)
         text = line[:level.start()] + line[level.end():] if level else line
         if level and _is_decode_error(level.group(1), text):
-            prefix = _SOURCES.match(text)
-            source = _ADDRESS.sub("", prefix.group(0)) if prefix else ""
-            message = _SOURCES.sub("", text).strip()
+            source = _source(text)
+            message = f"{source}: {_SOURCES.sub('', text).strip()}"
             if message not in errors and kept.get(source, 0) < MAX_WARNINGS:
                 errors.append(message)
                 kept[source] = kept.get(source, 0) + 1
@@ -256,10 +263,10 @@ def _is_decode_error(level: str, text: str) -> bool:
 
 
 def decode_warnings(info: VideoInfo, rate: float, n_frames: int, errors: list[str]) -> list[str]:
-    """Why a decode that produced ``n_frames`` frames may not be the whole video: the decoder's error
-    messages, and fewer frames than the container's duration holds at ``rate`` frames per second
-    (by more than ``MISSING_FRAMES_S`` seconds or 2% of the duration)."""
-    warnings = [f"decoder: {message}" for message in errors]
+    """Why a decode that produced ``n_frames`` frames may not be the whole video: the demuxer's and
+    decoder's error messages (``_read_pts``), and fewer frames than the container's duration holds at
+    ``rate`` frames per second (by more than ``MISSING_FRAMES_S`` seconds or 2% of the duration)."""
+    warnings = list(errors)
     if math.isfinite(info.duration) and info.duration > 0 and math.isfinite(rate) and rate > 0:
         expected = info.duration * rate
         if expected - n_frames > rate * max(MISSING_FRAMES_S, 0.02 * info.duration):

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheInfo, DiskFullError, VideoRecord, check_video_id
+from t3al.manifests import read_text
 
 from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, model_head
 from .pipeline import TOOL_VERSION, Summary, fail, open_cache
@@ -31,7 +32,7 @@ def read_caption_file(path: Path, stride: int, n_frames: int, text: str = "full"
     ``text``: "full" keeps everything after ``<index>.jpg-``; "public" keeps what the public code
     keeps, the part between the line's first and second ``-``."""
     frames, texts = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path, ValueError).splitlines(), 1):
         if not line.strip():
             continue
         match = _CAPTION_LINE.match(line)

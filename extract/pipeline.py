@@ -102,7 +102,8 @@ def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
 
 
 def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
-    """Candidate files of ``folder`` (not hidden, sorted) and the ones refused before decoding.
+    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line) and the ones
+    refused before decoding.
 
     Refused: dangling symbolic links, folders named like video files, names that cannot name a
     video and names that give several files one id (which file would the cache key mean?). Other
@@ -111,7 +112,12 @@ def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, st
     """
     by_id: dict[str, list[Path]] = {}
     refused = []
-    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+    entries = sorted(folder.iterdir())
+    hidden = [p.name for p in entries if p.name.startswith(".")]
+    if hidden:
+        log.info("%s: %d hidden entr%s skipped: %s", folder, len(hidden), "y" if len(hidden) == 1 else "ies",
+                 ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""))
+    for path in (p for p in entries if not p.name.startswith(".")):
         reason = _not_a_file(path)
         if reason is None:
             try:
@@ -454,7 +460,8 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
-    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar, \
+            writer.in_progress([video.video_id for video, _ in todo]) as next_video:
         for video, outcome in extractor.records(todo):
             bar.set_postfix_str(video.video_id)
             try:
@@ -469,6 +476,7 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
                 fail(writer, summary, video.video_id, video.path, str(err))
             bar.update()
+            next_video()
     return summary
 
 

@@ -6,7 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from t3al.cache import CacheReader, safe_video_id
+from t3al.cache import CacheError, CacheReader, safe_video_id
+from t3al.cache.schema import HEAD_FILE
 from t3al.cache.inventory import StoredVideo, pending_files, stored_videos
 
 from .pipeline import list_videos
@@ -35,6 +36,7 @@ class CacheStatus:
 
     cache: str
     expected: int | None
+    head: str = ""  # why head.h5 cannot be read ('' when it can, or when there is none yet)
     done: list[Entry] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
     in_progress: list[Entry] = field(default_factory=list)
@@ -45,7 +47,7 @@ class CacheStatus:
         return {state: len(getattr(self, state)) for state in STATES}
 
     def to_json(self) -> str:
-        return json.dumps({"cache": self.cache, "expected": self.expected, "counts": self.counts(),
+        return json.dumps({"cache": self.cache, "expected": self.expected, "head": self.head, "counts": self.counts(),
                            **{state: [asdict(e) for e in getattr(self, state)] for state in STATES}}, indent=2)
 
 
@@ -89,17 +91,30 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+def _head_problem(reader: CacheReader) -> str:
+    """Why the cache's head.h5 cannot be read ('' when it can or is not written yet)."""
+    if not (reader.root / HEAD_FILE).is_file():
+        return ""
+    try:
+        reader.head()
+    except CacheError as err:
+        return f"{err}; delete it, then rerun t3al-extract to write it again"
+    return ""
+
+
 def cache_status(cache_dir: str | os.PathLike, videos_dir: str | os.PathLike | None = None,
-                 now: float | None = None) -> CacheStatus:
+                 now: float | None = None, verify: bool = False) -> CacheStatus:
     """Sort every video of the cache and of VIDEOS_DIR (or of the cache's manifest) into done,
     stale, in progress, failed and missing; read-only, safe while extraction jobs run. Videos kept
     with decode warnings are done (with the warning), temporaries a writer would remove as stale
-    (``STALE_TEMPORARY_S``) are reported as left by a stopped job."""
+    (``STALE_TEMPORARY_S``) are reported as left by a stopped job. Each file's arrays are opened
+    (a truncated or damaged file is stale); ``verify`` reads every array back."""
     reader = CacheReader(cache_dir)
     sources, refused, names = _sources(reader, Path(videos_dir) if videos_dir is not None else None)
-    status = CacheStatus(str(cache_dir), len(sources) + len(refused) if sources or refused or videos_dir else None)
+    status = CacheStatus(str(cache_dir), len(sources) + len(refused) if sources or refused or videos_dir else None,
+                         _head_problem(reader))
     seen = set()
-    for stored in stored_videos(cache_dir):
+    for stored in stored_videos(cache_dir, verify):
         seen.add(stored.video_id)
         reason = _why_stale(stored, reader.model_id, sources.get(stored.video_id))
         name = stored.name if stored.name != stored.video_id else ""
@@ -113,7 +128,7 @@ def cache_status(cache_dir: str | os.PathLike, videos_dir: str | os.PathLike | N
             continue
         video_id = Path(temporary.target).stem
         note = (f"no write for {_age(temporary.age_s)}: left by a stopped job, the next run removes it"
-                if temporary.stale else f"being written, last write {_age(temporary.age_s)} ago")
+                if temporary.stale else f"being extracted, started {_age(temporary.age_s)} ago")
         status.in_progress.append(Entry(video_id, f"{note} ({temporary.path})"))
         seen.add(video_id)
     for failure in reader.failures():
@@ -133,6 +148,8 @@ def format_status(status: CacheStatus, limit: int = 20) -> str:
     counts = status.counts()
     of = f" of {status.expected} expected" if status.expected is not None else ""
     lines = [f"{status.cache}: " + ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in counts.items()) + of]
+    if status.head:
+        lines.append(f"head: {status.head}")
     for state in STATES:
         entries = [e for e in getattr(status, state) if state != "done" or e.detail]
         if not entries:

@@ -5,6 +5,7 @@ Public API::
     Manifest.load(path) / .save(path) / .validate() / .split_classes(setting, i) / .evaluation_set(setting, i)
     from_thumos14_official(folder), from_t3al_json(path), from_thumos14_json(path), from_activitynet_json(path, ...)
     add_video_info(manifest, info), read_split_lists(root, dataset_folder, classes), read_class_list(path)
+    read_text(path, error)   # the one reader of the user's text files (UTF-8, with or without BOM)
     dataset_rules(dataset) -> DatasetRules(name, tious, preset)   # the one place per dataset family
     TIOU_SETS, tiou_set_name(tious)   # named tIoU sets (thumos14, activitynet, activitynet-public)
 
@@ -21,6 +22,7 @@ from .builders import (
 )
 from .datasets import DATASETS, TIOU_SETS, DatasetRules, dataset_rules, tiou_set_name
 from .manifest import FORMAT, SETTINGS, VERSION, EvaluationSet, Manifest, ManifestError, setting_name
+from .textfile import read_text
 
 __all__ = [
     "DATASETS",
@@ -41,5 +43,6 @@ __all__ = [
     "from_thumos14_official",
     "read_class_list",
     "read_split_lists",
+    "read_text",
     "setting_name",
 ]

@@ -6,6 +6,7 @@ zero-shot splits from a ``splits/train_<seen>_test_<unseen>/<Dataset>/test/split
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import warnings
@@ -14,6 +15,7 @@ from typing import Any, Iterable
 
 from .datasets import THUMOS14, dataset_rules
 from .manifest import Manifest, ManifestError
+from .textfile import read_text
 
 N_SPLITS = 10
 SPLIT_FOLDERS = {"75_25": "train_75_test_25", "50_50": "train_50_test_50"}
@@ -23,9 +25,7 @@ _OFFICIAL_SUBSETS = {"val": "validation", "test": "test"}
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ManifestError(f"{path}: cannot read ({error.strerror})") from None
+        return json.loads(read_text(path, ManifestError))
     except json.JSONDecodeError as error:
         raise ManifestError(f"{path}: invalid JSON ({error})") from None
 
@@ -47,10 +47,7 @@ def _optional_positive(value: Any) -> float | None:
 
 def read_class_list(path: str | Path) -> list[str]:
     """Class names, one per line (a ``.csv`` file's first line is its header and is skipped)."""
-    try:
-        lines = [line.strip() for line in Path(path).read_text().splitlines()]
-    except OSError as error:
-        raise ManifestError(f"{path}: cannot read ({error.strerror})") from None
+    lines = [line.strip() for line in read_text(path, ManifestError).splitlines()]
     if Path(path).suffix.lower() == ".csv":
         lines = lines[1:]
     names = [line for line in lines if line]
@@ -87,7 +84,7 @@ def from_thumos14_official(folder: str | Path, dataset: str = "thumos14") -> Man
         match = _OFFICIAL_FILE.match(path.name)
         if match["label"] == "Ambiguous":
             continue
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        for n, line in enumerate(read_text(path, ManifestError).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -171,8 +168,8 @@ def add_video_info(manifest: Manifest, info: str | Path) -> int:
     """
     info = Path(info)
     if info.suffix.lower() == ".csv":
-        with open(info, newline="") as f:
-            rows = {r["video"]: {"fps": r.get("fps"), "duration": r.get("seconds")} for r in csv.DictReader(f)}
+        lines = io.StringIO(read_text(info, ManifestError), newline="")
+        rows = {r["video"]: {"fps": r.get("fps"), "duration": r.get("seconds")} for r in csv.DictReader(lines)}
     else:
         data = _read_json(info)
         if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
@@ -213,7 +210,7 @@ def read_split_lists(root: str | Path, dataset_folder: str, classes: Iterable[st
                           stacklevel=2)
         lists = []
         for path in files:
-            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            names = [line.strip() for line in read_text(path, ManifestError).splitlines() if line.strip()]
             unknown = [c for c in names if c not in known]
             if unknown:
                 raise ManifestError(f"{path}: class {unknown[0]!r} is not in the manifest's classes")

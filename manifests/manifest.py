@@ -26,6 +26,8 @@ from typing import Any
 
 from t3al.cache.schema import CacheError, check_video_name
 
+from .textfile import read_text
+
 FORMAT = "t3al-manifest"
 VERSION = 1
 SETTINGS = ("75_25", "50_50")
@@ -83,9 +85,7 @@ class Manifest:
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
         try:
-            data = json.loads(Path(path).read_text())
-        except OSError as error:
-            raise ManifestError(f"{path}: cannot read ({error.strerror})") from None
+            data = json.loads(read_text(path, ManifestError))
         except json.JSONDecodeError as error:
             raise ManifestError(f"{path}: invalid JSON ({error})") from None
         return cls.from_dict(data, source=str(path))

@@ -190,3 +190,15 @@ def test_a_named_tiou_set_replaces_the_manifests_thresholds_and_is_printed(tmp_p
     assert "tIoU set activitynet-public: 0.5, 0.75, 0.95" in result.output
     default = _invoke(cache, "--steps", "0", "--split-index", "0", "--out", tmp_path / "default")
     assert "tIoU set custom: 0.3, 0.5, 0.7" in default.output  # the toy manifest's own thresholds
+
+
+def test_a_video_failing_in_two_splits_is_one_failed_video(tmp_path):
+    actions = {f"v{i}": (240, 40 + 5 * i, 120 + 5 * i, i % 4) for i in range(8)}
+    cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Jump", "Swim"]], FPS, broken="v0")
+    result = _invoke(cache, "--out", tmp_path / "out", "--steps", "0")
+    assert result.exit_code == 1
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [len(s["problems"]) for s in document["splits"]] == [1, 1]  # v0 (Jump) is in both splits
+    assert [line for line in result.output.splitlines() if line.startswith("failed:")] == [
+        "failed: video v0: 1 frame feature(s) contain NaN or infinity"]
+    assert "1 video(s) failed; rerun with --allow-failures to accept" in result.output

@@ -243,3 +243,12 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         writer.write_video(_record("b"))
     assert not list((tmp_path / "videos").iterdir())
+
+
+def test_ids_stay_within_the_file_name_limit_and_distinct():
+    assert safe_video_id("a" * 200) == "a" * 200  # short enough: its own id
+    long_a, long_b = safe_video_id("a" * 250), safe_video_id("a" * 249)
+    assert long_a != long_b and len(long_a) == len(long_b) == 200 and long_a.startswith("a" * 191 + "-")
+    assert len(safe_video_id("é" * 250)) == 80 + 9
+    with pytest.raises(CacheError, match="201 characters, at most 200"):
+        check_video_id("a" * 201)

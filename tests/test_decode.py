@@ -231,8 +231,19 @@ def test_a_flood_of_decoder_errors_cannot_hide_the_demuxers_message():
               "[h264 @ 0x7] [warning] Invalid NAL unit size (1 > 9).\n"]
     errors: list[str] = []
     _read_pts(io.BytesIO("".join(lines).encode()), [], [], errors)
-    assert errors == [f"Invalid NAL unit size ({i} > 9)." for i in range(MAX_WARNINGS)] + \
-        ["stream 0, offset 0x30: partial file"]
+    assert errors == [f"decoder: Invalid NAL unit size ({i} > 9)." for i in range(MAX_WARNINGS)] + \
+        ["demuxer: stream 0, offset 0x30: partial file"]
+
+
+def test_messages_are_capped_per_source_and_labelled_by_it():
+    lines = [f"[h264 @ 0x{i:x}] [error] Invalid NAL unit size ({i} > 9).\n" for i in range(4)]
+    lines += [f"[error] Error while decoding stream #0:0: Invalid data {i}\n" for i in range(4)]
+    lines += [f"[in#0/mov,mp4,m4a,3gp,3g2,mj2 @ 0x5f00] [error] stream 0, offset 0x{i}: partial file\n"
+              for i in range(7)]
+    errors: list[str] = []
+    _read_pts(io.BytesIO("".join(lines).encode()), [], [], errors)
+    assert [e.split(":")[0] for e in errors] == ["decoder"] * MAX_WARNINGS + ["demuxer"] * MAX_WARNINGS
+    assert errors[MAX_WARNINGS - 1] == "decoder: Error while decoding stream #0:0: Invalid data 0"
 
 
 def test_complete_decodes_have_no_warnings(videos):
@@ -247,5 +258,5 @@ def test_the_frame_count_rule_allows_a_second_or_two_percent():
     assert decode_warnings(info, 25.0, 2500 - 51, []) == ["decoded 2449 frames (97.96 s) of the 2500 (100.00 s) "
                                                          "the container declares"]
     assert decode_warnings(VideoInfo(Path("v.mp4"), 64, 48, 25.0, 4.0), 25.0, 75, []) == []  # 1 s short
-    assert decode_warnings(VideoInfo(Path("v.mp4"), 64, 48, float("nan"), float("nan")), 25.0, 3, ["x"]) \
+    assert decode_warnings(VideoInfo(Path("v.mp4"), 64, 48, float("nan"), float("nan")), 25.0, 3, ["decoder: x"]) \
         == ["decoder: x"]

@@ -129,7 +129,7 @@ def test_help_explains_the_modes():
 
 
 @pytest.mark.parametrize("content, message", [
-    (bytes(range(256)) * 4, "not a text CSV"),
+    (bytes(range(256)) * 4, "not a UTF-8 text file"),
     (b"video-id,t-start,t-end,score,label\nv,0,10,0.9,A\x00\n", "not a text CSV"),
     (b"video-id,t-start,t-end,score,label\nv,0,10,0.9,A\nw,0,5,0.7,A,extra\n", "line 3: 6 fields, the header has 5"),
     (b"video-id,t-start,t-end,score,label\nv,0,10,0.9\n", "line 2: 4 fields, the header has 5"),

@@ -528,3 +528,51 @@ def test_caption_decoding_is_chosen_on_the_command_line_and_recorded(models, goo
     assert again.exit_code != 0 and "captions decoding = 'greedy', this run asks for 'beam'" in again.output
     short = _extract(models, good_videos, tmp_path / "other", "--caption-length", "3")
     assert short.exit_code != 0 and "--caption-length" in short.output and "Traceback" not in short.output
+
+
+def test_a_250_character_file_name_is_cached_under_a_short_id_keeping_its_name(models, good_videos, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    name = "a" * 250  # legal on Linux; ".<name>.h5.<pid>.<hex>.tmp" would not be
+    shutil.copy(good_videos / "v25.mp4", videos / f"{name}.mp4")
+    result = _extract(models, videos, tmp_path / "cache", "--caption-fps", "0")
+    assert result.exit_code == 0 and "1 done, 0 skipped, 0 failed" in result.output, result.output
+    (video_id,) = CacheReader(tmp_path / "cache").video_ids()
+    assert video_id == safe_video_id(name) == f"{'a' * 191}-{video_id[-8:]}" and len(video_id) == 200
+    assert CacheReader(tmp_path / "cache").video(name).name == name
+    assert "1 skipped" in _extract(models, videos, tmp_path / "cache", "--caption-fps", "0").output
+
+
+def test_a_read_only_cache_is_one_line_before_the_model_loads(models, good_videos, tmp_path, monkeypatch):
+    from t3al.cache import store
+    from t3al.extract import cli
+
+    assert _extract(models, good_videos, tmp_path / "cache", "--caption-fps", "0").exit_code == 0
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def no_model(*args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(store, "_write_new", read_only)
+    monkeypatch.setattr(cli, "_load", no_model)
+    for cache in (tmp_path / "cache", tmp_path / "new" / "cache"):
+        result = _extract(models, good_videos, cache, "--caption-fps", "0")
+        folder = cache if cache.exists() else tmp_path
+        assert result.exit_code == 1 and result.output.splitlines() == [
+            f"Error: {cache}: cannot write into {folder} (Read-only file system); give a writable cache directory"]
+
+
+def test_hidden_entries_get_one_line_and_the_summary_adds_up(models, good_videos, tmp_path, caplog):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("v25.mp4", "ntsc.mp4", ".hidden.mp4", "..mp4"):
+        shutil.copy(good_videos / "v25.mp4", videos / name)
+    os.symlink(tmp_path / "gone.mp4", videos / "dangling.mp4")
+    (videos / "frames.mp4").mkdir()
+    result = _extract(models, videos, tmp_path / "cache", "--caption-fps", "0")
+    assert "2 done, 0 skipped, 2 failed (shard 0/1: 4 of the folder's 4 entries)" in result.output
+    assert [r.message for r in caplog.records if "hidden entr" in r.message] == [
+        f"{videos}: 2 hidden entries skipped: ..mp4, .hidden.mp4"]
+    assert CacheReader(tmp_path / "cache").video_ids() == ["ntsc", "v25"]

@@ -5,6 +5,7 @@ import json
 import os
 import time
 
+import h5py
 import numpy as np
 from click.testing import CliRunner
 
@@ -53,7 +54,7 @@ def test_each_video_gets_one_state_and_its_reason(tmp_path):
         status.stale[0].detail
     assert status.failed[0].video_id == "c" and status.failed[0].detail.endswith("c.mp4: no video stream")
     in_progress = {e.video_id: e.detail for e in status.in_progress}
-    assert in_progress["d"].startswith("being written, last write 0 s ago")
+    assert in_progress["d"].startswith("being extracted, started 0 s ago")
     assert in_progress["f"].startswith("no write for 2.0 h: left by a stopped job, the next run removes it")
     missing = {e.video_id: e.detail for e in status.missing}
     assert missing["e"] == "" and missing["gone"].startswith("dangling symbolic link")
@@ -108,3 +109,69 @@ def test_a_writer_removes_exactly_the_temporaries_status_calls_left_behind(tmp_p
     left = {e.video_id for e in cache_status(cache, videos).in_progress if "left by a stopped job" in e.detail}
     CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
     assert left == {"f"} and {e.video_id for e in cache_status(cache, videos).in_progress} == {"d"}
+
+
+def _cache_of(tmp_path, *video_ids):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    writer = CacheWriter(tmp_path / "cache", CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    for video_id in video_ids:
+        (videos / f"{video_id}.mp4").write_bytes(b"video " + video_id.encode())
+        writer.write_video(_record(video_id, videos / f"{video_id}.mp4"))
+    return writer, videos
+
+
+def test_a_damaged_video_file_is_stale_and_rerun_redoes_it(tmp_path):
+    writer, videos = _cache_of(tmp_path, "a", "b")
+    path = writer.video_path("b")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3: 2 * len(data) // 3] = b"\xff" * (len(data) // 3)  # bytes overwritten mid-file
+    path.write_bytes(bytes(data))
+    status = cache_status(tmp_path / "cache", videos)
+    assert [e.video_id for e in status.done] == ["a"] and [e.video_id for e in status.stale] == ["b"]
+    assert status.stale[0].detail.startswith(f"unreadable file {path}")
+    stat = (videos / "b.mp4").stat()
+    assert not writer.is_complete("b", stat.st_size, stat.st_mtime)  # so a rerun extracts it again
+
+
+def test_verify_reads_every_array_and_finds_what_opening_cannot(tmp_path):
+    writer, videos = _cache_of(tmp_path, "a", "b")
+    with h5py.File(writer.video_path("b"), "r+") as f:
+        f["features"][1, 2] = np.nan
+    assert cache_status(tmp_path / "cache", videos).counts()["done"] == 2  # the quick check opens arrays only
+    status = cache_status(tmp_path / "cache", videos, verify=True)
+    assert [e.video_id for e in status.stale] == ["b"]
+    assert status.stale[0].detail == (f"damaged file {writer.video_path('b')} (features hold NaN or infinity; "
+                                      "delete it, then rerun)")
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "cache"), str(videos), "--verify"])
+    assert result.exit_code == 0 and "1 done, 1 stale" in result.output
+
+
+def test_a_truncated_head_gets_a_line(tmp_path):
+    cache = write_toy_world(tmp_path, ["Jump", "Swim"], {"v0": (60, 10, 30, 0)}, [["Jump"], ["Swim"]])
+    head = cache / "head.h5"
+    head.write_bytes(head.read_bytes()[: head.stat().st_size // 2])
+    status = cache_status(cache)
+    assert status.head.startswith(f"{head}: unreadable head (") and status.head.endswith(
+        "; delete it, then rerun t3al-extract to write it again")
+    assert format_status(status).splitlines()[1] == f"head: {status.head}"
+    assert json.loads(status.to_json())["head"] == status.head
+
+
+def test_the_video_being_extracted_is_in_progress(tmp_path):
+    writer, videos = _cache_of(tmp_path, "a")
+    for name in ("b", "c"):
+        (videos / f"{name}.mp4").write_bytes(b"video")
+
+    def states():
+        status = cache_status(tmp_path / "cache", videos)
+        return [e.video_id for e in status.in_progress], [e.video_id for e in status.missing]
+
+    with writer.in_progress(["b", "c"]) as next_video:
+        assert states() == (["b"], ["c"])
+        writer.write_video(_record("b", videos / "b.mp4"))
+        assert states() == ([], ["c"])  # done, not in progress
+        next_video()
+        assert states() == (["c"], [])
+    assert states() == ([], ["c"])
+    assert not list((tmp_path / "cache" / "videos").glob(".*"))

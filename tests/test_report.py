@@ -186,3 +186,32 @@ def test_a_report_of_another_folder_is_not_replaced_without_overwrite(out_dir, t
     refused = CliRunner().invoke(main, ["report", str(other), "--html", str(page)])
     assert refused.exit_code == 1 and f"{page} holds another report" in refused.output
     assert CliRunner().invoke(main, ["report", str(other), "--html", str(page), "--overwrite"]).exit_code == 0
+
+
+def test_a_failed_report_leaves_no_report_folder_behind(out_dir):
+    out, manifest = out_dir
+    (out / "split_1" / "curves" / "v2.npz").write_bytes(b"not a zip")  # read after split 0's plots
+    result = CliRunner().invoke(main, ["report", str(out), "--manifest", str(manifest)])
+    assert result.exit_code == 1 and "v2.npz: not a readable .npz" in result.output
+    assert not (out / "report").exists()
+
+
+def test_a_report_into_a_read_only_folder_is_one_line_before_any_plot(out_dir, monkeypatch):
+    from t3al.evaluate import html as html_module
+
+    out, manifest = out_dir
+    (out / "report").mkdir()
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(self))
+
+    def no_plot(*args, **kwargs):
+        raise AssertionError("plotted")
+
+    monkeypatch.setattr(html_module.Path, "write_text", read_only)
+    monkeypatch.setattr(html_module, "plot_class_ap", no_plot)
+    result = CliRunner().invoke(main, ["report", str(out), "--manifest", str(manifest)])
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"t3al-evaluate: error: {out / 'report' / 'index.html'}: cannot write the report (Read-only file system); "
+        "nothing was left behind"]
+    assert sorted(p.name for p in (out / "report").iterdir()) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 from t3al.cache import CacheReader, safe_video_id
 from t3al.cache.inventory import StoredVideo, pending_files, stored_videos
 
-from .pipeline import list_videos
+from .listing import list_videos
 
 STATES = ("done", "stale", "in_progress", "failed", "missing")
 

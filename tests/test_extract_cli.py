@@ -22,8 +22,10 @@ from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
 from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
 from t3al.extract.importer import read_caption_file
-from t3al.extract.pipeline import (FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard,
-                                   settings_mismatch)
+from t3al.extract.extractor import FrameNormalizer, caption_rows
+from t3al.extract.listing import in_shard, list_videos, parse_shard
+from t3al.extract.provenance import settings_mismatch
+from t3al.extract.reading import decode_videos
 from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"

@@ -4,6 +4,7 @@ command that writes features, and no caption or batched step creates a tensor wi
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -142,7 +143,7 @@ def test_import_records_the_precision_and_prompts_refuse_another(models, videos,
     folder, checkpoints = models
     features = tmp_path / "features"
     features.mkdir()
-    np.save(features / "v1.npy", np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32))
+    np.save(features / "v1.npy", np.random.default_rng(0).standard_normal((6, 24)).astype(np.float32))
     common = ["--model", COCA, "--pretrained", str(checkpoints[COCA]), "--model-config", str(folder)]
     result = CliRunner().invoke(main, ["import", str(features), str(tmp_path / "imported"), *common, "--fps", "30",
                                        "--classes", "Diving"])
@@ -203,6 +204,31 @@ def test_the_caption_step_gives_every_tensor_a_device(models, decoding):
     with explicit_devices():
         rows = generator.tokens(tokens)
     assert rows.shape[0] == 3 and rows.device == tokens.device
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_caption_check_names_the_first_differing_step_and_its_margin(models):
+    folder, checkpoints = models
+    extract_models.register_model_configs(folder)
+    loaded = load_model(COCA, str(checkpoints[COCA]), device="cpu")
+    torch.manual_seed(0)
+    _, tokens = encode_frames(loaded, torch.randn(2, 3, loaded.image_size, loaded.image_size))
+    ours = CaptionGenerator(loaded.model, CaptionSettings(decoding="greedy", seq_len=8)).tokens(tokens)
+    theirs = ours.clone()
+    other = next(t for t in range(1000, 1010) if t not in ours[0, :3].tolist())
+    theirs[0, 2] = other
+    with torch.no_grad():
+        differences = _benchmark("bench_captions").first_differences(loaded.model, tokens, theirs, ours)
+    assert [(d["row"], d["step"], d["t3al_token"], d["open_clip_token"]) for d in differences] == [
+        (0, 2, int(ours[0, 2]), other)]
+    assert differences[0]["log_prob_margin"] > 0  # greedy took the likelier token
 
 
 def test_the_device_guard_names_a_factory_without_a_device():

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from device_guard import explicit_devices
-from extract_helpers import make_video, write_tiny_models
+from extract_helpers import make_video
 from t3al.adapt.batched import Problem, adapt_problems
 from t3al.adapt.config import make_config
 from t3al.adapt.localizer import Projections
@@ -34,12 +34,6 @@ from t3al.extract.provenance import precision_mismatch
 REPO = Path(__file__).resolve().parents[1]
 COCA = "t3al_test_tiny_coca"
 ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be reported later"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return folder, write_tiny_models(folder)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times, write_tiny_models
+from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times
 from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
 from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
@@ -30,12 +30,6 @@ from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
 CLASSES = ["BaseballPitch", "CliffDiving"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return folder, write_tiny_models(folder)
 
 
 @pytest.fixture(scope="module")

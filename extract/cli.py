@@ -82,7 +82,8 @@ def model_options(func=None, *, from_cache: bool = False):
                           "Every JSON in t3al/extract/model_configs/ is always registered."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-                     show_default=True, help="auto: fp16 autocast on CUDA, fp32 on CPU."),
+                     show_default=True, help="auto: the one the cache records." if from_cache else
+                     "auto: fp16 autocast on CUDA, fp32 on CPU."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -259,7 +260,7 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
     """Encode class prompts into an existing cache with the model that made it.
 
     The model must be the cache's own (same name and tag, or the same checkpoint file), and so must
-    the precision (``auto``: the one the cache records).
+    the precision (--precision auto takes the one the cache records).
     """
     from .models import class_prompt, encode_texts
     from .provenance import precision_mismatch

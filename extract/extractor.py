@@ -158,10 +158,18 @@ class Extractor:
 
         The next batches (of this or the next video) are decoded while the model works.
         """
+        decoded = decode_videos(todo, self.geometry, self.settings.batch_size, self.settings.fps)
+        batches = prefetch(decoded, self.settings.prefetch)
+        try:
+            yield from self._records(batches)
+        finally:  # at once, even while an error's traceback keeps this frame alive
+            batches.close()
+
+    def _records(self, batches: Iterator[tuple]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
+        """``records`` over the decoded batches."""
         current: VideoAccumulator | None = None
         failed: VideoFile | None = None
-        decoded = decode_videos(todo, self.geometry, self.settings.batch_size, self.settings.fps)
-        for video, stat, info, frames, times in prefetch(decoded, self.settings.prefetch):
+        for video, stat, info, frames, times in batches:
             if isinstance(info, DecodeError):
                 current = None
                 yield video, info

@@ -8,6 +8,7 @@ flight and a rerun skips what is complete.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from tqdm import tqdm
@@ -40,8 +41,9 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
-    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
-        for video, outcome in extractor.records(todo):
+    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar, \
+            contextlib.closing(extractor.records(todo)) as outcomes:  # a stop ends the ffmpeg processes at once
+        for video, outcome in outcomes:
             bar.set_postfix_str(video.video_id)
             try:
                 if isinstance(outcome, Exception):

@@ -55,7 +55,11 @@ def _started_streams(todo: list[tuple[VideoFile, os.stat_result]], geometry: Fra
 
 
 def prefetch(items: Iterator, depth: int) -> Iterator:
-    """Run ``items`` in a thread, ``depth`` items ahead; exceptions surface in the consumer."""
+    """Run ``items`` in a thread, ``depth`` items ahead; exceptions surface in the consumer.
+
+    Closing it (or leaving it early) stops the thread and then closes ``items``, so that a
+    generator such as ``decode_videos`` stops its ffmpeg processes at once.
+    """
     done = object()
     box: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -87,3 +91,5 @@ def prefetch(items: Iterator, depth: int) -> Iterator:
                 box.get(timeout=0.05)
             except queue.Empty:
                 pass
+        if hasattr(items, "close"):
+            items.close()

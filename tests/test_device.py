@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from device_guard import explicit_devices
-from extract_helpers import make_video
+from extract_helpers import ffmpeg_children, make_video
 from t3al.adapt.batched import Problem, adapt_problems
 from t3al.adapt.config import make_config
 from t3al.adapt.localizer import Projections
@@ -77,7 +77,7 @@ def test_a_device_fault_stops_the_run_in_one_line_and_touches_no_cache_file(mode
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert "device fault" in lines[0] and "a.mp4" in lines[0] and "illegal memory access" in lines[0]
     assert "0 done, 0 skipped, 0 failed before it" in lines[0] and "Traceback" not in result.output
-    assert len(calls) == 1  # no later video was tried
+    assert len(calls) == 1 and not ffmpeg_children()  # no later video was tried, no decoder left running
     assert _files(cache) == before  # no video removed, no failure recorded
     for path in videos.iterdir():
         os.utime(path, None)

@@ -166,8 +166,8 @@ class BatchedAdapter:
 
     def _oracle_masks(self, problems: Sequence[Problem], n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each row's true-action frames, and which rows select by them (None: no row does)."""
-        inside = torch.zeros(len(problems), n, dtype=torch.bool)
-        oracle = torch.zeros(len(problems), dtype=torch.bool)
+        inside = torch.zeros(len(problems), n, dtype=torch.bool, device=torch.device("cpu"))  # filled on the host
+        oracle = torch.zeros(len(problems), dtype=torch.bool, device=torch.device("cpu"))
         for b, p in enumerate(problems):
             if p.hint is not None and "selection" in self.config.oracle:
                 inside[b, :p.video.n_frames], oracle[b] = p.hint.inside, True

@@ -53,7 +53,7 @@ def pick_samples(
 
 def index_moves(k: int, radius: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The k random moves in [-radius, radius - 1] of one side's samples (one draw of ``generator``)."""
-    return torch.randint(-radius, radius, (k,), generator=generator)
+    return torch.randint(-radius, radius, (k,), generator=generator, device=torch.device("cpu"))  # CPU generators
 
 
 def select_samples(

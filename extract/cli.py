@@ -82,7 +82,8 @@ def model_options(func=None, *, from_cache: bool = False):
                           "Every JSON in t3al/extract/model_configs/ is always registered."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-                     show_default=True, help="auto: fp16 autocast on CUDA, fp32 on CPU."),
+                     show_default=True, help="auto: the one the cache records." if from_cache else
+                     "auto: fp16 autocast on CUDA, fp32 on CPU."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -100,7 +101,7 @@ def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], devi
 
 
 def _check_cache_dir(cache_dir: Path) -> None:
-    from .pipeline import check_cache_dir
+    from .provenance import check_cache_dir
 
     try:
         check_cache_dir(cache_dir)
@@ -194,8 +195,11 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     from .captions import CaptionError
-    from .pipeline import (Extractor, Settings, Summary, cache_info, fail, in_shard, list_videos, open_cache,
-                           parse_shard, run_folder)
+    from .extractor import DeviceFault, Extractor, Settings
+    from .failures import Summary, fail
+    from .listing import in_shard, list_videos, parse_shard
+    from .pipeline import run_folder
+    from .provenance import cache_info, open_cache
 
     if not videos_dir.is_dir():
         raise click.ClickException(f"{videos_dir}: no such folder")
@@ -238,6 +242,8 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         except DiskFullError as err:
             click.echo(f"t3al-extract: {summary.line()} before the disk filled up", err=True)
             raise click.ClickException(str(err)) from None
+        except DeviceFault as err:  # one line: every later video would fail the same way
+            raise click.ClickException(f"device fault: {err} ({summary.line()} before it)") from None
     click.echo(f"t3al-extract: {summary.line()} (shard {shard}: {entries} of the folder's {len(videos) + len(refused)} "
                f"entries) -> {cache_dir}", err=True)
     if summary.failed:
@@ -255,9 +261,11 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
             precision: str, classes: str | None, class_file: str | None, manifest: str | None) -> None:
     """Encode class prompts into an existing cache with the model that made it.
 
-    The model must be the cache's own (same name and tag, or the same checkpoint file).
+    The model must be the cache's own (same name and tag, or the same checkpoint file), and so must
+    the precision (--precision auto takes the one the cache records).
     """
     from .models import class_prompt, encode_texts
+    from .provenance import precision_mismatch
 
     names = _class_names(classes, class_file, manifest)
     if not names:
@@ -266,8 +274,12 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
         info = CacheReader(cache_dir).info
         if pretrained is None and not info.model.pretrained:
             raise click.UsageError(f"{cache_dir} was made from a checkpoint file: give it with --pretrained")
+        recorded = info.preprocess.get("precision")
         loaded = _load(model_name or info.model.name, pretrained or info.model.pretrained, model_configs,
-                       device, precision)
+                       device, recorded if precision == "auto" and recorded else precision)
+        mismatch = precision_mismatch(info, loaded)
+        if mismatch:
+            raise click.ClickException(f"{cache_dir}: {mismatch}")
         writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
         texts = [class_prompt(name, writer.info.prompt_template) for name in names]
         head = writer.add_prompts(names, texts, encode_texts(loaded, texts))

@@ -19,8 +19,10 @@ from tqdm import tqdm
 from t3al.cache import CacheError, CacheInfo, DiskFullError, VideoRecord, check_video_id
 from t3al.manifests import read_text
 
-from .models import PROMPT_TEMPLATE, LoadedModel, encode_texts, model_head
-from .pipeline import TOOL_VERSION, Summary, fail, open_cache
+from .defaults import PROMPT_TEMPLATE
+from .failures import Summary, fail
+from .models import LoadedModel, encode_texts, model_head
+from .provenance import TOOL_VERSION, open_cache
 
 log = logging.getLogger("t3al.extract")
 _CAPTION_LINE = re.compile(r"^\s*(\d+)\.jpg-(.*)$")
@@ -62,7 +64,8 @@ def import_info(loaded: LoadedModel, feature_dtype: str, caption_stride: int, ca
         feature_dtype=feature_dtype,
         preprocess={"mode": "t3al-public", "size": loaded.image_size, "resize": "squash to size x size",
                     "channels": "BGR", "interpolation": "bicubic", "mean": list(loaded.mean),
-                    "std": list(loaded.std), "source": "imported T3AL pre-extracted features"},
+                    "std": list(loaded.std), "precision": loaded.applied_precision,
+                    "source": "imported T3AL pre-extracted features"},
         sampling={"policy": "every frame", "fps": None, "decoder": "published features"},
         captions={"fps": None, "frame_stride": caption_stride, "generation": "published T3AL captions",
                   "text": caption_text},

@@ -21,10 +21,9 @@ from torch import nn
 
 from t3al.cache import Head, ModelIdentity
 
-from .defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from .defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, PROMPT_TEMPLATE
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-PROMPT_TEMPLATE = "a video of action {}"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -74,6 +73,11 @@ class LoadedModel:
     def can_caption(self) -> bool:
         return hasattr(self.model, "generate") and hasattr(self.model, "text_decoder")
 
+    @property
+    def applied_precision(self) -> str:
+        """The precision the numbers are computed in: fp16/bf16 autocast runs on CUDA only, fp32 elsewhere."""
+        return self.precision if self.device.type == "cuda" else "fp32"
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """fp16/bf16 autocast on CUDA, plain fp32 elsewhere."""
         if self.device.type == "cuda" and self.precision in ("fp16", "bf16"):
@@ -82,11 +86,26 @@ class LoadedModel:
         return contextlib.nullcontext()
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
+def select_device(device: str) -> torch.device:
+    """The device a model runs on: ``auto`` picks CUDA when available, else CPU; a CUDA device gets
+    its index (``cuda`` is the current one) and becomes the current device, so that what torch puts
+    on the current device (pinned host memory, streams) lands on it and not on ``cuda:0``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        selected = torch.device(device)
+    except RuntimeError as err:
+        raise ModelLoadError(f"--device {device}: {err}") from None
+    if selected.type != "cuda":
+        return selected
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: torch finds no CUDA device (torch.cuda.is_available() is False)")
+    index = torch.cuda.current_device() if selected.index is None else selected.index
+    if index >= torch.cuda.device_count():
+        raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    selected = torch.device("cuda", index)
+    torch.cuda.set_device(selected)
+    return selected
 
 
 def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, device: str = "auto",
@@ -98,7 +117,7 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
             f"unknown model {name!r}: not an open_clip config nor a JSON in {CONFIG_DIR} "
             "(add one with --model-config FILE)"
         )
-    torch_device = resolve_device(device)
+    torch_device = select_device(device)
     if precision == "auto":
         precision = "fp16" if torch_device.type == "cuda" else "fp32"
     is_file = os.path.isfile(pretrained)

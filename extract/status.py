@@ -10,7 +10,7 @@ from t3al.cache import CacheError, CacheReader, safe_video_id
 from t3al.cache.schema import HEAD_FILE
 from t3al.cache.inventory import StoredVideo, pending_files, stored_videos
 
-from .pipeline import list_videos
+from .listing import list_videos
 
 STATES = ("done", "stale", "in_progress", "failed", "missing")
 

@@ -27,6 +27,15 @@ def shared_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The tiny open_clip configs of ``extract_helpers`` with saved random weights: (folder, checkpoints)."""
+    from extract_helpers import write_tiny_models
+
+    folder = tmp_path_factory.mktemp("models")
+    return folder, write_tiny_models(folder)
+
+
 def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[str], seed: int = 0,
                      fps: float = 10.0, caption_every: int = 5, logit_scale: float = 100.0) -> Path:
     """A cache with identity projections (Dv = Dt = E = width) and the given per-video features.

@@ -96,3 +96,9 @@ VFR_SETPTS = "if(lt(N\\,10)\\,N\\,10+(N-10)*3)"
 def vfr_times(frames: int) -> list[float]:
     """Presentation times of a ``VFR_SETPTS`` video."""
     return [(n if n < 10 else 10 + (n - 10) * 3) / 25 for n in range(frames)]
+
+
+def ffmpeg_children() -> list[str]:
+    """Process ids of this process's ffmpeg children (the decoder's processes still running)."""
+    pids = [pid for task in Path("/proc/self/task").glob("*/children") for pid in task.read_text().split()]
+    return [pid for pid in pids if Path(f"/proc/{pid}/comm").read_text().startswith("ffmpeg")]

@@ -14,7 +14,8 @@ from t3al.demo.train_tiny_coca import CHECKPOINT, MODEL_NAME, to_tensor
 from t3al.demo.world import iter_frames, plan_world
 from t3al.extract.captions import EOT, CaptionError, CaptionGenerator, CaptionSettings, clean_caption, open_clip_tokens
 from t3al.extract.models import random_model, register_model_configs
-from t3al.extract.pipeline import Settings, settings_mismatch
+from t3al.extract.extractor import Settings
+from t3al.extract.provenance import settings_mismatch
 
 
 def world_images(model: torch.nn.Module, count: int) -> torch.Tensor:

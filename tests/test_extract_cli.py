@@ -10,30 +10,25 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times, write_tiny_models
+from extract_helpers import VFR_SETPTS, ffmpeg_children, make_audio, make_damaged_videos, make_video, vfr_times
 from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
 from t3al.extract.cli import main, terminated_cleanly
 from t3al.extract.decode import DecodeError, FrameGeometry
 from t3al.extract.importer import read_caption_file
-from t3al.extract.pipeline import (FrameNormalizer, caption_rows, decode_videos, in_shard, list_videos, parse_shard,
-                                   settings_mismatch)
+from t3al.extract.extractor import FrameNormalizer, caption_rows
+from t3al.extract.listing import in_shard, list_videos, parse_shard
+from t3al.extract.provenance import settings_mismatch
+from t3al.extract.reading import decode_videos
 from t3al.manifests import Manifest
 
 COCA, CLIP = "t3al_test_tiny_coca", "t3al_test_tiny_clip"
 CLASSES = ["BaseballPitch", "CliffDiving"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return folder, write_tiny_models(folder)
 
 
 @pytest.fixture(scope="module")
@@ -290,11 +285,6 @@ def test_import_records_the_public_caption_reading(models, tmp_path):
     assert reader.video("v").caption_texts == ["a t"] and reader.info.captions["text"] == "public"
 
 
-def _ffmpeg_children() -> list[str]:
-    pids = [pid for task in Path("/proc/self/task").glob("*/children") for pid in task.read_text().split()]
-    return [pid for pid in pids if Path(f"/proc/{pid}/comm").read_text().startswith("ffmpeg")]
-
-
 def test_decode_videos_yields_each_video_in_order_with_the_next_one_started_early(good_videos, tmp_path):
     for path in good_videos.iterdir():
         shutil.copy(path, tmp_path / path.name)
@@ -305,13 +295,13 @@ def test_decode_videos_yields_each_video_in_order_with_the_next_one_started_earl
     assert video.video_id == "broken" and isinstance(info, DecodeError) and frames is None
     video, _, _, frames, _ = next(decoded)
     assert video.video_id == "ntsc" and len(frames) == 8
-    assert len(_ffmpeg_children()) == 2  # this video's ffmpeg and the next one's
+    assert len(ffmpeg_children()) == 2  # this video's ffmpeg and the next one's
     counts: dict[str, int] = {"ntsc": 8}
     for video, _, info, frames, _ in decoded:
         assert not isinstance(info, DecodeError)
         counts[video.video_id] = counts.get(video.video_id, 0) + (0 if frames is None else len(frames))
     assert list(counts) == ["ntsc", "v25", "vfr"] and counts == {"ntsc": 16, "v25": 20, "vfr": 14}
-    assert not _ffmpeg_children()
+    assert not ffmpeg_children()
 
 
 def test_stopping_decode_videos_early_stops_its_ffmpeg_processes(good_videos):
@@ -319,7 +309,7 @@ def test_stopping_decode_videos_early_stops_its_ffmpeg_processes(good_videos):
     decoded = decode_videos([(v, v.stat) for v in videos], FrameGeometry(16), batch_size=4)
     next(decoded)
     decoded.close()
-    assert not _ffmpeg_children()
+    assert not ffmpeg_children()
 
 
 @pytest.mark.parametrize("layout", ["packed", "planar"])

@@ -1,13 +1,18 @@
 """Benchmark of CoCa captions: open_clip's ``generate`` and the project's generator side by side.
 
-    python -m t3al.extract.bench_captions                              # demo CoCa + real-size, CPU
-    python -m t3al.extract.bench_captions --arch coca_ViT-L-14 --device cuda --precision fp16
+    python benchmarks/bench_captions.py                              # demo CoCa + real-size, CPU
+    python benchmarks/bench_captions.py --arch coca_ViT-L-14 --device cuda --precision fp16
 
 For each decoding both generators caption the same images in the same process, so machine load hits
 both alike; the tokens are compared. open_clip's figure includes its image encodings (it encodes
 every image once per beam); the project's reads the image tokens of the feature pass, whose cost is
 the feature figure (``t3al + encode`` adds one encoding per caption). The share of stage one taken
 by captions is for a 30 fps video captioned at ``--caption-fps`` (decoding excluded).
+
+TF32 is off (matrix products and convolutions): fp32 is the exactness check, and TF32 rounding
+that depends on the batch's kernels would make open_clip's 6-image-per-caption vision pass and the
+feature pass differ. Where tokens differ, the first differing step of each row is printed with the
+log-probability margin between the two tokens there (a margin within rounding is a tie).
 """
 from __future__ import annotations
 
@@ -22,35 +27,33 @@ import torch
 
 from t3al.cache import ModelIdentity
 
-from .captions import CaptionGenerator, CaptionSettings, open_clip_tokens
-from .models import LoadedModel, encode_frames, random_model, register_model_configs, wrap_model
+from t3al.extract.captions import CaptionGenerator, CaptionSettings, open_clip_tokens
+from t3al.extract.models import LoadedModel, encode_frames, random_model, register_model_configs, select_device, wrap_model
 
 DEMO = "t3al-demo-coca"
 
 
-def build(arch: str, device: str, precision: str) -> LoadedModel:
-    """The bundled demo CoCa with its weights, or ``arch`` with random weights."""
+def build(arch: str, device: torch.device) -> torch.nn.Module:
+    """The bundled demo CoCa with its weights, or ``arch`` with random weights, on ``device``."""
     register_model_configs()
     if arch == DEMO:
         from t3al.demo.train_tiny_coca import CHECKPOINT
-        model = open_clip.create_model(arch, pretrained=str(CHECKPOINT), device=device)
-    else:
-        torch.manual_seed(0)
-        model = random_model(arch).to(device)
-    return wrap_model(model, arch, ModelIdentity(arch, "bench"), torch.device(device), precision)
+        return open_clip.create_model(arch, pretrained=str(CHECKPOINT), device=device)
+    torch.manual_seed(0)
+    return random_model(arch, device=device)
 
 
 def timed(device: torch.device, work, *args):
     """``work(*args)``, its wall time (the device synchronised) and its peak GPU memory in GiB (0 on CPU)."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     out = work(*args)
     if device.type != "cuda":
         return out, time.perf_counter() - start, 0.0
-    torch.cuda.synchronize()
-    return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start, torch.cuda.max_memory_allocated(device) / 2**30
 
 
 def feature_rate(loaded: LoadedModel, images: torch.Tensor, rounds: int) -> tuple[float, torch.Tensor]:
@@ -80,6 +83,7 @@ def caption_rates(loaded: LoadedModel, images: torch.Tensor, tokens: torch.Tenso
                        open_clip_peak_gpu_gib=peak, speedup=(reference_seconds / reference) / (seconds / len(tokens)),
                        same_rows=same_rows(theirs, ours[:reference], int(loaded.model.pad_id)))
             row["same_tokens"] = row["same_rows"] == reference
+            row["differences"] = first_differences(loaded.model, tokens, theirs, ours[:reference])
     return row
 
 
@@ -88,6 +92,28 @@ def same_rows(a: torch.Tensor, b: torch.Tensor, pad: int) -> int:
     width = max(a.shape[1], b.shape[1])
     a, b = (torch.nn.functional.pad(x, (0, width - x.shape[1]), value=pad) for x in (a, b))
     return int((a == b).all(dim=1).sum())
+
+
+def first_differences(model: torch.nn.Module, image_tokens: torch.Tensor, theirs: torch.Tensor,
+                      ours: torch.Tensor) -> list[dict]:
+    """For each row whose tokens differ: the first differing step, both tokens, and the margin
+    between their log-probabilities given the shared prefix (the decoder's own scores, before the
+    repetition penalty; a margin within the precision's rounding means the two were tied)."""
+    rows = []
+    for row in range(min(len(theirs), len(ours))):
+        width = min(theirs.shape[1], ours.shape[1])
+        differ = (theirs[row, :width] != ours[row, :width]).nonzero()
+        if len(differ) == 0:
+            continue
+        step = int(differ[0])
+        prefix = ours[row: row + 1, :step]
+        logits = model(None, prefix, image_latent=image_tokens[row: row + 1], image_embs=image_tokens[row: row + 1],
+                       output_labels=False)["logits"][0, -1].float()
+        scores = torch.log_softmax(logits, dim=-1)
+        mine, other = int(ours[row, step]), int(theirs[row, step])
+        rows.append({"row": row, "step": step, "t3al_token": mine, "open_clip_token": other,
+                     "log_prob_margin": float(scores[mine] - scores[other])})
+    return rows
 
 
 def caption_share(feature_fps: float, captions_per_s: float, caption_fps: float, video_fps: float = 30.0) -> float:
@@ -101,7 +127,8 @@ def caption_share(feature_fps: float, captions_per_s: float, caption_fps: float,
 def bench(arch: str, device: str, precision: str, images: int, seq_len: int, decodings: list[str],
           reference: int, caption_fps: float, feature_batch: int) -> list[dict]:
     """One row per decoding for ``arch``: the generator on ``images`` images, open_clip on ``reference``."""
-    loaded = build(arch, device, precision)
+    selected = select_device(device)
+    loaded = wrap_model(build(arch, selected), arch, ModelIdentity(arch, "bench"), selected, precision)
     size = loaded.image_size
     torch.manual_seed(0)
     batch = torch.randn(max(images, feature_batch), 3, size, size, device=loaded.device)
@@ -141,6 +168,9 @@ def _line(row: dict) -> str:
                      f"t3al {row['caption_share_t3al']:.0%}")
     else:
         parts.append(f"captions' share of stage one at {row['caption_fps']:g}/s: t3al {row['caption_share_t3al']:.0%}")
+    for diff in row.get("differences", []):
+        parts.append(f"; row {diff['row']} first differs at step {diff['step']} (t3al token {diff['t3al_token']}, "
+                     f"open_clip {diff['open_clip_token']}, log-prob margin {diff['log_prob_margin']:.2e})")
     if row["t3al_peak_gpu_gib"]:
         parts.append(f"; peak GPU memory t3al {row['t3al_peak_gpu_gib']:.2f} GiB, open_clip "
                      f"{row.get('open_clip_peak_gpu_gib', float('nan')):.2f} GiB")
@@ -171,6 +201,7 @@ def main(archs: tuple[str, ...], device: str, precision: str, images: int, refer
     """Print captions/s of open_clip's generate and the project's generator, side by side."""
     if threads:
         torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
     click.echo(f"load average before: {' '.join(load)}")
     rows = []

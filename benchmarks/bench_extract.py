@@ -1,7 +1,7 @@
 """Benchmark of stage one: decode + preprocess throughput and peak memory, and end-to-end extraction.
 
-    python -m t3al.extract.bench [VIDEOS_DIR]            # default: $T3AL_SHARED/data/videos or ../shared
-    python -m t3al.extract.bench --arch coca_ViT-L-14    # real-size architecture, random weights (GPU)
+    python benchmarks/bench_extract.py [VIDEOS_DIR]            # default: $T3AL_SHARED/data/videos or ../shared
+    python benchmarks/bench_extract.py --arch coca_ViT-L-14    # real-size architecture, random weights (GPU)
 
 Peak RSS: the process's own maximum resident set (``ru_maxrss``) and the largest ffmpeg child's, sampled.
 """
@@ -22,10 +22,13 @@ import torch
 
 from t3al.cache import ModelIdentity
 
-from .decode import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
-from .captions import CaptionGenerator, CaptionSettings
-from .models import encode_frames, encode_texts, load_model, random_model, register_model_configs, wrap_model
-from .pipeline import Extractor, FrameNormalizer, Settings, decode_videos, prefetch, list_videos
+from t3al.extract.captions import CaptionGenerator, CaptionSettings
+from t3al.extract.decode import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
+from t3al.extract.extractor import Extractor, FrameNormalizer, Settings
+from t3al.extract.listing import list_videos
+from t3al.extract.models import (encode_frames, encode_texts, load_model, random_model, register_model_configs,
+                                 select_device, wrap_model)
+from t3al.extract.reading import decode_videos, prefetch
 
 TINY_COCA = {
     "embed_dim": 64,
@@ -114,7 +117,7 @@ def bench_decode(videos_dir: Path, size: int, batch_size: int, device: str) -> d
     Also the CPU time per frame, which other load on a shared machine does not inflate: the rate
     all cores would give when free is ``cpu_count / cpu_per_frame``.
     """
-    normalize = FrameNormalizer(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, torch.device(device))
+    normalize = FrameNormalizer(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, select_device(device))
     videos, _ = list_videos(videos_dir)
     todo = [(video, video.stat) for video in videos]
     frames, start, cpu = 0, time.perf_counter(), cpu_seconds()
@@ -161,37 +164,39 @@ def bench_architecture(arch: str, device: str, batch_size: int, caption_batch: i
     """Feature frames/s and captions/s (from the feature pass's image tokens) of a real-size
     architecture with random weights."""
     register_model_configs()
-    model = random_model(arch).to(device)
-    loaded = wrap_model(model, arch, ModelIdentity(arch, "random"), torch.device(device),
-                        "fp16" if device.startswith("cuda") else "fp32")
+    selected = select_device(device)
+    cuda = selected.type == "cuda"
+    loaded = wrap_model(random_model(arch, device=selected), arch, ModelIdentity(arch, "random"), selected,
+                        "fp16" if cuda else "fp32")
     size = loaded.image_size
-    images = torch.randn(batch_size, 3, size, size, device=device)
-    result = {"arch": arch, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
-              "precision": loaded.precision}
+    images = torch.randn(batch_size, 3, size, size, device=selected)
+    result = {"arch": arch, "device": torch.cuda.get_device_name(selected) if cuda else device,
+              "precision": loaded.applied_precision}
     for _ in range(2):
         encode_frames(loaded, images)
-    _sync(device)
+    _sync(selected)
     start, rounds = time.perf_counter(), 5
     for _ in range(rounds):
         _, tokens = encode_frames(loaded, images)
-    _sync(device)
+    _sync(selected)
     result["feature_frames_per_s"] = round(rounds * batch_size / (time.perf_counter() - start), 1)
     if loaded.can_caption:
         generator = CaptionGenerator(loaded.model, CaptionSettings())
         with loaded.autocast():
             generator.texts(tokens[:2])
-            _sync(device)
+            _sync(selected)
             start = time.perf_counter()
             texts = generator.texts(tokens[:caption_batch])
         encode_texts(loaded, texts)
-        _sync(device)
+        _sync(selected)
         result["captions_per_s"] = round(len(texts) / (time.perf_counter() - start), 1)
     return result
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def _sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op off CUDA), so that timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @click.command()
@@ -203,8 +208,9 @@ def _sync(device: str) -> None:
 @click.option("--skip-end-to-end", is_flag=True, help="Only the decode benchmark.")
 @click.option("--arch", help="Also time this open_clip architecture with random weights (e.g. coca_ViT-L-14).")
 @click.option("--caption-batch", default=32, show_default=True, help="Images per caption batch for --arch.")
+@click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON here.")
 def main(videos_dir: Path | None, size: int, batch_size: int, device: str, caption_fps: float,
-         skip_end_to_end: bool, arch: str | None, caption_batch: int) -> None:
+         skip_end_to_end: bool, arch: str | None, caption_batch: int, json_out: Path | None) -> None:
     """Print frames/s and peak memory of stage one on a folder of videos."""
     videos_dir = videos_dir or default_videos()
     videos, _ = list_videos(videos_dir)
@@ -222,6 +228,8 @@ def main(videos_dir: Path | None, size: int, batch_size: int, device: str, capti
     children.start()
     decode = bench_decode(videos_dir, size, batch_size, device)
     own, child = own_peak_mb(), children.peak_mb
+    figures = {"device": device, "ffmpeg": ffmpeg_alone, "decode": {**decode, "peak_rss_python_mib": round(own),
+                                                                     "peak_rss_ffmpeg_mib": round(child)}}
     click.echo(f"+ Python reading and normalising to float tensors (the extractor's decoding): {decode['frames']} "
                f"frames in {decode['seconds']} s = {decode['frames_per_s']} frames/s, {decode['cpu_ms_per_frame']} CPU "
                f"ms/frame, i.e. {decode['frames_per_s_free_cores']} frames/s on free cores (load {decode['load']:.1f}); "
@@ -232,8 +240,13 @@ def main(videos_dir: Path | None, size: int, batch_size: int, device: str, capti
         click.echo(f"end-to-end ({e2e['model']}, captions {caption_fps}/s): {e2e['frames']} frames, "
                    f"{e2e['captions']} captions in {e2e['seconds']} s = {e2e['frames_per_s']} frames/s; "
                    f"peak RSS python {own:.0f} MiB, ffmpeg {child:.0f} MiB")
+        figures["end_to_end"] = e2e
     if arch:
-        click.echo(json.dumps(bench_architecture(arch, device, batch_size, caption_batch)))
+        figures["architecture"] = bench_architecture(arch, device, batch_size, caption_batch)
+        click.echo(json.dumps(figures["architecture"]))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import open_clip
 import torch
@@ -86,7 +87,7 @@ def _require(owner: nn.Module, names: tuple[str, ...], where: str) -> None:
     missing = [name for name in names if getattr(owner, name, None) is None]
     if missing:
         raise CaptionError(f"{where} ({type(owner).__name__}) has no {', '.join(missing)} in open_clip "
-                           f"{open_clip.__version__}; captions need a CoCa as built by the open_clip_torch "
+                           f"{version('open_clip_torch')}; captions need a CoCa as built by the open_clip_torch "
                            "versions in t3al's setup.cfg")
 
 

@@ -7,9 +7,9 @@ transformers below 4.56 installed). Run from the repository root, where ``genera
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
-import open_clip
 import torch
 import transformers
 
@@ -25,7 +25,7 @@ def record() -> dict:
         torch.manual_seed(seed)
         tokens = open_clip_tokens(model, images[::stride], CaptionSettings(**options))
         cases.append({"settings": options, "image_stride": stride, "seed": seed, "tokens": tokens.tolist()})
-    return {"open_clip": open_clip.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"open_clip": version("open_clip_torch"), "torch": torch.__version__, "transformers": transformers.__version__,
             "cases": cases}
 
 

@@ -17,7 +17,7 @@ from extract_helpers import transformers_generation
 from t3al.cache import CacheInfo, ModelIdentity
 from t3al.demo.train_tiny_coca import CHECKPOINT, MODEL_NAME, to_tensor
 from t3al.demo.world import iter_frames, plan_world
-from t3al.extract.captions import EOT, CaptionError, CaptionGenerator, CaptionSettings, clean_caption, open_clip_tokens
+from t3al.extract.captions import EOT, SOT, CaptionError, CaptionGenerator, CaptionSettings, clean_caption, open_clip_tokens
 from t3al.extract.models import random_model, register_model_configs
 from t3al.extract.pipeline import Settings, settings_mismatch
 
@@ -242,13 +242,16 @@ def test_half_precision_tokens_caption_without_the_callers_autocast(demo, dtype)
     half = tokens.to(dtype)
     with pytest.raises(RuntimeError):  # what the generator's own autocast spares the caller
         F.linear(half, model.text_decoder.cross_attn[0].attn.in_proj_weight)
-    alone = generator.texts(half)
+    alone = generator.tokens(half)
     assert not torch.is_autocast_enabled("cpu")
     with torch.autocast("cpu", dtype=dtype):
-        inside = generator.texts(half)
-    # half-precision CPU kernels may round differently from call to call: the captions, not their tokens
-    for texts in (alone, inside):
-        assert len(texts) == 8 and all(t.startswith("an empty ") and t.endswith(" background") for t in texts)
+        inside = generator.tokens(half)
+    # half-precision CPU kernels may round differently from call to call: most captions, not every token
+    expected = generator.texts(tokens)
+    for rows in (alone, inside):
+        assert bool((rows[:, 0] == SOT).all()) and bool((rows == EOT).any(dim=1).all())
+        texts = [clean_caption(open_clip.decode(row)) for row in rows]
+        assert sum(a == b for a, b in zip(texts, expected)) >= 6
 
 
 def test_a_coca_without_an_attribute_the_generator_reads_names_the_open_clip_version(demo, monkeypatch):

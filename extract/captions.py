@@ -59,7 +59,7 @@ class CaptionSettings:
         if self.seq_len <= self.min_seq_len:
             raise CaptionError(f"caption length {self.seq_len} must be larger than the minimum "
                                f"length {self.min_seq_len}")
-        if self.num_beams < 2 or self.num_beams % self.num_beam_groups:
+        if self.num_beam_groups < 1 or self.num_beams < 2 or self.num_beams % self.num_beam_groups:
             raise CaptionError(f"{self.num_beams} beams cannot form {self.num_beam_groups} equal groups "
                                "(at least 2 beams, a multiple of the groups)")
         if self.top_k < 1 or not 0.0 <= self.top_p <= 1.0 or self.temperature <= 0 or self.repetition_penalty <= 0:

@@ -148,6 +148,12 @@ def test_unusable_settings_are_one_clear_error(demo):
         CaptionSettings(decoding="nucleus")
     with pytest.raises(CaptionError, match="larger than the minimum"):
         CaptionSettings(seq_len=5)
+    for beams, groups in ((6, 4), (1, 1), (6, 0)):
+        with pytest.raises(CaptionError, match="equal groups"):
+            CaptionSettings(num_beams=beams, num_beam_groups=groups)
+    for bad in ({"top_k": 0}, {"top_p": 1.5}, {"temperature": 0.0}, {"repetition_penalty": -1.0}):
+        with pytest.raises(CaptionError, match="caption sampling needs"):
+            CaptionSettings(decoding="top_k", **bad)
     with pytest.raises(CaptionError, match="exceeds the model's text context of 32"):
         CaptionGenerator(demo[0], CaptionSettings(seq_len=40))
 

@@ -45,10 +45,10 @@ def test_folders_are_installed_under_t3al_only(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["extract.cli", "demo.cli", "adapt.cli", "adapt.sweep_cli", "evaluate.cli",
-                                    "manifests.cli", "extract.status"])
+                                    "manifests.cli"])
 def test_command_lines_import_neither_torch_nor_open_clip(module):
-    """torch and open_clip load inside the commands, once needed, so --help, the one-line errors and
-    `t3al-extract status` answer in well under a second."""
+    """torch and open_clip load inside the commands, once needed, so --help and the one-line errors
+    answer in well under a second."""
     code = (f"import sys, t3al.{module}; "
             "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -18,9 +18,10 @@ from t3al.manifests import TIOU_SETS, ManifestError
 
 from .cluster import SCHEDULER_ENV, ClusterError
 from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
-from .output import OutputError
-from .pipeline import SettingRun, run
 from .spec import RunSpec, build_spec, default_jobs, shown_value
+
+if typing.TYPE_CHECKING:
+    from .pipeline import SettingRun
 
 HELP = {
     "method": "t3al, naive (the paper's per-frame VLM baseline), or a named method: t3al0 (T=0, public "
@@ -156,6 +157,19 @@ def run_options(command):
     return command
 
 
+def adapt_with_progress(spec: RunSpec, folders: dict[str, Path], unit: str, desc: str, progress: bool,
+                        **kwargs: Any) -> dict[str, SettingRun]:
+    """Run stage two with a progress bar over video-splits. Its modules (and torch) are imported here,
+    once the settings are valid, so that --help and the one-line errors start in a fraction of a second."""
+    from .output import OutputError
+    from .pipeline import run
+    with tqdm(total=spec.video_splits(), unit=unit, disable=not progress, desc=desc) as bar:
+        try:
+            return run(spec, folders, on_video=bar.update, **kwargs)
+        except OutputError as err:
+            raise click.ClickException(str(err)) from None
+
+
 def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:
     """Print warnings, failures and replaced folders; the failures, as 'name: problem', each once
     (a video that fails fails in every split that holds it)."""
@@ -210,9 +224,8 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
                           round_ap=round_ap, tiou_set=tiou_set, scheduler=scheduler, device=device)
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
-        with tqdm(total=spec.video_splits(), unit="video", disable=not progress, desc=spec.setting) as bar:
-            runs = run(spec, folders, overwrite=overwrite, on_video=bar.update)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
+        runs = adapt_with_progress(spec, folders, "video-split", spec.setting, progress, overwrite=overwrite)
+    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))

@@ -1,4 +1,4 @@
-"""FreeZAD's segment scores and AdaZAD's positive samples (FREEZAD.md), as pure functions.
+"""FreeZAD's segment scores and AdaZAD's positive samples (docs/freezad.md), as pure functions.
 
 A segment ``(first, last)`` covers frames first..last-1 (the end frame excluded, as everywhere in
 stage two); ``h`` is the raw curve exp(s) * cos(F_i, e), neither smoothed nor normalised.

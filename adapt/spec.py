@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from t3al.cache import CacheError, CacheReader
 from t3al.evaluate.splits import manifest_tious
 from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
@@ -83,6 +81,7 @@ def check_device(name: str | None, here: bool = True) -> str | None:
     CUDA is looked for only ``here`` (not when a cluster's workers will run the work)."""
     if name is None:
         return None
+    import torch  # here, not at the top: the command-line's --help and errors start without torch
     try:
         device = torch.device(name)
     except RuntimeError:

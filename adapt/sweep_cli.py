@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import click
-from tqdm import tqdm
 
 from t3al.cache import CacheError
 from t3al.evaluate import EvaluationError
@@ -15,11 +14,9 @@ from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError
 
-from .cli import default_root, report_notes, report_runs, run_options, setting_options
+from .cli import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .cluster import ClusterError
 from .config import AdaptConfig, ConfigError
-from .output import OutputError
-from .pipeline import run
 from .spec import build_spec, config_hash
 from .sweep import load_sweep, sweep_names, write_tables
 
@@ -59,12 +56,11 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
                           tiou_set=tiou_set, scheduler=scheduler, device=device)
         out = out or default_root(spec) / f"sweep-{sweep.name}_{sweep_hash(spec.configs.values(), seed)}"
         folders = {name: out / name for name in spec.configs}
-        with tqdm(total=spec.video_splits(), unit="video-row", disable=not progress,
-                  desc=f"{sweep.name} {spec.setting}") as bar:
-            runs = run(spec, folders, curves=curves, overwrite=overwrite, on_video=bar.update)
+        runs = adapt_with_progress(spec, folders, "video-split-row", f"{sweep.name} {spec.setting}", progress,
+                                   curves=curves, overwrite=overwrite)
         documents = {name: result.document for name, result in runs.items()}
         paths = write_tables(documents, out)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError, OutputError) as err:
+    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(sweep.description)

@@ -167,10 +167,12 @@ def table(results: tuple[Path, ...], names: tuple[str, ...], fmt: str, column_va
 
 @main.command("report")
 @click.argument("out_dir", type=_EXISTING)
-@click.option("--manifest", "-m", "manifest_path", type=_EXISTING, help="Manifest for ground truth and durations.")
+@click.option("--manifest", "-m", "manifest_path", type=_EXISTING,
+              help="Manifest for ground truth and durations; default: the one in the cache the run read "
+                   "(its config.json names the cache).")
 @click.option("--plots", "n_plots", type=click.IntRange(min=0), default=8, show_default=True,
               help="Videos plotted per split, spread over the ranking by per-video AP: 1 the median, "
-                   "2 the best and worst, 3 best, median and worst, ... (needs --manifest; else the "
+                   "2 the best and worst, 3 best, median and worst, ... (needs a manifest; else the "
                    "first by name). Read from the saved curves; nothing is recomputed.")
 @click.option("--plot-videos", "videos", metavar="LIST",
               help="Plot these videos instead (comma-separated ids), in each split that has them.")
@@ -185,10 +187,25 @@ def report(out_dir: Path, manifest_path: Path | None, n_plots: int, videos: str 
     from .html import write_report
 
     with _errors():
+        if manifest_path is None:
+            manifest_path = run_manifest(out_dir)
+            if manifest_path is not None:
+                click.echo(f"manifest: {manifest_path} (the run's cache's; --manifest to choose another)")
         manifest = Manifest.load(manifest_path) if manifest_path else None
         chosen = [v.strip() for v in videos.split(",") if v.strip()] if videos else []
         path = write_report(out_dir, manifest, n_plots, html_path, chosen, overwrite)
         click.echo(f"wrote {path}")
+
+
+def run_manifest(out_dir: Path) -> Path | None:
+    """The manifest a t3al-adapt run read by default: the one recorded in the cache its config.json names."""
+    from t3al.cache import CacheError, CacheReader
+
+    try:
+        cache = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))["cache"]["path"]
+        return CacheReader(cache).manifest_path
+    except (OSError, ValueError, KeyError, TypeError, CacheError):  # no record, or a cache moved away
+        return None
 
 
 def _ground_truth_tious(path: Path) -> tuple[float, ...]:

@@ -7,23 +7,26 @@ step), computes the cross-attention keys/values of the image tokens once per ima
 image are that image's queries), computes logits for the last position only, and runs all beams of
 all images of a batch in one decoder call per step. It runs on open_clip's own modules and weights;
 only the attention of a single new token is written here, on the ``nn.MultiheadAttention``
-parameters. The beam bookkeeping is the one open_clip uses: transformers' ``BeamSearchScorer`` and
-logits processors with the same arguments, run once for open_clip's identical beam groups
+parameters. The beam bookkeeping and logits processors are ``decoding``'s, torch-only equivalents of
+the transformers classes open_clip uses, run once for open_clip's identical beam groups
 (``CaptionGenerator._beam_search`` says why that gives the same tokens).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip import coca_model
-from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
+
+from .decoding import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
 
 SOT, EOT = 49406, 49407
 DECODINGS = ("beam", "greedy", "top_k", "top_p")
+HALF = (torch.float16, torch.bfloat16)
 GENERATOR = "t3al incremental CoCa decoder (tokens of open_clip CoCa.generate)"
 
 
@@ -56,6 +59,13 @@ class CaptionSettings:
         if self.seq_len <= self.min_seq_len:
             raise CaptionError(f"caption length {self.seq_len} must be larger than the minimum "
                                f"length {self.min_seq_len}")
+        if self.num_beam_groups < 1 or self.num_beams < 2 or self.num_beams % self.num_beam_groups:
+            raise CaptionError(f"{self.num_beams} beams cannot form {self.num_beam_groups} equal groups "
+                               "(at least 2 beams, a multiple of the groups)")
+        if self.top_k < 1 or not 0.0 <= self.top_p <= 1.0 or self.temperature <= 0 or self.repetition_penalty <= 0:
+            raise CaptionError(f"caption sampling needs top_k >= 1 (got {self.top_k}), top_p in [0, 1] (got "
+                               f"{self.top_p}), and a positive temperature (got {self.temperature}) and "
+                               f"repetition penalty (got {self.repetition_penalty})")
 
     def generate_kwargs(self) -> dict:
         """The arguments of open_clip's ``CoCa.generate`` that decode the same way."""
@@ -72,10 +82,21 @@ class CaptionSettings:
         return {"generator": GENERATOR, "decoding": self.decoding, **self.generate_kwargs()}
 
 
-def _check_block(block: nn.Module, where: str) -> None:
-    if not isinstance(block, ResidualAttentionBlock) or not block.attn._qkv_same_embed_dim:
-        raise CaptionError(f"{where}: {type(block).__name__} is not open_clip's ResidualAttentionBlock with a "
-                           "packed attention projection; captions need a CoCa with standard blocks")
+def _require(owner: nn.Module, names: tuple[str, ...], where: str) -> None:
+    """The open_clip attributes the generator reads must exist: one line naming the open_clip version if not."""
+    missing = [name for name in names if getattr(owner, name, None) is None]
+    if missing:
+        raise CaptionError(f"{where} ({type(owner).__name__}) has no {', '.join(missing)} in open_clip "
+                           f"{version('open_clip_torch')}; captions need a CoCa as built by the open_clip_torch "
+                           "versions in t3al's setup.cfg")
+
+
+def _check_block(block: nn.Module, where: str, cross: bool = False) -> None:
+    """A block must be open_clip's residual attention block over a packed ``nn.MultiheadAttention``."""
+    _require(block, ("attn", "ln_1", "ln_2", "ls_1", "ls_2", "mlp") + (("ln_1_kv",) if cross else ()), where)
+    if not isinstance(block.attn, nn.MultiheadAttention) or block.attn.in_proj_weight is None:
+        raise CaptionError(f"{where}: the attention is not an nn.MultiheadAttention with a packed input "
+                           "projection; captions need a CoCa with standard blocks")
 
 
 class SelfAttentionCache:
@@ -126,14 +147,17 @@ class CocaDecoder:
     """Incremental form of a CoCa's text tower and multimodal decoder, on the model's own modules."""
 
     def __init__(self, model: nn.Module) -> None:
+        _require(model, ("text", "text_decoder", "pad_id"), "the model")
         text, decoder = model.text, model.text_decoder
-        if getattr(text, "cls_emb", None) is None or getattr(text, "attn_mask", None) is None:
-            raise CaptionError(f"{type(model).__name__}.text is not a causal CoCa text tower with a class token")
+        _require(text, ("token_embedding", "positional_embedding", "transformer", "pad_id", "num_pos", "cls_emb",
+                        "attn_mask"), "the causal text tower with a class token")
+        _require(decoder, ("resblocks", "cross_attn", "context_length", "ln_final", "text_projection"),
+                 "the multimodal decoder")
         for i, block in enumerate(text.transformer.resblocks):
             _check_block(block, f"text layer {i}")
         for i, (block, cross) in enumerate(zip(decoder.resblocks, decoder.cross_attn)):
             _check_block(block, f"decoder layer {i}")
-            _check_block(cross, f"decoder cross-attention {i}")
+            _check_block(cross, f"decoder cross-attention {i}", cross=True)
         self.model = model
         self.text, self.decoder = text, decoder
         self.text_blocks = list(text.transformer.resblocks)
@@ -154,7 +178,7 @@ class CocaDecoder:
         return DecoderState(self, image_tokens, rows_per_image, length)
 
     @staticmethod
-    def cross_keys_values(block: ResidualAttentionBlock, image_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def cross_keys_values(block: nn.Module, image_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Cross-attention keys and values of the image tokens, once per image: (B, heads, N, head dim)."""
         attn = block.attn
         width = attn.embed_dim
@@ -177,7 +201,7 @@ class CocaDecoder:
         state.last_token = tokens
         cast = self.text.transformer.get_cast_dtype()
         x = self.text.token_embedding(tokens).to(cast) + self.text.positional_embedding[position].to(cast)
-        mask = None if bool(state.key_valid[:, :position + 1].all()) else state.key_valid[:, None, None, :position + 1]
+        mask = state.key_valid[:, None, None, :position + 1]  # always passed: testing for padding would sync
         for block, cache in zip(self.text_blocks, state.text_caches):
             x = self._self_block(block, cache, x, position, state.capacity, mask)
         for block, cache, cross, keys_values in zip(self.decoder_blocks, state.decoder_caches,
@@ -188,7 +212,7 @@ class CocaDecoder:
         return self.decoder.ln_final(x) @ self.decoder.text_projection
 
     @staticmethod
-    def _self_block(block: ResidualAttentionBlock, cache: SelfAttentionCache, x: torch.Tensor, position: int,
+    def _self_block(block: nn.Module, cache: SelfAttentionCache, x: torch.Tensor, position: int,
                     capacity: int, mask: torch.Tensor | None) -> torch.Tensor:
         """One residual block for one new token per row, attending to the cached prefix."""
         attn = block.attn
@@ -201,7 +225,7 @@ class CocaDecoder:
         return x + block.ls_2(block.mlp(block.ln_2(x)))
 
     @staticmethod
-    def _cross_block(block: ResidualAttentionBlock, keys_values: tuple[torch.Tensor, ...], x: torch.Tensor,
+    def _cross_block(block: nn.Module, keys_values: tuple[torch.Tensor, ...], x: torch.Tensor,
                      rows_per_image: int) -> torch.Tensor:
         """Cross-attention to the image tokens: the rows of one image are that image's queries."""
         attn = block.attn
@@ -242,41 +266,57 @@ class CaptionGenerator:
 
     @torch.no_grad()
     def tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """Token rows as ``CoCa.generate`` returns them for the images these tokens came from."""
-        if self.settings.decoding == "beam":
-            return self._beam_search(image_tokens)
-        return self._sample(image_tokens)
+        """Token rows as ``CoCa.generate`` returns them for the images these tokens came from.
 
-    def _processors(self, eos: torch.Tensor) -> "coca_model.LogitsProcessorList":
+        Half-precision image tokens are decoded under autocast of their dtype (the caller's autocast,
+        when one is on, is kept), so an fp32 model reads fp16 or bf16 tokens without a dtype error.
+        """
+        with self._autocast(image_tokens):
+            if self.settings.decoding == "beam":
+                return self._beam_search(image_tokens)
+            return self._sample(image_tokens)
+
+    @staticmethod
+    def _autocast(image_tokens: torch.Tensor) -> contextlib.AbstractContextManager:
+        device = image_tokens.device.type
+        if image_tokens.dtype in HALF and not torch.is_autocast_enabled(device):
+            return torch.autocast(device, dtype=image_tokens.dtype)
+        return contextlib.nullcontext()
+
+    def _process(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """open_clip's logits processors, in its order: the minimum length, then the repetition penalty."""
         s = self.settings
-        return coca_model.LogitsProcessorList([coca_model.MinLengthLogitsProcessor(s.min_seq_len, eos),
-                                               coca_model.RepetitionPenaltyLogitsProcessor(s.repetition_penalty)])
+        scores = forbid_end_before(logits, input_ids.shape[-1], s.min_seq_len, EOT)
+        return penalize_repetition(scores, input_ids, s.repetition_penalty)
 
     def _sample(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """open_clip's ``top_k`` / ``top_p`` loop: sample the active rows, pad the finished ones."""
+        """open_clip's ``top_k`` / ``top_p`` loop: sample the active rows, pad the finished ones.
+
+        Only the active rows draw random numbers, as in open_clip, so a seed gives its tokens; finding
+        them is the step's one host sync.
+        """
         s = self.settings
         device = image_tokens.device
-        eos = torch.tensor([EOT], device=device)
-        processors = self._processors(eos)
         kind = s.generate_kwargs()
-        warper = (coca_model.TopKLogitsWarper(kind["top_k"]) if kind["generation_type"] == "top_k"
-                  else coca_model.TopPLogitsWarper(s.top_p))
         state = self.decoder.start(image_tokens, 1, s.seq_len)
         out = torch.full((image_tokens.shape[0], 1), SOT, dtype=torch.long, device=device)
         while True:
-            finished = (out[:, -1] == EOT) | (out[:, -1] == self.pad_id)
-            if bool(finished.all()):
+            last = out[:, -1]
+            active = ((last != EOT) & (last != self.pad_id)).nonzero()[:, 0]
+            if len(active) == 0:
                 break
-            logits = self.decoder.step(state, out[:, -1])
-            active = ~finished
-            sample = torch.full((out.shape[0], 1), self.pad_id, dtype=torch.long, device=device)
-            scores = warper(out[active], processors(out[active], logits[active]))
-            probs = F.softmax(scores / s.temperature, dim=-1)
+            logits = self.decoder.step(state, last)
+            scores = self._process(out[active], logits[active])
+            if kind["generation_type"] == "top_k":
+                scores = keep_top_k(scores, kind["top_k"])
+            else:
+                scores = keep_top_p(scores, s.top_p)
+            sample = torch.full((out.shape[0],), self.pad_id, dtype=torch.long, device=device)
             if out.shape[1] + 1 == s.seq_len:
                 sample[active] = EOT
             else:
-                sample[active] = torch.multinomial(probs, 1)
-            out = torch.cat((out, sample), dim=-1)
+                sample[active] = torch.multinomial(F.softmax(scores / s.temperature, dim=-1), 1)[:, 0]
+            out = torch.cat((out, sample[:, None]), dim=-1)
             if out.shape[1] >= s.seq_len:
                 break
         return out
@@ -287,16 +327,13 @@ class CaptionGenerator:
         open_clip's groups share no diversity penalty (its logits processors are the minimum length
         and the repetition penalty, both per row) and start alike, so each group is the same
         ``num_beams / num_beam_groups``-beam search and the best hypothesis over the groups is that
-        search's best: one group is run, with the same scorer, processors and candidate ranking.
+        search's best: one group is run, with the same bookkeeping and candidate ranking. The
+        bookkeeping stays on the device; whether every image is done is the step's one host sync.
         """
         s = self.settings
         device = image_tokens.device
         batch, beams = image_tokens.shape[0], s.num_beams // s.num_beam_groups
-        eos = torch.tensor([EOT], device=device)
-        processors = self._processors(eos)
-        # the scorer's per-candidate bookkeeping runs on the CPU: on a GPU it would sync at every .item()
-        scorer = coca_model.BeamSearchScorer(batch_size=batch, num_beams=beams, device="cpu")
-        eos_cpu = eos.cpu()
+        search = BeamSearch(batch, beams, s.seq_len, EOT, self.pad_id, device)
         state = self.decoder.start(image_tokens, beams, s.seq_len)
         input_ids = torch.full((batch * beams, 1), SOT, dtype=torch.long, device=device)
         beam_scores = torch.full((batch, beams), -1e9, dtype=torch.float, device=device)
@@ -304,23 +341,16 @@ class CaptionGenerator:
         beam_scores = beam_scores.view(-1)
         while True:
             logits = self.decoder.step(state, input_ids[:, -1])
-            processed = processors(input_ids, logits)
-            vocab = processed.shape[-1]
-            scores = (processed + beam_scores.unsqueeze(-1)).view(batch, beams * vocab)
-            scores, candidates = torch.topk(scores, 2 * beams, dim=1, largest=True, sorted=True)
-            next_indices = torch.div(candidates, vocab, rounding_mode="floor").cpu()
-            next_tokens = (candidates % vocab).cpu()
-            chosen = scorer.process(input_ids.cpu(), scores.cpu(), next_tokens, next_indices,
-                                    pad_token_id=self.pad_id, eos_token_id=eos_cpu, beam_indices=None)
-            beam_scores = chosen["next_beam_scores"].to(device)
-            origin = chosen["next_beam_indices"].to(device)
-            next_beam_tokens = chosen["next_beam_tokens"].to(device)
-            input_ids = torch.cat([input_ids[origin], next_beam_tokens.unsqueeze(-1)], dim=-1)
-            state.reorder(origin)
-            if scorer.is_done or input_ids.shape[-1] >= s.seq_len:
+            scores = self._process(input_ids, logits) + beam_scores[:, None]
+            vocab = scores.shape[-1]
+            scores, candidates = torch.topk(scores.view(batch, beams * vocab), 2 * beams, dim=1, sorted=True)
+            beam_scores, next_tokens, rows = search.step(input_ids, scores, candidates % vocab,
+                                                         torch.div(candidates, vocab, rounding_mode="floor"))
+            input_ids = torch.cat([input_ids[rows], next_tokens[:, None]], dim=-1)
+            state.reorder(rows)
+            if input_ids.shape[-1] >= s.seq_len or bool(search.is_done):
                 break
-        return scorer.finalize(input_ids.cpu(), beam_scores.cpu(), next_tokens, next_indices, pad_token_id=self.pad_id,
-                               eos_token_id=eos_cpu, max_length=s.seq_len, beam_indices=None)["sequences"].to(device)
+        return search.finalize(input_ids, beam_scores)
 
 
 def open_clip_tokens(model: nn.Module, images: torch.Tensor, settings: CaptionSettings) -> torch.Tensor:

@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import os
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -128,8 +130,9 @@ def load_model(name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, 
             f"(known tags: {', '.join(tags) or 'none'})"
         )
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=torch_device,
-                                       require_pretrained=True)
+        with contextlib.nullcontext() if is_file else _offline_unless_hub_answers():
+            model = open_clip.create_model(name, pretrained=pretrained, device=torch_device,
+                                           require_pretrained=True)
     except Exception as err:  # any failure to build or load becomes one message naming the weights
         raise ModelLoadError(_weights_help(name, pretrained, is_file, err)) from None
     identity = ModelIdentity(
@@ -171,6 +174,36 @@ def wrap_model(model: nn.Module, name: str, identity: ModelIdentity, device: tor
         device=device,
         precision=precision,
     )
+
+
+def _offline_requested() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_answers(endpoint: str, timeout: float = 10.0) -> bool:
+    """One request to the Hugging Face hub, without retries: does it answer at all (any HTTP status)?"""
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # no DNS, no route, refused, timed out
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_answers() -> Iterator[None]:
+    """open_clip's download in the hub's offline mode when HF_HUB_OFFLINE is set or the hub does not answer
+    one request: cached weights still load, missing ones fail at once (the hub library would otherwise
+    retry each file for about a minute, logging every retry)."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or _offline_requested() or not hub_answers(constants.ENDPOINT)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _weights_help(name: str, pretrained: str, is_file: bool, err: Exception) -> str:

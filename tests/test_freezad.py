@@ -1,4 +1,4 @@
-"""FreeZAD's scoring and AdaZAD's positives (FREEZAD.md) on inputs small enough to check by hand."""
+"""FreeZAD's scoring and AdaZAD's positives (docs/freezad.md) on inputs small enough to check by hand."""
 from __future__ import annotations
 
 import math
@@ -63,7 +63,7 @@ def test_logoic_without_outer_frames_is_mean_plus_max():
 
 
 def _fft_actionness(segment: np.ndarray) -> float:
-    """FREEZAD.md's definition: sigmoid of the mean over dimensions of the FFT power over time."""
+    """docs/freezad.md's definition: sigmoid of the mean over dimensions of the FFT power over time."""
     power = np.abs(np.fft.fft(segment.astype(np.float64), axis=0)) ** 2
     return 1.0 / (1.0 + math.exp(-power.sum(axis=0).mean()))
 

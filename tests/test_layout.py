@@ -44,12 +44,23 @@ def test_folders_are_installed_under_t3al_only(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
-def test_extract_and_demo_help_import_neither_torch_nor_open_clip():
-    """torch and open_clip load inside the commands, so --help answers in well under a second."""
-    code = ("import sys, t3al.extract.cli, t3al.demo.cli; "
-            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+@pytest.mark.parametrize("module", ["extract.cli", "demo.cli", "adapt.cli", "adapt.sweep_cli", "evaluate.cli",
+                                    "manifests.cli"])
+def test_command_lines_import_neither_torch_nor_open_clip(module):
+    """torch and open_clip load inside the commands, once needed, so --help and the one-line errors
+    answer in well under a second."""
+    code = (f"import sys, t3al.{module}; "
+            "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_an_adapt_error_before_the_work_imports_no_torch(tmp_path):
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom t3al.adapt.cli import main\n"
+            f"result = CliRunner().invoke(main, [{str(tmp_path / 'nowhere')!r}])\n"
+            "print(result.exit_code, 'torch' in sys.modules, result.output.strip())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1 False Error: ") and "no such cache directory" in out
 
 
 @pytest.mark.parametrize("target", ["test", "demo"])

@@ -424,7 +424,7 @@ def test_variants_that_adapt_differently_are_refused():
                                               torch.Generator(), [AdaptConfig(k=8)])
 
 
-# The three choices of FREEZAD.md, each changing what it should and nothing else.
+# The three choices of docs/freezad.md, each changing what it should and nothing else.
 
 def test_logoic_scoring_changes_only_the_scores_to_logoic_of_the_unsmoothed_curve_times_actionness():
     video = _three_actions()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
 import numpy as np
 import open_clip
@@ -15,6 +17,7 @@ from t3al.extract.models import (
     class_prompt,
     encode_texts,
     file_sha256,
+    hub_answers,
     load_model,
     model_head,
     register_model_configs,
@@ -142,3 +145,41 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path, checkpoints):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="cannot load checkpoint .*bad.pt"):
         load_model(COCA, str(bad), device="cpu")
+
+
+def test_an_unanswering_hub_is_asked_once_then_the_weights_fail_without_retries(monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def no_network(request, timeout):
+        asked.append(request.full_url)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(ModelLoadError, match="may be offline"):
+        load_model("coca_ViT-B-32", "mscoco_finetuned_laion2b_s13b_b90k", device="cpu")
+    assert asked == [constants.ENDPOINT]
+    assert "Retrying" not in caplog.text and constants.HF_HUB_OFFLINE is False
+
+
+def test_hf_hub_offline_set_after_start_is_honoured_without_asking_the_hub(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the hub library read the variable at import
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: pytest.fail("asked the hub"))
+    with pytest.raises(ModelLoadError, match="--pretrained /path/to/"):
+        load_model("coca_ViT-B-32", "mscoco_finetuned_laion2b_s13b_b90k", device="cpu")
+
+
+def test_the_hub_answers_with_any_http_status(monkeypatch):
+    def refused(request, timeout):
+        raise urllib.error.HTTPError(request.full_url, 401, "Unauthorized", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    assert hub_answers("https://hub.example")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: (_ for _ in ()).throw(TimeoutError()))
+    assert not hub_answers("https://hub.example")

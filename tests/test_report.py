@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import write_tiny_cache
+from t3al.cache import CacheInfo, CacheWriter, ModelIdentity
 from t3al.evaluate import Detections, EvaluationError, GroundTruth, format_table
 from t3al.evaluate.cli import main
 from t3al.evaluate.html import pick_videos, video_ap
@@ -73,6 +75,19 @@ def test_report_without_manifest_says_ground_truth_is_missing(out_dir):
     assert result.exit_code == 0, result.output
     assert "ground-truth segments are not shown" in (out / "r.html").read_text()
     assert len(list((out / "img").rglob("*.png"))) == 4  # two bar charts, one video per split
+
+
+def test_report_without_manifest_uses_the_one_in_the_runs_cache(out_dir, tmp_path):
+    out, manifest = out_dir
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": np.zeros((4, 2), np.float32)}, ["Jump", "Swim"])
+    CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
+        .attach_manifest(manifest)
+    (out / "config.json").write_text(json.dumps({"method": "t3al", "cache": {"path": str(cache)}}))
+    result = CliRunner().invoke(main, ["report", str(out), "--plots", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"manifest: {cache / 'manifest.json'}" in result.output
+    page = (out / "report" / "index.html").read_text()
+    assert "ground-truth segments are not shown" not in page
 
 
 def test_report_of_a_folder_without_results_is_an_error(tmp_path):

@@ -45,7 +45,7 @@ def test_folders_are_installed_under_t3al_only(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["extract.cli", "demo.cli", "adapt.cli", "adapt.sweep_cli", "evaluate.cli",
-                                    "manifests.cli"])
+                                    "manifests.cli", "extract.status"])
 def test_command_lines_import_neither_torch_nor_open_clip(module):
     """torch and open_clip load inside the commands, once needed, so --help and the one-line errors
     answer in well under a second."""

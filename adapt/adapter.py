@@ -147,6 +147,17 @@ def _curves(frames: torch.Tensor, lengths: list[int], direction: torch.Tensor) -
     return out
 
 
+def _keep_stopped(before: dict[str, torch.Tensor], now: dict[str, torch.Tensor],
+                  active: list[bool]) -> dict[str, torch.Tensor]:
+    """The parameters at the start of this step, except for rows that stopped: theirs from the
+    start of their last step."""
+    for b, going in enumerate(active):
+        if not going:
+            for name, value in now.items():
+                value[b] = before[name][b]
+    return now
+
+
 def _chain(parameter: torch.nn.Parameter, upstream: torch.Tensor | None,
            gradient: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Set ``parameter``'s gradient to ``gradient(upstream)`` when it adapts and the loss reaches it;
@@ -177,7 +188,7 @@ class Adapter:
         best, stale, active = [float("inf")] * len(problems), [0] * len(problems), [True] * len(problems)
         for t in range(cfg.steps):
             if cfg.patience or t == cfg.steps - 1:
-                before = params.snapshot()
+                before = _keep_stopped(before, params.snapshot(), active)
             rows = [p if stacked else p[None] for p in params.parameters()]
             values = step(frames, lengths, prompts, background, params, rows, problems)
             optimizer.step(None if all(active) else torch.tensor([not a for a in active], device=device))

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from t3al.adapt.config import make_config
-from t3al.adapt.localizer import T3AL, Projections, make_optimizer
+from t3al.adapt.adapter import Problem, Projections, adapt_problems, make_optimizer
+from t3al.adapt.localizer import T3AL
 from t3al.adapt.pipeline import run
-from t3al.adapt.runner import SplitWork, localize_splits, single_thread
+from t3al.adapt.runner import Plan, SplitWork, localize_splits, single_thread
 from t3al.adapt.spec import RunSpec, build_spec
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
@@ -119,17 +120,17 @@ def per_video(args: argparse.Namespace) -> None:
 def time_batched(config, video: VideoInput, head: Head, count: int, repeat: int) -> float:
     """Best of ``repeat`` batched adaptations of ``count`` copies of ``video`` (own seeds), CPU
     seconds per adaptation on one thread."""
-    from t3al.adapt.batched import Problem, adapt_problems
     params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
                          head.logit_scale)
     with torch.no_grad():
         background = video.features.mean(dim=0) @ params.visual_proj
-    problems = [Problem(video, torch.from_numpy(head.prompt_features[0]), background, seed) for seed in range(count)]
     times = []
     with single_thread():
         for _ in range(repeat):
+            problems = [Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+                                torch.Generator().manual_seed(seed)) for seed in range(count)]
             start = time.process_time()
-            adapt_problems(config, head, problems, torch.device("cpu"))
+            adapt_problems(config, head, problems, "cpu", budget=1 << 40)
             times.append((time.process_time() - start) / count)
     return min(times)
 
@@ -243,7 +244,7 @@ def batched(args: argparse.Namespace) -> None:
         timings = {}
         for name, device, jobs in (("video by video", None, args.jobs), (f"batched on {args.device}", args.device, 1)):
             start, cpu = time.perf_counter(), time.process_time()
-            outcomes = localize_splits(spec.reader, works, [config], jobs=jobs, device=device)
+            outcomes = localize_splits(Plan(spec.reader, works, [config], jobs=jobs, device=device))
             timings[name] = (time.perf_counter() - start, time.process_time() - cpu, jobs,
                              [o[0].results for o in outcomes])
     (per_video, _, _, expected), (batch, _, _, got) = timings.values()

@@ -10,19 +10,17 @@ import torch
 
 from .adam import Adam
 from .adapter import Adaptation, Adapted, Adapter, Problem, Projections
-from .config import AdaptConfig
+from .config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
 from .video import GroundTruthHint, VideoInput, VideoResult
 
-# Settings read only after adaptation (steps 3-5); configs differing only in these share it.
-PROPOSAL_FIELDS = ("normalize", "threshold", "stride", "suppression", "beta", "label_rule", "naive_threshold",
-                   "scoring")
 _PROPOSAL_DEFAULTS = {name: getattr(AdaptConfig(), name) for name in PROPOSAL_FIELDS}
 
 
 def adaptation_key(config: AdaptConfig) -> AdaptConfig:
-    """``config`` with its proposal-only settings (and the count oracle) reset: configs with the
+    """``config`` with the settings declared not to change the adaptation (``PROPOSAL_FIELDS``) and
+    the count oracle reset: configs with the
     same key adapt identically on a video, so one adaptation serves them all. The method's name
     only labels its settings, and the stream's restore rule does not matter with per-video reset."""
     return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"),

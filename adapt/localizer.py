@@ -20,11 +20,11 @@ _PROPOSAL_DEFAULTS = {name: getattr(AdaptConfig(), name) for name in PROPOSAL_FI
 
 def adaptation_key(config: AdaptConfig) -> AdaptConfig:
     """``config`` with the settings declared not to change the adaptation (``PROPOSAL_FIELDS``) and
-    the count oracle reset: configs with the
-    same key adapt identically on a video, so one adaptation serves them all. The method's name
-    only labels its settings, and the stream's restore rule does not matter with per-video reset."""
+    the count oracle reset: configs with the same key adapt identically on a video, so one
+    adaptation serves them all. The method's name only labels its settings, and the stream's
+    restore rule does not matter with per-video reset."""
     return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"),
-                          method="naive" if config.method == "naive" else "t3al",
+                          method=AdaptConfig.method,
                           restore=config.restore if config.protocol == "stream" else "before_last")
 
 

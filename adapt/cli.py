@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import typing
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +16,12 @@ from t3al.evaluate.report import format_table
 from t3al.manifests import TIOU_SETS, ManifestError
 
 from .cluster import SCHEDULER_ENV, ClusterError
-from .config import CHOICES, DEFAULT_PRESET, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
+from .config import DEFAULT_PRESET, GROUPS, SETTINGS, UNPUBLISHED, AdaptConfig, ConfigError, make_config, preset_names
 from .spec import RunSpec, build_spec, default_jobs, shown_value
 
 if typing.TYPE_CHECKING:
     from .pipeline import SettingRun
 
-HELP = {
-    "method": "t3al, naive (the paper's per-frame VLM baseline), or a named method: t3al0 (T=0, public "
-              "per-dataset settings), freezad, adazad (docs/freezad.md). A named method sets its settings for "
-              "the preset; --config and the other options apply over them.",
-    "protocol": "reset: each video starts from the model (independent, parallel); "
-                "stream: the public code's one optimiser over the videos in order.",
-    "implementation": "fast (re-associated products) or direct (full V @ Pv every step, as the public code).",
-    "steps": "Adaptation steps T (0 with --no-suppression gives T3AL_0).",
-    "k": "Positive and negative samples per step (K).",
-    "pool": "Candidates per side = pool * K.",
-    "radius": "Sample index perturbation radius r; 0 = none (exactly reproducible).",
-    "remove_background": "Subtract the mean frame embedding before scoring frames.",
-    "window": "Moving-average window of the similarity curve; 0 or 1 = none.",
-    "normalize": "Min-max normalise the proposal curve.",
-    "threshold": "Proposal threshold on the curve; 'mean' keeps frames above its mean.",
-    "stride": "Largest gap (frames) inside one proposal.",
-    "suppression": "Caption-guided suppression of proposals.",
-    "beta": "Caption cosine threshold of the suppression.",
-    "lr": "Learning rate of Pt and s.",
-    "visual_lr_scale": "Pv learning rate = lr * this.",
-    "weight_decay": "Adam's L2 weight decay.",
-    "smoothing": "Label smoothing of the byol targets.",
-    "separation": "Separation loss on the scores: byol, bce or none.",
-    "representation": "Representation loss: text (public code), pairwise (paper Eq. 7) or none.",
-    "adapt": "Parameter to adapt (repeat): visual, text, scale.",
-    "patience": "Early stopping after this many steps without a lower loss (paper: 5); 0 = fixed steps.",
-    "label_rule": "pseudo: label = video pseudo-label (public code); argmax: per-region argmax (paper).",
-    "naive_threshold": "Frame probability threshold of the naive baseline.",
-    "oracle": "Ground-truth oracle (repeat): class, count, selection (paper Fig. 4).",
-    "scoring": "Segment score: region (q[y*] of the region mean, T3AL) or logoic (LogOIC x actionness, FreeZAD).",
-    "positives": "Positive samples: pool (spread over the top pool*K frames, T3AL) or peak (around the "
-                 "curve's argmax, AdaZAD; with --radius 0 the K frames nearest it).",
-    "peak_window": "Peak positives come from frames argmax - this ... argmax + this.",
-    "restore": "Stream protocol, after each video: before_last (back to before the last step, T3AL) or none "
-               "(every update carries over, AdaZAD).",
-    "project_visual": "Use the visual projection Pv; --no-project-visual: raw pre-projection features "
-                      "everywhere (the public Table 6 row and the public baseline's from_features path).",
-}
 
 class ThresholdType(click.ParamType):
     """A proposal threshold: a number, or 'mean' (frames above the curve's mean)."""
@@ -87,23 +48,24 @@ def preset_defaults(name: str) -> str:
 
 
 def config_options(command):
-    """One command-line option per AdaptConfig field, unset (None) unless given; the help shows
-    the setting's effective default under each preset."""
+    """One command-line option per declared setting (``SETTINGS``), grouped as the declarations
+    group them, unset (None) unless given; the help shows the setting's effective default under
+    each preset."""
     hints = typing.get_type_hints(AdaptConfig)
-    for f in reversed(fields(AdaptConfig)):
-        flag = f.name.replace("_", "-")
-        kind = hints[f.name]
-        text = f"{HELP[f.name]} {preset_defaults(f.name)}"
+    order = sorted(SETTINGS, key=lambda name: GROUPS.index(SETTINGS[name].group))
+    for name in reversed(order):
+        flag, kind, declared = name.replace("_", "-"), hints[name], SETTINGS[name]
+        text = f"[{declared.group}] {declared.help} {preset_defaults(name)}"
         if kind is bool:
-            option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=text)
+            option = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)
         elif typing.get_origin(kind) is tuple:
-            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), multiple=True, help=text)
-        elif f.name in CHOICES:
-            option = click.option(f"--{flag}", f.name, type=click.Choice(CHOICES[f.name]), help=text)
-        elif f.name == "threshold":
+            option = click.option(f"--{flag}", name, type=click.Choice(declared.choices), multiple=True, help=text)
+        elif declared.choices:
+            option = click.option(f"--{flag}", name, type=click.Choice(declared.choices), help=text)
+        elif name == "threshold":
             option = click.option("--threshold", "threshold", type=ThresholdType(), help=text)
         else:
-            option = click.option(f"--{flag}", f.name, type=kind, default=None, help=text)
+            option = click.option(f"--{flag}", name, type=kind, default=None, help=text)
         command = option(command)
     return command
 
@@ -139,8 +101,9 @@ def run_options(command):
                      help=f"Dask scheduler (e.g. tcp://host:8786; default ${SCHEDULER_ENV}): per-video-reset work "
                           "runs on its workers, which read CACHE by the same path; --jobs is then ignored."),
         click.option("--device", metavar="DEVICE",
-                     help="Adapt many videos at once on this device (cuda, cuda:1, cpu): same detections to float "
-                          "rounding; default: video by video on the CPU. Stream configs stay sequential."),
+                     help="Adapt many videos at once on this device (cuda, cuda:1, cpu): on the CPU the same "
+                          "detections as video by video, on a GPU the same to float rounding (docs/performance.md); "
+                          "default: video by video on the CPU. Stream configs stay sequential."),
         click.option("--overwrite", is_flag=True,
                      help="Replace an output folder that holds another configuration's results "
                           "(a rerun of the same configuration replaces its own without it)."),

@@ -25,21 +25,6 @@ NAMED_METHODS = tuple(_toml_names("t3al.adapt.methods"))  # settings over a pres
 METHODS = ("t3al", "naive", *NAMED_METHODS)
 UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
                          "T3AL's preset values."}  # printed, and kept in results.json, with these methods' results
-CHOICES = {
-    "method": METHODS,
-    "protocol": ("reset", "stream"),
-    "implementation": ("fast", "direct"),
-    "separation": ("byol", "bce", "none"),
-    "representation": ("text", "pairwise", "none"),
-    "label_rule": ("pseudo", "argmax"),
-    "scoring": ("region", "logoic"),
-    "positives": ("pool", "peak"),
-    "restore": ("before_last", "none"),
-    "adapt": PARAMETERS,
-    "oracle": ORACLES,
-}
-
-
 class ConfigError(ValueError):
     """An invalid stage-two setting: the message names the setting (``setting``) and its value."""
 
@@ -68,40 +53,114 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
 _DEFAULTS = _read_preset(DEFAULT_PRESET)
 
 
+GROUPS = ("method", "adaptation", "proposals", "scoring", "stream")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one setting declares besides its name, type and default: its group, whether it changes
+    the adaptation (configs differing only in settings that do not share it), the allowed names or
+    range, and the help the command line shows."""
+
+    group: str
+    help: str
+    adapts: bool = True
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    range_text: str = ""  # how the range reads in a message, when it is not ">= low"
+    upper_open: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        """The value against the declared choices or range (its type is checked before)."""
+        if self.choices and isinstance(value, tuple):
+            unknown = [v for v in value if v not in self.choices]
+            if unknown:
+                raise ConfigError(f"{name} takes values among {', '.join(self.choices)}; got {', '.join(unknown)}",
+                                  name)
+        elif self.choices and value not in self.choices:
+            raise ConfigError(f"{name} must be one of {', '.join(self.choices)}; got {value!r}", name)
+        elif self.high is not None:
+            inside = self.low <= value < self.high if self.upper_open else self.low <= value <= self.high
+            if not inside:
+                raise ConfigError(f"{name} must be in {self.range_text}, got {value!r}", name)
+        elif self.low is not None and not (value >= self.low and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a number >= {self.low}, got {value!r}", name)
+
+
+def setting(default: Any, group: str, help: str, **declared: Any) -> Any:
+    """A field of AdaptConfig with its declaration (``Setting``) as metadata."""
+    return dataclasses.field(default=default, metadata={"setting": Setting(group, help, **declared)})
+
+
+def _proposal(default: Any, help: str, **declared: Any) -> Any:
+    return setting(default, "proposals", help, adapts=False, **declared)
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Every setting of stage two, validated; the defaults are the thumos14 preset (docs/method.md)."""
+    """Every setting of stage two, each declared once (type, default, group, range or choices,
+    help), validated; the defaults are the thumos14 preset (docs/method.md)."""
 
-    method: str = "t3al"  # "t3al", "naive" (per-frame VLM baseline) or a named method (its settings over the preset)
-    protocol: str = "reset"  # "reset": every video starts from the model; "stream": public code
-    implementation: str = "fast"  # "fast" (re-associated products) or "direct" (full V @ Pv every step)
-    steps: int = _DEFAULTS["steps"]
-    k: int = _DEFAULTS["k"]
-    pool: int = _DEFAULTS["pool"]  # candidates per side = pool * k
-    radius: int = _DEFAULTS["radius"]  # index perturbation in [-radius, radius - 1]; 0 = none
-    remove_background: bool = _DEFAULTS["remove_background"]
-    window: int = _DEFAULTS["window"]  # moving average in adaptation and proposals; <= 1 = none
-    normalize: bool = _DEFAULTS["normalize"]  # min-max normalise the proposal curve
-    threshold: float | None = _DEFAULTS["threshold"]  # "mean" (stored as None): keep frames above the curve's mean
-    stride: int = _DEFAULTS["stride"]
-    suppression: bool = True
-    beta: float = _DEFAULTS["beta"]
-    lr: float = _DEFAULTS["lr"]
-    visual_lr_scale: float = _DEFAULTS["visual_lr_scale"]
-    weight_decay: float = _DEFAULTS["weight_decay"]
-    smoothing: float = _DEFAULTS["smoothing"]  # label smoothing of the byol targets
-    separation: str = "byol"
-    representation: str = "text"
-    adapt: tuple[str, ...] = PARAMETERS
-    patience: int = 0  # early stopping after this many steps without a lower loss; 0 = fixed steps
-    label_rule: str = "pseudo"  # "pseudo": label = y*, score = q[y*]; "argmax": label = argmax q
-    naive_threshold: float = 0.8
-    oracle: tuple[str, ...] = ()
-    scoring: str = "region"  # "region": q[y*] of the region mean (T3AL); "logoic": LogOIC x actionness (FreeZAD)
-    positives: str = "pool"  # "pool": spread over the top pool * K frames (T3AL); "peak": around the argmax (AdaZAD)
-    peak_window: int = 15  # positives come from frames argmax - this ... argmax + this
-    restore: str = "before_last"  # stream: parameters back to before the last step (T3AL), or "none" (AdaZAD)
-    project_visual: bool = True  # False: raw pre-projection features everywhere, no Pv (public Table 6 row)
+    method: str = setting("t3al", "method", "t3al, naive (the paper's per-frame VLM baseline), or a named method: "
+                          "t3al0 (T=0, public per-dataset settings), freezad, adazad (docs/freezad.md). A named method "
+                          "sets its settings for the preset; --config and the other options apply over them.",
+                          choices=METHODS)
+    protocol: str = setting("reset", "stream", "reset: each video starts from the model (independent, parallel); "
+                            "stream: the public code's one optimiser over the videos in order.",
+                            choices=("reset", "stream"))
+    implementation: str = setting("fast", "adaptation", "fast (re-associated products) or direct (full V @ Pv every "
+                                  "step, as the public code).", choices=("fast", "direct"))
+    steps: int = setting(_DEFAULTS["steps"], "adaptation", "Adaptation steps T (0 with --no-suppression gives "
+                         "T3AL_0).", low=0)
+    k: int = setting(_DEFAULTS["k"], "adaptation", "Positive and negative samples per step (K).", low=2)
+    pool: int = setting(_DEFAULTS["pool"], "adaptation", "Candidates per side = pool * K.", low=1)
+    radius: int = setting(_DEFAULTS["radius"], "adaptation", "Sample index perturbation radius r, moves in [-r, r - 1]; "
+                          "0 = none (exactly reproducible).", low=0)
+    remove_background: bool = setting(_DEFAULTS["remove_background"], "adaptation",
+                                      "Subtract the mean frame embedding before scoring frames.")
+    window: int = setting(_DEFAULTS["window"], "adaptation", "Moving-average window of the similarity curve, in "
+                          "adaptation and proposals; 0 or 1 = none.", low=0)
+    normalize: bool = _proposal(_DEFAULTS["normalize"], "Min-max normalise the proposal curve.")
+    threshold: float | None = _proposal(_DEFAULTS["threshold"], "Proposal threshold on the curve; 'mean' keeps frames "
+                                        "above its mean.")
+    stride: int = _proposal(_DEFAULTS["stride"], "Largest gap (frames) inside one proposal.", low=0)
+    suppression: bool = _proposal(True, "Caption-guided suppression of proposals.")
+    beta: float = _proposal(_DEFAULTS["beta"], "Caption cosine threshold of the suppression.", low=-1.0, high=1.0,
+                            range_text="[-1, 1] (a cosine threshold)")
+    lr: float = setting(_DEFAULTS["lr"], "adaptation", "Learning rate of Pt and s.", low=0.0)
+    visual_lr_scale: float = setting(_DEFAULTS["visual_lr_scale"], "adaptation", "Pv learning rate = lr * this.",
+                                     low=0.0)
+    weight_decay: float = setting(_DEFAULTS["weight_decay"], "adaptation", "Adam's L2 weight decay.", low=0.0)
+    smoothing: float = setting(_DEFAULTS["smoothing"], "adaptation", "Label smoothing of the byol targets.", low=0.0,
+                               high=1.0, range_text="[0, 1)", upper_open=True)
+    separation: str = setting("byol", "adaptation", "Separation loss on the scores: byol, bce or none.",
+                              choices=("byol", "bce", "none"))
+    representation: str = setting("text", "adaptation", "Representation loss: text (public code), pairwise (paper "
+                                  "Eq. 7) or none.", choices=("text", "pairwise", "none"))
+    adapt: tuple[str, ...] = setting(PARAMETERS, "adaptation", "Parameter to adapt (repeat): visual, text, scale.",
+                                     choices=PARAMETERS)
+    patience: int = setting(0, "adaptation", "Early stopping after this many steps without a lower loss (paper: 5); "
+                            "0 = fixed steps.", low=0)
+    label_rule: str = setting("pseudo", "scoring", "pseudo: label = video pseudo-label (public code); argmax: "
+                              "per-region argmax (paper).", adapts=False, choices=("pseudo", "argmax"))
+    naive_threshold: float = _proposal(0.8, "Frame probability threshold of the naive baseline.", low=0.0, high=1.0,
+                                       range_text="[0, 1] (a probability)")
+    oracle: tuple[str, ...] = setting((), "adaptation", "Ground-truth oracle (repeat): class, count, selection (paper "
+                                      "Fig. 4); count acts on proposals only.", choices=ORACLES)
+    scoring: str = setting("region", "scoring", "Segment score: region (q[y*] of the region mean, T3AL) or logoic "
+                           "(LogOIC x actionness, FreeZAD).", adapts=False, choices=("region", "logoic"))
+    positives: str = setting("pool", "adaptation", "Positive samples: pool (spread over the top pool*K frames, T3AL) "
+                             "or peak (around the curve's argmax, AdaZAD; with --radius 0 the K frames nearest it).",
+                             choices=("pool", "peak"))
+    peak_window: int = setting(15, "adaptation", "Peak positives come from frames argmax - this ... argmax + this.",
+                               low=0)
+    restore: str = setting("before_last", "stream", "Stream protocol, after each video: before_last (back to before "
+                           "the last step, T3AL) or none (every update carries over, AdaZAD).",
+                           choices=("before_last", "none"))
+    project_visual: bool = setting(True, "adaptation", "Use the visual projection Pv; --no-project-visual: raw "
+                                   "pre-projection features everywhere (the public Table 6 row and the public "
+                                   "baseline's from_features path).")
 
     def __post_init__(self) -> None:
         if self.threshold == "mean":
@@ -110,24 +169,8 @@ class AdaptConfig:
             _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
-        for name in ("method", "protocol", "implementation", "separation", "representation", "label_rule",
-                     "scoring", "positives", "restore"):
-            _choice(name, getattr(self, name), CHOICES[name])
-        for name in ("adapt", "oracle"):
-            _subset(name, getattr(self, name), CHOICES[name])
-        _at_least("steps", self.steps, 0)
-        _at_least("k", self.k, 2)
-        _at_least("pool", self.pool, 1)
-        _at_least("radius", self.radius, 0)
-        _at_least("window", self.window, 0)
-        _at_least("stride", self.stride, 0)
-        _at_least("patience", self.patience, 0)
-        _at_least("peak_window", self.peak_window, 0)
-        for name in ("lr", "visual_lr_scale", "weight_decay"):
-            _at_least(name, getattr(self, name), 0.0)
-        _within("smoothing", self.smoothing, 0.0, 1.0, "[0, 1)", upper_open=True)
-        _within("beta", self.beta, -1.0, 1.0, "[-1, 1] (a cosine threshold)")
-        _within("naive_threshold", self.naive_threshold, 0.0, 1.0, "[0, 1] (a probability)")
+        for name, declared in SETTINGS.items():
+            declared.check(name, getattr(self, name))
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ConfigError(f"threshold must be a finite number or 'mean', got {self.threshold!r}", "threshold")
         if self.separation == "none" and self.representation == "none" and self.steps > 0:
@@ -145,7 +188,13 @@ class AdaptConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
+    def group(self, name: str) -> dict[str, Any]:
+        """The settings of one group (``GROUPS``), by name."""
+        return {key: getattr(self, key) for key, declared in SETTINGS.items() if declared.group == name}
 
+
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(AdaptConfig)}
+PROPOSAL_FIELDS = tuple(name for name, declared in SETTINGS.items() if not declared.adapts)  # read after adaptation
 _HINTS = typing.get_type_hints(AdaptConfig)
 
 
@@ -175,27 +224,6 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(f"{name} must be {_type_name(kind)}, got {value!r}", name)
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", name)
-
-
-def _subset(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise ConfigError(f"{name} takes values among {', '.join(allowed)}; got {', '.join(unknown)}", name)
-
-
-def _at_least(name: str, value: float, low: float) -> None:
-    if not (value >= low and math.isfinite(value)):
-        raise ConfigError(f"{name} must be a number >= {low}, got {value!r}", name)
-
-
-def _within(name: str, value: float, low: float, high: float, text: str, upper_open: bool = False) -> None:
-    if not (low <= value < high if upper_open else low <= value <= high):
-        raise ConfigError(f"{name} must be in {text}, got {value!r}", name)
 
 
 def preset_names() -> list[str]:
@@ -258,7 +286,7 @@ def make_config(preset: str = DEFAULT_PRESET, file: str | Path | None = None, la
     source, method = next(((s, v["method"]) for s, v in reversed(given) if "method" in v),
                           ("default", AdaptConfig.method))
     try:
-        _choice("method", method, METHODS)
+        SETTINGS["method"].check("method", method)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}", "method") from None
     given.insert(1, (f"method {method}", method_values(method, preset)))

@@ -1,39 +1,30 @@
-"""T3AL on one video (docs/method.md, steps 1-5) and the naive per-frame baseline."""
+"""T3AL on one video (docs/method.md, steps 1 and 3-5; step 2 is the adapter's) and the naive
+per-frame baseline: localizer objects, one chosen per config by ``localizer_for``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .config import AdaptConfig
-from .freezad import freezad_scores, peak_samples
-from .losses import adaptation_loss, loss_gradients
-from .ops import (
-    consensus_keep,
-    group_segments,
-    l2norm,
-    min_max,
-    moving_average,
-    pick_samples,
-    select_samples,
-)
+from .adam import Adam
+from .adapter import Adaptation, Adapted, Adapter, Problem, Projections
+from .config import PROPOSAL_FIELDS, AdaptConfig
+from .freezad import freezad_scores
+from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
 from .video import GroundTruthHint, VideoInput, VideoResult
 
-_PARAMETER_NAMES = {"visual": "visual_proj", "text": "text_projection", "scale": "logit_scale"}
-# Settings read only after adaptation (steps 3-5); configs differing only in these share it.
-PROPOSAL_FIELDS = ("normalize", "threshold", "stride", "suppression", "beta", "label_rule", "naive_threshold",
-                   "scoring")
 _PROPOSAL_DEFAULTS = {name: getattr(AdaptConfig(), name) for name in PROPOSAL_FIELDS}
 
 
 def adaptation_key(config: AdaptConfig) -> AdaptConfig:
-    """``config`` with its proposal-only settings (and the count oracle) reset: configs with the
-    same key adapt identically on a video, so one adaptation serves them all. The method's name
-    only labels its settings, and the stream's restore rule does not matter with per-video reset."""
+    """``config`` with the settings declared not to change the adaptation (``PROPOSAL_FIELDS``) and
+    the count oracle reset: configs with the same key adapt identically on a video, so one
+    adaptation serves them all. The method's name only labels its settings, and the stream's
+    restore rule does not matter with per-video reset."""
     return config.replace(**_PROPOSAL_DEFAULTS, oracle=tuple(o for o in config.oracle if o != "count"),
-                          method="naive" if config.method == "naive" else "t3al",
+                          method=AdaptConfig.method,
                           restore=config.restore if config.protocol == "stream" else "before_last")
 
 
@@ -43,63 +34,25 @@ def split_dependent(config: AdaptConfig) -> bool:
     return bool(adaptation_key(config).oracle)
 
 
-class Projections(torch.nn.Module):
-    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale
-    (or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,), for batched adaptation)."""
-
-    def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor,
-                 logit_scale: float | torch.Tensor) -> None:
-        super().__init__()
-        self.visual_proj = torch.nn.Parameter(torch.as_tensor(visual_proj, dtype=torch.float32).clone())
-        self.text_projection = torch.nn.Parameter(torch.as_tensor(text_projection, dtype=torch.float32).clone())
-        self.logit_scale = torch.nn.Parameter(torch.as_tensor(logit_scale, dtype=torch.float32).clone())
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().clone() for name, p in self.named_parameters()}
-
-    def restore(self, values: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                p.copy_(values[name])
-
-
-def make_optimizer(params: Projections, config: AdaptConfig) -> torch.optim.Adam:
-    """torch's Adam with L2 weight decay: lr for Pt and s, lr * visual_lr_scale for Pv.
-
-    The fused kernel applies the same update as the loop version, about three times faster.
-    """
-    chosen = {_PARAMETER_NAMES[name] for name in config.adapt if name != "visual" or config.project_visual}
-    for name, p in params.named_parameters():
-        p.requires_grad_(name in chosen)
-    groups = [
-        {"params": [params.text_projection, params.logit_scale], "lr": config.lr},
-        {"params": [params.visual_proj], "lr": config.lr * config.visual_lr_scale},
-    ]
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-
-
 def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """softmax over classes of exp(s) * cos(x, class embedding); x is (E,) or (N, E)."""
     return torch.softmax(scale.exp() * l2norm(x) @ l2norm(class_embeddings).T, dim=-1)
 
 
 @dataclass
-class Adaptation:
-    """What adaptation leaves for the proposal step: the parameters at the start of the last
-    step (the public code's proposals and its stream use those) and the loss of every step."""
+class Pending:
+    """A video between step 1 and its proposals: its pseudo-label and class probabilities and the
+    adaptation it needs (T3AL), or its result already (a localizer that does not adapt)."""
 
-    before_last: dict[str, torch.Tensor]
-    losses: list[float]
+    label: int = -1
+    probabilities: np.ndarray | None = None
+    problem: Problem | None = None
+    result: VideoResult | None = None
 
 
-@dataclass
-class Adapted:
-    """A video's adaptation ready for proposals: the parameters as it left them, the adaptation,
-    and the residual V @ Pv (start of the last step) - b the proposal curve is cut from."""
-
-    params: Projections
-    adaptation: Adaptation
-    residual: torch.Tensor
+def localizer_for(config: AdaptConfig) -> "T3AL | NaiveBaseline":
+    """The localizer of ``config``: the naive baseline's own, or T3AL's for every other method."""
+    return NaiveBaseline(config) if config.method == "naive" else T3AL(config)
 
 
 class T3AL:
@@ -109,14 +62,20 @@ class T3AL:
     code serves the per-video reset protocol and the public code's stream.
     """
 
+    adapts = True
+
     def __init__(self, config: AdaptConfig) -> None:
         self.config = config
+
+    def share_key(self) -> AdaptConfig:
+        """Configs with equal keys share one adaptation of a video (``adaptation_key``)."""
+        return adaptation_key(self.config)
 
     def localize(
         self,
         video: VideoInput,
         params: Projections,
-        optimizer: torch.optim.Optimizer | None,
+        optimizer: Adam | None,
         class_features: torch.Tensor,
         generator: torch.Generator,
         label_embeddings: torch.Tensor | None = None,
@@ -135,51 +94,38 @@ class T3AL:
         self,
         video: VideoInput,
         params: Projections,
-        optimizer: torch.optim.Optimizer | None,
+        optimizer: Adam | None,
         class_features: torch.Tensor,
         generator: torch.Generator,
         variants: Sequence[AdaptConfig],
         label_embeddings: torch.Tensor | None = None,
         hint: GroundTruthHint | None = None,
-        shared: dict[Hashable, Adapted] | None = None,
-        share_as: Callable[[int], Hashable] = int,
     ) -> tuple[list[VideoResult], Adapted]:
         """Like ``localize``, but one adaptation serves several configs that differ from this one
-        only in proposal settings (same ``adaptation_key``): one result per variant.
-
-        With ``shared``, an adaptation already in it under ``share_as(pseudo-label)`` is reused
-        instead of adapting ``params`` again (the per-video reset protocol's splits), and a new
-        one is stored there.
-        """
+        only in proposal settings (same ``adaptation_key``): one result per variant."""
         key = adaptation_key(self.config)
         if any(adaptation_key(v) != key for v in variants):
             raise ValueError("variants must differ from the adapting config only in PROPOSAL_FIELDS")
-        label, probabilities, background = self.pseudo_label(video, params, class_features,
-                                                             label_embeddings, hint)
-        adapted = shared.get(share_as(label)) if shared is not None else None
-        if adapted is None:
-            adapted = self.adapted(video, params, optimizer, class_features[label], background, generator, hint)
-            if shared is not None:
-                shared[share_as(label)] = adapted
-        results = self.propose_variants(video, adapted.params, adapted.adaptation, adapted.residual, class_features,
-                                        label, probabilities, variants, hint)
-        return results, adapted
+        pending = self.start(video, params, class_features, generator, hint, label_embeddings)
+        adapted = Adapter(self.config).adapt([pending.problem], params, optimizer)[0]
+        return self.finish(video, pending, adapted, class_features, variants, hint), adapted
 
-    def adapted(self, video, params, optimizer, prompt, background, generator, hint=None) -> Adapted:
-        """Step 2 on ``params``, then the residual the proposals are cut from."""
-        adaptation = self.adapt(video, params, optimizer, prompt, background, generator, hint)
-        with torch.no_grad():
-            residual = video.features @ adaptation.before_last["visual_proj"] - background
-        return Adapted(params, adaptation, residual)
+    def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
+              generator: torch.Generator, hint: GroundTruthHint | None = None,
+              label_embeddings: torch.Tensor | None = None) -> Pending:
+        """Step 1, and the adaptation it asks for (``generator`` draws its samples)."""
+        label, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
+        return Pending(label, probabilities, Problem(video, class_features[label], background, generator, hint))
 
-    def propose_variants(self, video, params, adaptation, residual, class_features, label, probabilities,
-                         variants: Sequence[AdaptConfig], hint=None) -> list[VideoResult]:
-        """Steps 3-5 of each variant from one adaptation (``params`` as adaptation left them)."""
+    def finish(self, video: VideoInput, pending: Pending, adapted: Adapted, class_features: torch.Tensor,
+               variants: Sequence[AdaptConfig], hint: GroundTruthHint | None = None) -> list[VideoResult]:
+        """Steps 3-5 of each variant from the video's adaptation."""
         results = []
         for variant in variants:
-            result = T3AL(variant).propose(video, params, adaptation, class_features, label, residual, hint)
-            result.probabilities = probabilities
-            result.losses = adaptation.losses
+            result = T3AL(variant).propose(video, adapted.params, adapted.adaptation, class_features, pending.label,
+                                           adapted.residual, hint)
+            result.probabilities = pending.probabilities
+            result.losses = adapted.adaptation.losses
             results.append(result)
         return results
 
@@ -194,62 +140,6 @@ class T3AL:
         label = hint.true_class if oracle else int(probabilities.argmax())
         background = x_mean if self.config.remove_background else torch.zeros_like(x_mean)
         return label, probabilities.numpy(), background
-
-    def adapt(self, video, params, optimizer, prompt, background, generator, hint=None) -> Adaptation:
-        """Step 2: T steps of the separation + representation loss on the selected frames."""
-        cfg = self.config
-        step = self._direct_step if cfg.implementation == "direct" else self._fast_step
-        before = params.snapshot()
-        losses: list[float] = []
-        best, stale = float("inf"), 0
-        for t in range(cfg.steps):
-            if cfg.patience or t == cfg.steps - 1:
-                before = params.snapshot()
-            losses.append(step(video.features, params, prompt, background, generator, hint))
-            optimizer.step()
-            if cfg.patience:
-                best, stale = (losses[-1], 0) if losses[-1] < best else (best, stale + 1)
-                if stale >= cfg.patience:
-                    break
-        return Adaptation(before, losses)
-
-    def _direct_step(self, V, params, prompt, background, generator, hint) -> float:
-        """One step as the public code writes it: the full V @ Pv with gradient, autograd throughout."""
-        for p in params.parameters():
-            p.grad = None
-        e = l2norm(prompt @ params.text_projection)
-        scale = params.logit_scale.exp()
-        X = V @ params.visual_proj
-        samples = torch.cat(self._samples(scale.detach() * ((X.detach() - background) @ e.detach()), generator, hint))
-        loss = adaptation_loss(l2norm(X[samples]), e, scale, self.config)
-        loss.backward()
-        return loss.item()
-
-    def _fast_step(self, V, params, prompt, background, generator, hint) -> float:
-        """The same step re-associated: the curve is V @ (Pv e), only the 2K sampled frames are
-        projected, and the gradients follow by the chain rule from the loss's closed-form ones:
-        Pv's is rows^T @ (gradient to rows @ Pv), Pt's the outer product of the prompt and the
-        gradient to prompt @ Pt."""
-        with torch.no_grad():
-            u = prompt @ params.text_projection
-            e = l2norm(u)
-            sim = params.logit_scale.exp() * (V @ (params.visual_proj @ e) - background @ e)
-            rows = V[torch.cat(self._samples(sim, generator, hint))]
-            projected = rows @ params.visual_proj
-        gradients = loss_gradients(projected, u, params.logit_scale.detach(), self.config)
-        _chain(params.visual_proj, gradients.projected, lambda g: rows.T @ g)
-        _chain(params.text_projection, gradients.text, lambda g: torch.outer(prompt, g))
-        _chain(params.logit_scale, gradients.log_scale, lambda g: g)
-        return gradients.loss
-
-    def _samples(self, sim, generator, hint) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        if hint is not None and "selection" in cfg.oracle:
-            return _oracle_samples(hint.inside, cfg.k, cfg.radius, generator)
-        sim = moving_average(sim, cfg.window)
-        if cfg.positives == "peak":
-            return peak_samples(sim, cfg.k, cfg.pool, cfg.peak_window, cfg.radius, generator)
-        return select_samples(sim, cfg.k, cfg.pool, cfg.radius, generator)
 
     @torch.no_grad()
     def propose(self, video, params, adaptation, class_features, label, residual, hint=None) -> VideoResult:
@@ -313,40 +203,48 @@ class T3AL:
         return [segment for segment, keep in zip(kept, agree.tolist()) if keep]
 
 
-def _chain(parameter: torch.nn.Parameter, upstream: torch.Tensor | None, gradient) -> None:
-    """Set ``parameter``'s gradient to ``gradient(upstream)`` when it adapts and the loss reaches it;
-    otherwise None, as autograd leaves it (the optimiser then skips the parameter)."""
-    parameter.grad = gradient(upstream) if parameter.requires_grad and upstream is not None else None
+class NaiveBaseline:
+    """The paper's naive VLM baseline, without adaptation: frames whose top class probability
+    exceeds ``naive_threshold``, grouped into runs of consecutive frames, each scored by its mean
+    class probabilities."""
 
+    adapts = False
 
-def _oracle_samples(inside: torch.Tensor, k: int, radius: int, generator: torch.Generator):
-    """Positives spread over the true action frames, negatives over the other frames."""
-    n = inside.numel()
-    frames = torch.arange(n)
-    positives = frames[inside] if inside.any() else frames
-    negatives = frames[~inside] if not inside.all() else frames
-    return pick_samples(positives, k, n, radius, generator), pick_samples(negatives, k, n, radius, generator)
+    def __init__(self, config: AdaptConfig) -> None:
+        self.config = config
 
+    def share_key(self) -> tuple:
+        """Configs with equal keys give a video the same result: those of the settings it reads."""
+        return "naive", self.config.naive_threshold, self.config.project_visual
 
-def naive_localize(video: VideoInput, params: Projections, class_features: torch.Tensor,
-                   threshold: float) -> VideoResult:
-    """The naive VLM baseline: frames whose top class probability exceeds ``threshold``,
-    grouped into runs of consecutive frames, each scored by its mean class probabilities."""
-    with torch.no_grad():
+    def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
+              generator: torch.Generator | None = None, hint: GroundTruthHint | None = None,
+              label_embeddings: torch.Tensor | None = None) -> Pending:
+        """The video's result, at once: nothing to adapt."""
+        return Pending(result=self.localize(video, params, class_features))
+
+    def finish(self, video: VideoInput, pending: Pending, adapted: Adapted | None, class_features: torch.Tensor,
+               variants: Sequence[AdaptConfig], hint: GroundTruthHint | None = None) -> list[VideoResult]:
+        """The result of ``start`` for every variant (naive variants differ in nothing it reads)."""
+        return [pending.result] * len(variants)
+
+    @torch.no_grad()
+    def localize(self, video: VideoInput, params: Projections, class_features: torch.Tensor) -> VideoResult:
+        """The baseline's segments of ``video`` with the vocabulary ``class_features``."""
         X = video.features @ params.visual_proj
         q = class_probabilities(X, class_features @ params.text_projection, params.logit_scale)
         top = q.max(dim=1).values
-        segments = group_segments(torch.nonzero(top > threshold).flatten(), stride=1)
+        segments = group_segments(torch.nonzero(top > self.config.naive_threshold).flatten(), stride=1)
         means = [q[first:last].mean(dim=0) for first, last in segments]
         labels = [int(m.argmax()) for m in means]
         video_probabilities = q.mean(dim=0)
-    return VideoResult(
-        video_id=video.video_id,
-        pseudo_label=int(video_probabilities.argmax()),
-        probabilities=video_probabilities.numpy(),
-        similarity=top.numpy(),
-        timestamps=video.timestamps,
-        segments=segments,
-        labels=labels,
-        scores=[float(m[label]) for m, label in zip(means, labels)],
-    )
+        return VideoResult(
+            video_id=video.video_id,
+            pseudo_label=int(video_probabilities.argmax()),
+            probabilities=video_probabilities.numpy(),
+            similarity=top.numpy(),
+            timestamps=video.timestamps,
+            segments=segments,
+            labels=labels,
+            scores=[float(m[label]) for m, label in zip(means, labels)],
+        )

@@ -15,7 +15,7 @@ from t3al.evaluate.splits import evaluate_setting
 from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
 from .output import RunOutput, claimed
-from .runner import SplitWork, Truths, detection_rows, localize_splits
+from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
 from .video import VideoProblem
 
@@ -90,8 +90,8 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
     works = [SplitWork([v for v in order if v in set(e.videos)], e.classes, _truths(e) if oracles else {})
              for e in evaluations.values()]
     with dask_backend(spec.scheduler):
-        outcomes = localize_splits(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs, on_video,
-                                   spec.device)
+        outcomes = localize_splits(Plan(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs,
+                                        spec.device), on_video)
     for position, (name, run_) in enumerate(runs.items()):
         detections = {}
         for index, split_outcomes in zip(spec.indices, outcomes):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Callable, Iterator, Sequence
 
 import joblib
@@ -13,12 +12,14 @@ import torch
 
 from t3al.cache import CacheError, CacheReader, Head
 
+from .adam import Adam
+from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
-from .localizer import T3AL, Projections, adaptation_key, make_optimizer, naive_localize, split_dependent
+from .localizer import T3AL, localizer_for, split_dependent
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
-CHUNK = 4  # videos per joblib task: few enough for a live progress bar, enough to amortise set-up
+CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
 
 
 @dataclass
@@ -44,14 +45,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _head_tensors(head: Head, config: AdaptConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The model's Pv, Pt and s; without ``project_visual`` an identity Pv, so that X = V exactly."""
-    visual = torch.from_numpy(head.visual_proj)
-    if not config.project_visual:
-        visual = torch.eye(visual.shape[0], dtype=visual.dtype)
-    return visual, torch.from_numpy(head.text_projection), head.logit_scale
 
 
 def _check_widths(head: Head, configs: Sequence[AdaptConfig]) -> None:
@@ -91,9 +84,7 @@ def _groups(configs: Sequence[AdaptConfig]) -> list[list[int]]:
     """Positions of configs that share one adaptation per video (naive configs: identical ones)."""
     groups: dict[object, list[int]] = {}
     for i, config in enumerate(configs):
-        key = adaptation_key(config) if config.method != "naive" else ("naive", config.naive_threshold,
-                                                                          config.project_visual)
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(localizer_for(config).share_key(), []).append(i)
     return list(groups.values())
 
 
@@ -110,47 +101,70 @@ class SplitWork:
     truths: Truths = field(default_factory=dict)
 
 
-def _reset_video(video: VideoInput, configs: Sequence[AdaptConfig], head: Head,
-                 splits: Sequence[tuple[list[str], Truths]], seed: int) -> list[list[VideoResult]]:
-    """Every config on one loaded video in each of its splits (vocabulary, truths): one result list
-    per split. Splits in which a config group gives the video the same pseudo-label share one
-    adaptation, since with per-video reset and a per-video seed nothing else it depends on changes;
-    adaptations steered by an oracle are not shared."""
-    results = [[None] * len(configs) for _ in splits]
-    for group in _groups(configs):
-        first = configs[group[0]]
-        chosen = [configs[i] for i in group]
-        method = T3AL(first)
-        shared: dict = {}
-        for s, (classes, truths) in enumerate(splits):
-            class_features = _class_features(head, classes)
-            params = Projections(*_head_tensors(head, first))
-            if first.method == "naive":
-                outputs = [naive_localize(video, params, class_features, first.naive_threshold)] * len(group)
-            else:
-                optimizer = make_optimizer(params, first) if first.steps else None
-                generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-                outputs, _ = method.localize_variants(
-                    video, params, optimizer, class_features, generator, chosen, hint=_hint(chosen, video, truths),
-                    shared=None if split_dependent(first) else shared, share_as=classes.__getitem__)
-            for i, output in zip(group, outputs):
-                results[s][i] = output
-    return results
+@dataclass(frozen=True)
+class Plan:
+    """What ``localize_splits`` runs: the splits of one cache with every config, the run's seed,
+    and where: ``jobs`` worker processes, each adapting video by video or, with a ``device``,
+    in batches there."""
+
+    reader: CacheReader
+    splits: Sequence[SplitWork]
+    configs: Sequence[AdaptConfig]
+    seed: int = 0
+    jobs: int = 1
+    device: str | None = None
 
 
-def _localize_chunk(root: str, video_ids: list[str], splits: list[list[tuple[list[str], Truths]]],
-                    configs: Sequence[AdaptConfig], seed: int) -> list[list[list[VideoResult]] | VideoProblem]:
-    """Per-video reset protocol on a few videos, each read once for all its splits and configs."""
-    reader = CacheReader(root)
+def _localize_chunk(cache: str, video_ids: list[str], splits: list[list[tuple[list[str], Truths]]],
+                    configs: Sequence[AdaptConfig], seed: int, device: str | None = None,
+                    workers: int = 1) -> list[list[list[VideoResult]] | VideoProblem]:
+    """Per-video reset protocol on a few videos, each read once for all its splits and configs:
+    per config group, pseudo-labels first, then the distinct adaptations (video by video, or in
+    batches on ``device``, which ``workers`` processes share), then every proposal."""
+    reader = CacheReader(cache)
     head = reader.head()
-    out: list[list[list[VideoResult]] | VideoProblem] = []
+    out: list = [None] * len(video_ids)
+    videos: dict[int, VideoInput] = {}
+    for i, video_id in enumerate(video_ids):
+        try:
+            videos[i] = _load(reader, video_id)
+            out[i] = [[None] * len(configs) for _ in splits[i]]
+        except VideoProblem as problem:
+            out[i] = problem
+    budget = None if device is None else batch_bytes(torch.device(device), workers)
     with single_thread():
-        for video_id, video_splits in zip(video_ids, splits):
-            try:
-                out.append(_reset_video(_load(reader, video_id), configs, head, video_splits, seed))
-            except VideoProblem as problem:
-                out.append(problem)
+        for group in _groups(configs):
+            _localize_group(head, videos, splits, [configs[j] for j in group], group, seed, device or "cpu", budget,
+                            out)
     return out
+
+
+def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list[tuple[list[str], Truths]]],
+                    chosen: list[AdaptConfig], positions: list[int], seed: int, device: str, budget: int | None,
+                    out: list) -> None:
+    """One config group on a chunk's videos, results written into ``out[video][split][config]``.
+    Splits that give a video the same pseudo-label share its adaptation, since with per-video reset
+    and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared."""
+    first = chosen[0]
+    localizer = localizer_for(first)
+    params = Projections(*head_tensors(head, first))
+    problems: dict[tuple, Problem] = {}
+    pending = []
+    for i, video in videos.items():
+        for s, (classes, truths) in enumerate(splits[i]):
+            class_features = _class_features(head, classes)
+            hint = _hint(chosen, video, truths)
+            generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+            started = localizer.start(video, params, class_features, generator, hint)
+            key = (i, classes[started.label], s if split_dependent(first) else None)
+            if started.problem is not None:
+                problems.setdefault(key, started.problem)
+            pending.append((i, s, key, class_features, started, hint))
+    adapted = dict(zip(problems, adapt_problems(first, head, list(problems.values()), device, budget)))
+    for i, s, key, class_features, started, hint in pending:
+        for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
+                                                         hint)):
+            out[i][s][j] = result
 
 
 @dataclass
@@ -162,7 +176,7 @@ class _Stream:
     positions: list[int]
     configs: list[AdaptConfig]
     params: Projections
-    optimizer: torch.optim.Optimizer
+    optimizer: Adam
     generator: torch.Generator
 
     def localize(self, video: VideoInput, class_features: torch.Tensor, label_embeddings: torch.Tensor,
@@ -186,7 +200,7 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
     class_features = _class_features(head, classes)
     streams = []
     for group in _groups(configs):
-        params = Projections(*_head_tensors(head, configs[group[0]]))
+        params = Projections(*head_tensors(head, configs[group[0]]))
         streams.append(_Stream(group, [configs[i] for i in group], params, make_optimizer(params, configs[group[0]]),
                                torch.Generator().manual_seed(seed)))
     label_embeddings = (class_features @ torch.from_numpy(head.text_projection)).detach()
@@ -207,66 +221,56 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
     return out
 
 
-def localize_splits(
-    reader: CacheReader,
-    splits: Sequence[SplitWork],
-    configs: Sequence[AdaptConfig],
-    seed: int = 0,
-    jobs: int = 1,
-    on_video: Callable[[int], None] = lambda n: None,
-    device: str | None = None,
-) -> list[list[SplitOutcome]]:
-    """Localize every split with every config: ``outcomes[split][config]``.
+def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None) -> list[list[SplitOutcome]]:
+    """Localize every split of ``plan`` with every config: ``outcomes[split][config]``.
 
     Per-video-reset configs read each video once for all its splits and configs (videos spread
-    over ``jobs`` workers); configs that differ only in proposal settings, and splits that give a
+    over the plan's jobs); configs that differ only in proposal settings, and splits that give a
     video the same pseudo-label, share one adaptation. Stream configs run split by split, in
     order, in this process. Videos missing from the cache, or unusable, become problems.
     ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
-    With a ``device`` (cpu, cuda, ...), the per-video-reset adaptations run batched there (batched.py).
     """
+    reader, configs = plan.reader, list(plan.configs)
     _check_widths(reader.head(), configs)
     outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
-                                        if v not in reader]) for _ in configs] for split in splits]
+                                        if v not in reader]) for _ in configs] for split in plan.splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
-    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and c.method != "naive"]
+    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and localizer_for(c).adapts]
     reset = [i for i in range(len(configs)) if i not in stream]
-    for split, split_outcomes in zip(splits, outcomes):
+    for split, split_outcomes in zip(plan.splits, outcomes):
         if stream:
             present = [v for v in split.video_ids if v in reader]
-            items = _localize_stream(reader, present, split.classes, [configs[i] for i in stream], seed,
+            items = _localize_stream(reader, present, split.classes, [configs[i] for i in stream], plan.seed,
                                      split.truths, on_video)
             _collect(split_outcomes, stream, items)
     if reset:
-        _localize_reset(str(reader.root.resolve()), reader, splits, outcomes, reset, [configs[i] for i in reset], seed,
-                        jobs, on_video, device)
+        _localize_reset(plan, outcomes, reset, on_video)
     return outcomes
 
 
-def _localize_reset(cache: str, reader: CacheReader, splits: Sequence[SplitWork], outcomes: list[list[SplitOutcome]],
-                    positions: list[int], configs: list[AdaptConfig], seed: int, jobs: int,
-                    on_video: Callable[[int], None], device: str | None = None) -> None:
-    """The per-video-reset configs over all splits, one task per few videos (``cache`` absolute, as
-    tasks may run on other machines' workers)."""
+def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: list[int],
+                    on_video: Callable[[int], None]) -> None:
+    """The per-video-reset configs over all splits, one task per few videos (the cache's path made
+    absolute, as tasks may run on other machines' workers)."""
+    reader, splits, configs = plan.reader, plan.splits, [plan.configs[i] for i in positions]
     membership: dict[str, list[int]] = {}
     for s, split in enumerate(splits):
         for video_id in split.video_ids:
             if video_id in reader:
                 membership.setdefault(video_id, []).append(s)
     videos = list(membership)
-    task, size = _localize_chunk, CHUNK
-    if device is not None:
-        from . import batched  # it builds on this module
-        task, size = partial(batched.localize_chunk, device=device), batched.CHUNK
+    size = CHUNK[None if plan.device is None else "batched"]
     chunks = [videos[i:i + size] for i in range(0, len(videos), size)]
 
     def work(video_id: str) -> list[tuple[list[str], Truths]]:
         return [(splits[s].classes, {video_id: splits[s].truths[video_id]} if video_id in splits[s].truths else {})
                 for s in membership[video_id]]
 
-    tasks = ((chunk, joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, seed)) for chunk in chunks)
+    cache = str(reader.root.resolve())
+    tasks = ((chunk, joblib.delayed(_localize_chunk)(cache, chunk, [work(v) for v in chunk], configs, plan.seed,
+                                                      plan.device, plan.jobs)) for chunk in chunks)
     done_videos = iter(videos)
-    for done in parallel_videos(tasks, jobs):
+    for done in parallel_videos(tasks, plan.jobs):
         for item in done:
             video_id = next(done_videos)
             for j, s in enumerate(membership[video_id]):
@@ -301,7 +305,8 @@ def localize_split(
 ) -> SplitOutcome:
     """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``: the
     one-split, one-config case of ``localize_splits``."""
-    return localize_splits(CacheReader(cache), [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs, on_video)[0][0]
+    plan = Plan(CacheReader(cache), [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs)
+    return localize_splits(plan, on_video)[0][0]
 
 
 def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +42,7 @@ class RunSpec:
     round_ap: bool = False
     scheduler: str | None = None  # a Dask scheduler's address: per-video-reset work runs on its workers
     device: str | None = None  # adapt per-video-reset configs batched there (None: video by video)
+    evaluations: Mapping[int, EvaluationSet] = field(default_factory=dict)  # each chosen split's, made once
 
     @property
     def cache(self) -> Path:
@@ -49,7 +50,7 @@ class RunSpec:
 
     def evaluation(self, index: int) -> EvaluationSet:
         """What split ``index`` evaluates (unseen classes, their videos and ground truth)."""
-        return self.manifest.evaluation_set(self.setting, index)
+        return self.evaluations[index]
 
     def video_splits(self) -> int:
         """Video-split pairs of the chosen splits, times the configs (the progress bar's total)."""
@@ -126,10 +127,11 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
     else:
         configs = {name: make_config(preset, config_file, [*layers, (f"{rows_source} {name!r}", settings)])
                    for name, settings in rows.items()}
-    for index in chosen:
-        reader.head().prompt_index(loaded.split_classes(key, index))
+    evaluations = {index: loaded.evaluation_set(key, index) for index in chosen}
+    for evaluation in evaluations.values():
+        reader.head().prompt_index(evaluation.classes)
     return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap,
-                   scheduler, device)
+                   scheduler, device, evaluations)
 
 
 def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:

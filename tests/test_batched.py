@@ -1,24 +1,26 @@
-"""The batched path (many adaptations stepping together) gives the per-video path's detections."""
+"""One adapter over a batch of adaptations: Adam as torch's, rows as their own batches of one,
+and the batched path's detections as the per-video path's."""
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from t3al.adapt import batched
-from t3al.adapt.batched import (BatchedAdapter, Problem, padded_highest, padded_moving_average, padded_spread,
-                                sample_moves)
+from t3al.adapt import adapter
+from t3al.adapt.adam import Adam, AdamGroup
+from t3al.adapt.adapter import (Adapter, OutOfMemory, Problem, Projections, adapt_problems, batch_bytes,
+                                make_optimizer)
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.localizer import T3AL, Projections, make_optimizer
-from t3al.adapt.ops import highest, moving_average, pick_samples
-from t3al.adapt.runner import SplitWork, localize_splits
+from t3al.adapt.runner import Plan, SplitWork, localize_splits
 from t3al.adapt.video import GroundTruthHint, VideoInput
 from t3al.cache import CacheReader, Head
 
 from conftest import score_spread, write_toy_world
 
 CLASSES = ["Jump", "Throw", "Swim", "Run"]
-LENGTHS = [7, 40, 23, 3]
 
 
 @pytest.fixture(autouse=True)
@@ -26,51 +28,8 @@ def _seeded():
     torch.manual_seed(0)
 
 
-def _padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(r) for r in rows])
-    out = torch.full((len(rows), int(lengths.max())), 123.0)  # padding no result may depend on
-    for b, row in enumerate(rows):
-        out[b, :len(row)] = row
-    return out, lengths
-
-
-@pytest.mark.parametrize("window", [0, 2, 5, 20])
-def test_padded_moving_average_is_each_rows_own(window):
-    rows = [torch.randn(n) for n in LENGTHS]
-    padded, lengths = _padded(rows)
-    out = padded_moving_average(padded, lengths, window)
-    for b, row in enumerate(rows):
-        assert torch.equal(out[b, :len(row)], moving_average(row, window))
-
-
-@pytest.mark.parametrize("ties_late", [False, True])
-def test_padded_highest_takes_the_same_frames_and_ties(ties_late):
-    rows = [torch.randint(0, 4, (n,)).float() for n in (40, 33, 25)]  # many ties at the cut
-    padded, lengths = _padded(rows)
-    valid = torch.arange(padded.shape[1]) < lengths[:, None]
-    mask = padded_highest(padded, 9, valid, ties_late)
-    for b, row in enumerate(rows):
-        assert torch.equal(torch.nonzero(mask[b]).flatten(), highest(row, 9, ties_late))
-
-
-@pytest.mark.parametrize("count", [1, 3, 4, 9, 17])
-def test_padded_spread_picks_as_pick_samples(count):
-    candidates = torch.sort(torch.randperm(30)[:count]).values
-    mask = torch.zeros(1, 30, dtype=torch.bool)
-    mask[0, candidates] = True
-    assert torch.equal(padded_spread(mask, 4)[0], pick_samples(candidates, 4, 30))
-
-
-def test_sample_moves_are_the_per_video_generators_draws():
-    config = AdaptConfig(k=3, radius=5, steps=4)
-    generator = torch.Generator().manual_seed(11)
-    draws = [torch.randint(-5, 5, (3,), generator=generator) for _ in range(8)]
-    assert torch.equal(sample_moves(config, 11), torch.stack(draws).view(4, 2, 3))
-    assert not sample_moves(config.replace(radius=0), 11).any()
-
-
-def _video(n: int, width: int = 4) -> VideoInput:
-    return VideoInput("v", torch.randn(n, width), np.arange(n) / 10.0, torch.zeros(0, dtype=torch.long),
+def _video(n: int, width: int = 4, name: str = "v") -> VideoInput:
+    return VideoInput(name, torch.randn(n, width), np.arange(n) / 10.0, torch.zeros(0, dtype=torch.long),
                       torch.zeros(0, width))
 
 
@@ -79,24 +38,37 @@ def _head(width: int = 4) -> Head:
                 np.ones((1, width), dtype=np.float32))
 
 
-@pytest.mark.parametrize("oracle", [(), ("selection",)])
-def test_batched_selection_samples_the_frames_the_per_video_selection_samples(oracle):
-    config = AdaptConfig(k=4, pool=3, radius=4, window=5, steps=3, oracle=oracle)
-    rows = [torch.randn(n) for n in (60, 11, 35)]  # 11 frames <= pool * k: every frame is a candidate
-    insides = [torch.arange(len(r)) % 7 < 3 for r in rows]
-    insides[1][:] = True  # no frame outside the truth: negatives from every frame
-    problems = [Problem(_video(len(row)), torch.ones(4), torch.zeros(4), seed, GroundTruthHint(0, 1, inside))
-                for seed, row, inside in zip((1, 2, 3), rows, insides)]
-    padded, lengths = _padded(rows)
-    adapter = BatchedAdapter(config, _head(), torch.device("cpu"))
-    inside, selects = adapter._oracle_masks(problems, padded.shape[1])
-    moves = torch.stack([sample_moves(config, p.seed) for p in problems])
-    generators = [torch.Generator().manual_seed(p.seed) for p in problems]
-    for t in range(config.steps):
-        batched = adapter._samples(padded, lengths, moves[:, t], inside, selects)
-        for b, (row, problem) in enumerate(zip(rows, problems)):
-            expected = torch.cat(T3AL(config)._samples(row, generators[b], problem.hint))
-            assert torch.equal(batched[b], expected)
+def test_adam_is_torch_optim_adams_update():
+    values = [torch.randn(5, 4), torch.randn(6, 4), torch.tensor(0.3)]
+    ours = [v.clone() for v in values]
+    theirs = [torch.nn.Parameter(v.clone()) for v in values]
+    adam = Adam([AdamGroup(ours[1:], 1e-2), AdamGroup(ours[:1], 5e-3)], weight_decay=1e-2)
+    reference = torch.optim.Adam([{"params": theirs[1:], "lr": 1e-2}, {"params": theirs[:1], "lr": 5e-3}],
+                                 lr=1e-2, weight_decay=1e-2, fused=True)
+    for step in range(5):
+        for a, b in zip(ours, theirs):
+            a.grad = b.grad = None if step == 2 and a.dim() == 0 else torch.randn_like(a)  # a skipped step
+        adam.step()
+        reference.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b.detach())
+    assert float(adam.state[id(ours[2])][2]) == 4  # the skipped step does not count
+
+
+def test_adam_leaves_frozen_rows_and_their_moments_as_they_were():
+    stacked = torch.randn(3, 2, 2)
+    alone = stacked[1].clone()
+    adam = Adam([AdamGroup([stacked], 1e-1)])
+    single = Adam([AdamGroup([alone], 1e-1)])
+    for step in range(4):
+        stacked.grad = torch.randn_like(stacked)
+        alone.grad = stacked.grad[1].clone()
+        before = stacked[2].clone()
+        adam.step(frozen=torch.tensor([False, False, step >= 1]))
+        single.step()
+        assert torch.equal(stacked[1], alone)
+        if step >= 1:
+            assert torch.equal(stacked[2], before)
 
 
 def test_one_adam_over_stacked_parameters_is_per_video_adam():
@@ -120,48 +92,146 @@ def test_one_adam_over_stacked_parameters_is_per_video_adam():
             torch.testing.assert_close(dict(stacked.named_parameters())[name][b], q, rtol=1e-6, atol=1e-8)
 
 
+ROWS = [
+    AdaptConfig(k=3, pool=4, steps=5, radius=3, window=3),
+    AdaptConfig(k=3, pool=4, steps=5, radius=2, positives="peak", peak_window=4),  # draws from a permutation
+    AdaptConfig(k=3, pool=4, steps=4, radius=0, positives="peak", peak_window=2),
+    AdaptConfig(k=3, pool=4, steps=5, radius=2, oracle=("selection",)),
+    AdaptConfig(k=3, pool=4, steps=9, patience=1, lr=1e-1),  # rows stop at different steps
+    AdaptConfig(k=3, pool=4, steps=4, implementation="direct"),
+    AdaptConfig(k=3, pool=4, steps=4, separation="none", adapt=("text",)),
+]
+
+
+def _problems(lengths=(40, 9, 23, 31)) -> list[Problem]:
+    videos = [_video(n, name=f"v{n}") for n in lengths]
+    hints = [GroundTruthHint(0, 1, torch.arange(n) % 5 < 2) for n in lengths]
+    return [Problem(v, torch.randn(4), 0.1 * torch.randn(4), torch.Generator().manual_seed(b), h)
+            for b, (v, h) in enumerate(zip(videos, hints))]
+
+
+def _reseeded(problems: list[Problem]) -> list[Problem]:
+    return [Problem(p.video, p.prompt, p.background, torch.Generator().manual_seed(b), p.hint)
+            for b, p in enumerate(problems)]
+
+
+@pytest.mark.parametrize("config", ROWS, ids=lambda c: f"{c.positives}-{c.implementation}-{c.oracle}-{c.patience}")
+def test_every_row_of_a_batch_is_its_own_batch_of_one_on_the_cpu(config):
+    problems = _problems()
+    together = adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
+    alone = adapt_problems(config, _head(), _reseeded(problems), "cpu")
+    for a, b in zip(together, alone):
+        assert a.adaptation.losses == b.adaptation.losses and len(a.adaptation.losses) >= 1
+        assert torch.equal(a.residual, b.residual)
+        for name, value in a.params.named_parameters():
+            assert torch.equal(value, dict(b.params.named_parameters())[name])
+    if config.patience:
+        assert len({len(a.adaptation.losses) for a in together}) > 1  # the rows did stop at different steps
+
+
+@pytest.mark.parametrize("config", ROWS[:1] + ROWS[3:5], ids=["pool", "oracle", "patience"])
+def test_gpu_kernels_give_the_cpu_rows_to_float_rounding(config, monkeypatch):
+    problems = _problems()
+    alone = adapt_problems(config, _head(), problems, "cpu")
+    monkeypatch.setattr(adapter, "ROW_BY_ROW", ())  # the GPU's bmm and vmap calls, run on the CPU
+    together = adapt_problems(config, _head(), _reseeded(problems), "cpu", budget=1 << 30)
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.adaptation.losses, b.adaptation.losses, rtol=0, atol=1e-5)
+        torch.testing.assert_close(a.residual, b.residual, rtol=0, atol=1e-5)
+
+
+def test_batches_fit_the_budget_shortest_first():
+    problems = _problems((10, 30, 20))
+    per_row = 5 * (4 + 4) * 4  # parameters, gradients, two moments and a snapshot of Pv (4 x 4) and Pt (4 x 4)
+    sizes = []
+    run = Adapter.adapt
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Adapter, "adapt", lambda self, batch, *a: sizes.append([p.video.n_frames for p in batch])
+                      or run(self, batch, *a))
+        adapt_problems(AdaptConfig(k=2, steps=1), _head(), problems, "cpu", budget=2 * (20 * 4 + per_row) * 4)
+    assert sizes == [[10, 20], [30]]
+
+
+def test_out_of_memory_halves_the_batch_and_one_video_that_does_not_fit_is_one_line(monkeypatch):
+    problems = _problems((10, 12, 14, 16))
+    batch = adapter._adapt_batch
+
+    def small_device(config, head, chosen, device):
+        if len(chosen) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return batch(config, head, chosen, device)
+
+    monkeypatch.setattr(adapter, "_adapt_batch", small_device)
+    config = AdaptConfig(k=2, steps=2)
+    done = adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
+    alone = adapt_problems(config, _head(), _reseeded(problems), "cpu")
+    assert [a.adaptation.losses for a in done] == [a.adaptation.losses for a in alone]
+    monkeypatch.setattr(adapter, "_adapt_batch", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(OutOfMemory, match="out of memory adapting video v10 alone; use fewer --jobs"):
+        adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
+
+
+def test_a_gpu_batch_takes_half_of_its_workers_share_of_the_free_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 << 30, 80 << 30))
+    assert batch_bytes(torch.device("cuda"), workers=3) == 2 << 30
+    assert batch_bytes(torch.device("cpu"), workers=3) == adapter.CPU_BATCH_BYTES
+
+
+def test_stage_two_never_imports_torch_dynamo(tmp_path):
+    cache = write_toy_world(tmp_path, CLASSES, {"v0": (80, 10, 50, 0), "v1": (60, 20, 40, 1)}, [["Jump", "Throw"]])
+    code = ("import sys; from t3al.adapt.runner import localize_split; "
+            f"out = localize_split({str(cache)!r}, ['v0', 'v1'], ['Jump', 'Throw'], "
+            "__import__('t3al.adapt.config').adapt.config.AdaptConfig(steps=3)); "
+            "assert len(out.results) == 2; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 CONFIGS = [
     AdaptConfig(steps=8, pool=10),  # the public selection with perturbations (r = 10)
     AdaptConfig(steps=6, pool=10, oracle=("selection",), suppression=False),
     AdaptConfig(steps=5, separation="bce", representation="pairwise", adapt=("visual", "scale"), radius=0),
     AdaptConfig(steps=5, separation="none", adapt=("text",), window=1),
     AdaptConfig(method="naive"),
-    AdaptConfig(steps=6, pool=5, patience=2),  # early stopping: adapted video by video
+    AdaptConfig(steps=6, pool=5, patience=2),  # early stopping: rows that stop are frozen
     AdaptConfig(steps=5, pool=10, scoring="logoic", suppression=False),  # FreeZAD's scores after a batched adaptation
-    AdaptConfig(steps=5, positives="peak", radius=0),  # AdaZAD's peak positives: adapted video by video
+    AdaptConfig(steps=5, positives="peak", radius=0),  # AdaZAD's peak positives
+    AdaptConfig(steps=4, positives="peak", radius=3, implementation="direct"),
 ]
 
 
-BATCHED = [0, 1, 2, 3, 6]  # the CONFIGS that adapt on the batched path; the others fall back to per-video code
+BATCHED = [0, 1, 2, 3, 5, 6, 7, 8]  # every CONFIG that adapts (all but the naive baseline) steps in batches
 
 
 def _record_batched(monkeypatch) -> list[AdaptConfig]:
-    """The configs the batched adapter steps (this module's one reach into batched.py's internals)."""
+    """The configs the adapter steps with more than one video in a batch."""
     ran: list[AdaptConfig] = []
-    adapt = batched.BatchedAdapter.adapt
+    adapt = Adapter.adapt
 
-    def recording(self, problems):
-        ran.append(self.config)
-        return adapt(self, problems)
+    def recording(self, problems, *rest):
+        if len(problems) > 1:
+            ran.append(self.config)
+        return adapt(self, problems, *rest)
 
-    monkeypatch.setattr(batched.BatchedAdapter, "adapt", recording)
+    monkeypatch.setattr(Adapter, "adapt", recording)
     return ran
 
 
 @pytest.mark.parametrize("row_by_row", [("cpu",), ()], ids=["cpu products", "gpu products"])
 def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_by_row):
-    monkeypatch.setattr(batched, "ROW_BY_ROW", row_by_row)  # () runs the GPU's bmm calls on the CPU
+    monkeypatch.setattr(adapter, "ROW_BY_ROW", row_by_row)  # () runs the GPU's bmm calls on the CPU
     actions = {f"v{i}": (60 + 37 * i, 20 + 7 * i, 50 + 9 * i, i % 4) for i in range(9)}
     cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]], noise=0.6,
                             logit_scale=6.0)
     videos = list(actions)
     truths = {v: [(s / 10.0, (e - 1) / 10.0, c % 2)] for v, (_, s, e, c) in actions.items()}
     splits = [SplitWork(videos, ["Jump", "Throw"], truths), SplitWork(videos[::-1], ["Swim", "Run"])]
-    per_video = localize_splits(CacheReader(cache), splits, CONFIGS, seed=5)
+    per_video = localize_splits(Plan(CacheReader(cache), splits, CONFIGS, seed=5))
     ran = _record_batched(monkeypatch)
-    together = localize_splits(CacheReader(cache), splits, CONFIGS, seed=5, device="cpu")
+    together = localize_splits(Plan(CacheReader(cache), splits, CONFIGS, seed=5, device="cpu"))
     assert [i for i, config in enumerate(CONFIGS) if config in ran] == BATCHED
     assert len(per_video) == len(together) == len(splits)
+    exact = row_by_row == ("cpu",)  # the CPU's batches are exact; other kernels round differently
     for split_a, split_b in zip(per_video, together):
         assert len(split_a) == len(split_b) == len(CONFIGS)
         for i, (a, b) in enumerate(zip(split_a, split_b)):
@@ -169,10 +239,11 @@ def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_
             for ra, rb in zip(a.results, b.results):
                 assert (ra.video_id, ra.pseudo_label, ra.segments, ra.labels) == \
                     (rb.video_id, rb.pseudo_label, rb.segments, rb.labels)
-                np.testing.assert_allclose(rb.scores, ra.scores, rtol=0, atol=1e-5)
-                np.testing.assert_allclose(rb.similarity, ra.similarity, rtol=0, atol=1e-5)
+                tolerance = 0 if exact else 1e-5
+                np.testing.assert_allclose(rb.scores, ra.scores, rtol=0, atol=tolerance)
+                np.testing.assert_allclose(rb.similarity, ra.similarity, rtol=0, atol=tolerance)
                 assert len(ra.losses) == len(rb.losses)
-                np.testing.assert_allclose(rb.losses, ra.losses, rtol=0, atol=1e-5)
+                np.testing.assert_allclose(rb.losses, ra.losses, rtol=0, atol=tolerance)
     for i in BATCHED:  # the scores each batched config compared are spread, not 0 or 1
         scores = [x for split in per_video for r in split[i].results for x in r.scores]
         distinct, spread = score_spread(scores)
@@ -181,8 +252,8 @@ def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_
 
 def test_stacked_adaptation_starts_from_the_heads_parameters():
     video = _video(5)
-    adapter = BatchedAdapter(AdaptConfig(steps=0), _head(), torch.device("cpu"))
-    for item in adapter.adapt([Problem(video, torch.ones(4), torch.zeros(4), 0)] * 2):
+    problems = [Problem(video, torch.ones(4), torch.zeros(4), torch.Generator())] * 2
+    for item in adapt_problems(AdaptConfig(steps=0), _head(), problems, "cpu", budget=1 << 30):
         assert torch.equal(item.params.text_projection, 2 * torch.eye(4))
         assert float(item.params.logit_scale.detach()) == 1.5
         assert torch.allclose(item.residual, video.features) and item.adaptation.losses == []
@@ -207,7 +278,7 @@ def test_adapt_device_option_writes_the_per_video_detections(tmp_path):
         for line_a, line_b in zip(a[1:], b[1:]):
             *same_a, score_a = _fields(line_a)
             *same_b, score_b = _fields(line_b)
-            assert same_a == same_b and abs(score_a - score_b) <= 1e-5
+            assert same_a == same_b and score_a == score_b
 
 
 def _fields(line: str) -> tuple:

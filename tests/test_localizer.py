@@ -7,8 +7,9 @@ import torch
 
 from t3al.adapt.config import AdaptConfig, ConfigError, make_config
 from t3al.adapt.freezad import freezad_scores, peak_positives
-from t3al.adapt.localizer import T3AL, Adaptation, Projections, adaptation_key, make_optimizer
-from t3al.adapt.runner import _head_tensors, localize_split
+from t3al.adapt.adapter import Adaptation, Projections, head_tensors, make_optimizer, samples
+from t3al.adapt.localizer import T3AL, adaptation_key
+from t3al.adapt.runner import localize_split
 from t3al.adapt.ops import l2norm, moving_average
 from t3al.adapt.video import GroundTruthHint, VideoInput, VideoProblem
 from t3al.cache import Head, VideoRecord
@@ -58,10 +59,10 @@ class _GradientLog:
     def __init__(self, params: Projections, config: AdaptConfig) -> None:
         self.params, self.adam, self.steps = params, make_optimizer(params, config), []
 
-    def step(self) -> None:
+    def step(self, frozen: torch.Tensor | None = None) -> None:
         self.steps.append({name: None if p.grad is None else p.grad.clone()
                            for name, p in self.params.named_parameters()})
-        self.adam.step()
+        self.adam.step(frozen)
 
 
 def _gradients(config: AdaptConfig, video: VideoInput, seed: int = 0) -> list[dict[str, torch.Tensor | None]]:
@@ -398,8 +399,8 @@ def test_count_oracle_keeps_exactly_the_true_count_of_the_same_segments():
 
 def test_selection_oracle_draws_positives_inside_the_truth_and_negatives_outside():
     video = _video(synthetic_features(n=300, actions=((100, 180, 1),)))
-    method = T3AL(AdaptConfig(k=4, radius=0, oracle=("selection",)))
-    positives, negatives = method._samples(torch.zeros(300), torch.Generator(), _hint(video, 1, 1, slice(20, 60)))
+    config = AdaptConfig(k=4, radius=0, oracle=("selection",))
+    positives, negatives = samples(config, torch.zeros(300), torch.Generator(), _hint(video, 1, 1, slice(20, 60))).split(4)
     assert ((positives >= 20) & (positives < 60)).all()
     assert ((negatives < 20) | (negatives >= 60)).all()
 
@@ -446,8 +447,8 @@ def test_peak_positives_change_the_adaptation_but_not_the_pseudo_label():
     assert peak.pseudo_label == pool.pseudo_label
     assert not np.allclose(peak.losses, pool.losses)
     sim = torch.from_numpy(np.random.default_rng(0).standard_normal(400).astype(np.float32))
-    positives, negatives = T3AL(base.replace(positives="peak"))._samples(sim, torch.Generator(), None)
-    _, pool_negatives = T3AL(base)._samples(sim, torch.Generator(), None)
+    positives, negatives = samples(base.replace(positives="peak"), sim, torch.Generator(), None).split(4)
+    _, pool_negatives = samples(base, sim, torch.Generator(), None).split(4)
     assert torch.equal(positives, peak_positives(moving_average(sim, 20), 4, 15, draw=False))
     assert torch.equal(negatives, pool_negatives)
 
@@ -488,9 +489,9 @@ def _head(dv: int = WIDTH, e: int = WIDTH) -> Head:
 
 def test_without_visual_projection_x_is_the_raw_features_and_pv_never_adapts():
     config = AdaptConfig(project_visual=False, adapt=("visual", "text"))
-    visual, text, _ = _head_tensors(_head(), config)
+    visual, text, _ = head_tensors(_head(), config)
     assert torch.equal(visual, torch.eye(WIDTH)) and torch.equal(text, torch.eye(WIDTH))
-    assert torch.equal(_head_tensors(_head(), AdaptConfig())[0], torch.from_numpy(_head().visual_proj))
+    assert torch.equal(head_tensors(_head(), AdaptConfig())[0], torch.from_numpy(_head().visual_proj))
     params = Projections(visual, text, float(np.log(100.0)))
     make_optimizer(params, config)
     assert not params.visual_proj.requires_grad and params.text_projection.requires_grad

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from t3al.adapt import runner
 from t3al.adapt.config import ConfigError, make_config
-from t3al.adapt.localizer import T3AL
+from t3al.adapt.adapter import Adapter
 from t3al.adapt.pipeline import run
 from t3al.adapt.spec import build_spec
 from t3al.adapt.sweep import load_sweep, parse_sweep, sweep_names
@@ -172,9 +172,9 @@ def test_splits_share_a_videos_adaptation_and_match_separate_runs(tmp_path, monk
     separate = [run(build_spec(cache, options=options, indices=[i], rows={"r": {}}, jobs=1), {"r": tmp_path / f"alone{i}"})["r"]
                 for i in (0, 1)]
     adaptations = []
-    adapt = T3AL.adapt
-    monkeypatch.setattr(T3AL, "adapt", lambda self, video, *a, **k: adaptations.append(video.video_id)
-                        or adapt(self, video, *a, **k))
+    adapt = Adapter.adapt
+    monkeypatch.setattr(Adapter, "adapt", lambda self, problems, *a: adaptations.extend(p.video.video_id for p in problems)
+                        or adapt(self, problems, *a))
     together = run(build_spec(cache, options=options, indices=[0, 1], rows={"r": {}}, jobs=1), {"r": tmp_path / "together"})["r"]
     for i in (0, 1):
         alone = (tmp_path / f"alone{i}" / f"split_{i}" / "detections.csv").read_text()

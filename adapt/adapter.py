@@ -320,5 +320,6 @@ class OutOfMemory(RuntimeError):
 def _adapt_batch(config: AdaptConfig, head: Head, problems: Sequence[Problem], device: torch.device) -> list[Adapted]:
     visual, text, scale = head_tensors(head, config)
     count = len(problems)
-    params = Projections(visual.expand(count, -1, -1), text.expand(count, -1, -1), torch.full((count,), scale)).to(device)
+    params = Projections(visual.expand(count, -1, -1), text.expand(count, -1, -1),
+                         torch.full((count,), scale, device=visual.device)).to(device)
     return Adapter(config, device).adapt(problems, params, make_optimizer(params, config) if config.steps else None)

@@ -76,7 +76,7 @@ def select_samples(
 def candidates(x: torch.Tensor, count: int, ties_late: bool = False) -> torch.Tensor:
     """The ``count`` highest frames of x in frame order (see ``highest``), or every frame when
     the video has no more than ``count``."""
-    return torch.arange(x.numel()) if count >= x.numel() else highest(x, count, ties_late)
+    return torch.arange(x.numel(), device=x.device) if count >= x.numel() else highest(x, count, ties_late)
 
 
 def highest(x: torch.Tensor, count: int, ties_late: bool = False) -> torch.Tensor:

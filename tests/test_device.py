@@ -19,9 +19,8 @@ from click.testing import CliRunner
 
 from device_guard import explicit_devices
 from extract_helpers import ffmpeg_children, make_video
-from t3al.adapt.batched import Problem, adapt_problems
+from t3al.adapt.adapter import Problem, Projections, adapt_problems, batch_bytes
 from t3al.adapt.config import make_config
-from t3al.adapt.localizer import Projections
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheReader, Head, VideoRecord
 from t3al.extract import models as extract_models
@@ -172,7 +171,8 @@ def _problems(head: Head, lengths: tuple[int, ...]) -> list[Problem]:
                                                    [""] * len(frames), features[frames]))
         with torch.no_grad():
             background = video.features.mean(dim=0) @ params.visual_proj
-        problems.append(Problem(video, torch.from_numpy(head.prompt_features[0]), background, seed))
+        problems.append(Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+                                torch.Generator().manual_seed(seed)))
     return problems
 
 
@@ -183,7 +183,8 @@ def test_the_batched_step_gives_every_tensor_a_device():
                 np.log(100.0), ["a", "b"], ["a", "b"], rng.standard_normal((2, width), dtype=np.float32))
     problems = _problems(head, (40, 55))
     with explicit_devices():
-        adapted = adapt_problems(make_config("thumos14", steps=3), head, problems, torch.device("cpu"))
+        adapted = adapt_problems(make_config("thumos14", steps=3), head, problems, torch.device("cpu"),
+                                 batch_bytes(torch.device("cpu")))  # both videos in one batch
     assert len(adapted) == 2 and adapted[1].residual.shape[0] == 55
 
 

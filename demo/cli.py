@@ -8,7 +8,6 @@ table / report; then one table per setting and what it shows.
 from __future__ import annotations
 
 import contextlib
-import html
 import io
 import json
 import math
@@ -119,20 +118,22 @@ def tables(plan: DemoPlan) -> str:
 def reports(plan: DemoPlan) -> Path:
     """One t3al-evaluate HTML report per run and an index page with both tables linking to them."""
     from t3al.evaluate.cli import main as evaluate_main
+    from t3al.evaluate.pages import render
+    from t3al.evaluate.report import table_cells
 
-    links = []
+    sections = []
     for setting in SETTINGS:
-        links.append(f"<h2>Setting {setting}</h2>" + (plan.out / f"table_{setting}.html").read_text())
+        documents = {m: json.loads((plan.run_dir(setting, m) / "results.json").read_text()) for m in METHODS}
+        links = []
         for method in METHODS:
             run_dir = plan.run_dir(setting, method)
             run_command("t3al-evaluate", evaluate_main, ["report", str(run_dir), "--manifest",
                                                          str(plan.world / "manifest.json"), "--plots", str(plan.plots)])
-            page = (run_dir / "report" / "index.html").relative_to(plan.out)
-            links.append(f'<p><a href="{html.escape(str(page))}">{setting} {method}: report with plots</a></p>')
+            links.append({"href": (run_dir / "report" / "index.html").relative_to(plan.out).as_posix(),
+                          "text": f"{setting} {method}: report with plots"})
+        sections.append({"setting": setting, "table": table_cells(documents), "links": links})
     index = plan.out / "index.html"
-    index.write_text("<!doctype html><meta charset='utf-8'><title>t3al demo</title><h1>t3al demo: "
-                     f"generated world seed {plan.seed}, tiny CoCa</h1>" + "\n".join(links)
-                     + f"<p>{html.escape(EXPLANATION)}</p>")
+    index.write_text(render("index.html", "t3al.demo", seed=plan.seed, sections=sections, explanation=EXPLANATION))
     return index
 
 

@@ -22,6 +22,9 @@ from .spec import RunSpec
 from .video import VideoProblem, VideoResult
 
 
+VOCABULARY_OUTPUTS = ("detections.json", "detections.csv", "curves", "index.html")  # a vocabulary run's own files
+
+
 class OutputError(ValueError):
     """An output folder that holds another configuration's results (never replaced silently)."""
 
@@ -64,7 +67,8 @@ def _identity(record: dict) -> dict:
     """What makes two runs the same configuration: config, seed, setting, model, dataset."""
     cache = record.get("cache") or {}
     return {"config": record.get("config"), "seed": record.get("seed"), "setting": record.get("setting"),
-            "model": cache.get("model"), "manifest": record.get("manifest")}
+            "model": cache.get("model"), "manifest": record.get("manifest"), "vocabulary": record.get("vocabulary"),
+            "videos": record.get("videos")}
 
 
 def claim_folder(folder: Path, record: dict, overwrite: bool) -> str | None:
@@ -88,9 +92,10 @@ def claim_folder(folder: Path, record: dict, overwrite: bool) -> str | None:
 
 
 def clear_run(folder: Path) -> None:
-    """Remove a replaced run's files (config, results, splits, report), so no stale split outlives
-    it; other files are left alone."""
-    for path in [folder / "config.json", folder / "results.json", folder / "report", *folder.glob("split_*")]:
+    """Remove a replaced run's files (config, results, splits, report; a vocabulary run's detections,
+    curves and viewer), so no stale output outlives it; other files are left alone."""
+    for path in [folder / "config.json", folder / "results.json", folder / "report", *folder.glob("split_*"),
+                 *(folder / name for name in VOCABULARY_OUTPUTS)]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -105,11 +110,26 @@ def _truths(evaluation) -> Truths:
     return truths
 
 
+def external_data(record: dict) -> dict:
+    """What produced a run's detections, for the ActivityNet results' ``external_data``."""
+    config = record["config"]
+    return {"used": True, "details": f"model {record['cache']['model']}; method {config['method']} (t3al "
+                                     f"{record['code_version']}, seed {record['seed']})",
+            "model": record["cache"]["model"], "method": config["method"], "config": config}
+
+
+def split_detections(results: list[VideoResult], classes: list[str], source: str) -> Detections:
+    """The scored segments of ``results`` as Detections (labels by name)."""
+    return Detections.from_records(({"video": v, "start": s, "end": e, "score": c, "label": lab}
+                                    for v, s, e, c, lab in detection_rows(results, classes)), source=source)
+
+
 def write_split(folder: Path, detections: Detections, results: list[VideoResult], classes: list[str],
-                curves: bool = True) -> None:
-    """Detections as ActivityNet JSON and CSV, and (``curves``) each video's curve and segments for plots."""
+                curves: bool = True, record: dict | None = None) -> None:
+    """Detections as ActivityNet JSON (naming the model and method of ``record``) and CSV, and
+    (``curves``) each video's curve and segments for plots."""
     folder.mkdir(parents=True, exist_ok=True)
-    detections.write_json(folder / "detections.json")
+    detections.write_json(folder / "detections.json", external_data(record) if record else None)
     detections.write_csv(folder / "detections.csv")
     if not curves:
         return
@@ -158,13 +178,12 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
         for index, split_outcomes in zip(spec.indices, outcomes):
             outcome = split_outcomes[position]
             classes = evaluations[index].classes
-            detections[index] = Detections.from_records(
-                ({"video": v, "start": s, "end": e, "score": c, "label": lab}
-                 for v, s, e, c, lab in detection_rows(outcome.results, classes)), source=f"split {index}")
+            detections[index] = split_detections(outcome.results, classes, f"split {index}")
             run_.problems.extend(outcome.problems)
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
             if name in folders:
-                write_split(folders[name] / f"split_{index}", detections[index], outcome.results, classes, curves)
+                write_split(folders[name] / f"split_{index}", detections[index], outcome.results, classes, curves,
+                            records[name])
         run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
                                          spec.round_ap, spec.indices)
         for split, split_outcomes in zip(run_.document["splits"], outcomes):

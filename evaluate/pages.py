@@ -30,6 +30,11 @@ def render(template: str, package: str = "t3al.evaluate", **context: Any) -> str
     return environment(package).get_template(template).render(**context)
 
 
+def bytes_uri(data: bytes, mime: str) -> str:
+    """``data`` as a ``data:`` URI, so a page carries its images inside itself."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 def data_uri(path: Path, mime: str) -> str:
-    """The file at ``path`` as a ``data:`` URI, so a page carries its images inside itself."""
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    """The file at ``path`` as a ``data:`` URI."""
+    return bytes_uri(path.read_bytes(), mime)

@@ -49,7 +49,7 @@ def _check_videos_folder(folder: Path) -> None:
     from t3al.extract.pipeline import VIDEO_SUFFIXES, list_videos
 
     videos, _ = list_videos(folder)
-    if not videos:
+    if not any(video.path.suffix.lower() in VIDEO_SUFFIXES for video in videos):
         raise click.ClickException(f"{folder}: no videos here ({', '.join(sorted(VIDEO_SUFFIXES)[:6])}, ...) and "
                                    f"not a t3al cache (no {INFO_FILE})")
 

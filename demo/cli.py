@@ -50,6 +50,7 @@ class DemoPlan:
     jobs: int = 2
     plots: int = 2
     checkpoint: Path = CHECKPOINT
+    two_actions: float = 0.0  # fraction of videos alternating two actions (0: the published demo world)
 
     @property
     def world(self) -> Path:
@@ -142,7 +143,7 @@ def run_demo(plan: DemoPlan) -> dict:
     timings = {}
     started = time.time()
     if not (plan.world / "manifest.json").exists():
-        generate_world(plan.world, plan.seed, plan.videos, plan.classes, plan.durations)
+        generate_world(plan.world, plan.seed, plan.videos, plan.classes, plan.durations, plan.two_actions)
     timings["world"] = time.time() - started
     extract(plan)
     timings["extract"] = time.time() - started - sum(timings.values())
@@ -186,9 +187,11 @@ def _durations(ctx: click.Context, param: click.Parameter, value: tuple[float, f
               help="Videos plotted per split in the reports.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=CHECKPOINT,
               show_default=True, help="Tiny CoCa weights (open_clip state_dict).")
+@click.option("--two-actions", type=click.FloatRange(0, 1), default=DemoPlan.two_actions, show_default=True,
+              help="Fraction of videos whose main action alternates with a second one (0: the published world).")
 def main(out: Path, seed: int, videos: int, classes: int, durations: tuple[float, float], caption_fps: float,
-         jobs: int, plots: int, checkpoint: Path) -> None:
-    plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint)
+         jobs: int, plots: int, checkpoint: Path, two_actions: float) -> None:
+    plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint, two_actions)
     summary = run_demo(plan)
     click.echo(summary["table"])
     click.echo(f"report: {summary['index']}")

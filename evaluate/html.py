@@ -22,7 +22,7 @@ from .plots import plot_class_ap, plot_video, read_curve
 from .report import table_cells
 from .tables import Detections, EvaluationError, GroundTruth
 
-SOURCE = re.compile(r'<meta name="t3al-report-of" content="([^"]*)">')  # the folder a report shows
+SOURCE = re.compile(r'name="t3al-report-of" content="([^"]*)"')  # the folder a report shows (its meta tag)
 
 
 def _image(path: Path, report_dir: Path, alt: str) -> dict[str, str]:

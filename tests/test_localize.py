@@ -187,3 +187,18 @@ def test_a_cache_of_another_model_is_refused_before_stage_one_writes(tmp_path, m
                        "--pretrained", str(CHECKPOINT), "--extract-device", "cpu")
     assert result.exit_code == 1 and "stage one:" in result.output and "test-model" in result.output
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+
+
+def test_localize_batched_on_a_device_gives_the_per_video_detections(tmp_path):
+    cache = _cache(tmp_path)
+    runs = {}
+    for name, extra in (("per_video", []), ("batched", ["--device", "cpu"])):
+        result = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / name),
+                           "--thumbnails", "0", *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((tmp_path / name / "detections.json").read_text())["results"]
+    assert runs["batched"].keys() == runs["per_video"].keys() and runs["per_video"]
+    for video, items in runs["per_video"].items():
+        assert [i["label"] for i in runs["batched"][video]] == [i["label"] for i in items]
+        assert np.allclose([i["segment"] for i in runs["batched"][video]], [i["segment"] for i in items])
+        assert np.allclose([i["score"] for i in runs["batched"][video]], [i["score"] for i in items], atol=1e-5)

@@ -28,10 +28,11 @@ def shared_dir() -> Path:
 
 
 def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[str], seed: int = 0,
-                     fps: float = 10.0, caption_every: int = 5) -> Path:
+                     fps: float = 10.0, caption_every: int = 5, logit_scale: float = 100.0) -> Path:
     """A cache with identity projections (Dv = Dt = E = width) and the given per-video features.
 
-    Prompt features are one-hot rows, so frame features can be built by hand to point at a class.
+    Prompt features are one-hot rows, so frame features can be built by hand to point at a class;
+    ``logit_scale`` is exp(s): at 100 class probabilities are 0 or 1, a few units spread them.
     """
     rng = np.random.default_rng(seed)
     width = next(iter(videos.values())).shape[1] if videos else len(classes)
@@ -41,7 +42,7 @@ def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[st
     writer.write_head(Head(
         visual_proj=np.eye(width, dtype=np.float32),
         text_projection=np.eye(width, dtype=np.float32),
-        logit_scale=np.log(100.0),
+        logit_scale=np.log(logit_scale),
         class_names=list(classes),
         prompts=[f"a video of action {c}" for c in classes],
         prompt_features=prompts,
@@ -62,12 +63,13 @@ def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[st
     return root
 
 
-def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180, 1),), seed: int = 0) -> np.ndarray:
+def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180, 1),), seed: int = 0,
+                       noise: float = 0.3) -> np.ndarray:
     """Frame features that point at class ``c`` on frames [start, end) and elsewhere at a shared
-    background direction (the last axis), with noise; with write_tiny_cache's one-hot prompts
-    the true class of a frame is readable by eye."""
+    background direction (the last axis), with ``noise`` (std); with write_tiny_cache's one-hot
+    prompts the true class of a frame is readable by eye."""
     rng = np.random.default_rng(seed)
-    features = 0.3 * rng.standard_normal((n, width)).astype(np.float32)
+    features = noise * rng.standard_normal((n, width)).astype(np.float32)
     features[:, width - 1] += 1.0
     for start, end, c in actions:
         features[start:end, c] += 2.0
@@ -75,24 +77,34 @@ def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180
 
 
 def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int, int, int, int]],
-                    splits: list[list[str]], fps: float = 10.0, broken: str | None = None) -> Path:
+                    splits: list[list[str]], fps: float = 10.0, broken: str | None = None,
+                    noise: float = 0.3, logit_scale: float = 100.0) -> Path:
     """A cache and its attached manifest: video -> (frames, action start, action end, class index).
 
     Each video holds one action on frames [start, end) (ground truth in seconds), splits are the
-    75_25 setting's unseen-class lists; ``broken`` names a video given one NaN feature.
+    75_25 setting's unseen-class lists; ``broken`` names a video given one NaN feature; ``noise``
+    and ``logit_scale`` as in synthetic_features and write_tiny_cache (more noise and a smaller
+    scale give spread scores, which tests comparing two paths' scores need).
     """
     from t3al.manifests import Manifest
 
     videos, annotations = {}, []
     for seed, (video_id, (n, start, end, c)) in enumerate(actions.items()):
-        videos[video_id] = synthetic_features(n=n, actions=((start, end, c),), seed=seed)
+        videos[video_id] = synthetic_features(n=n, actions=((start, end, c),), seed=seed, noise=noise)
         annotations.append({"video": video_id, "start": start / fps, "end": (end - 1) / fps, "label": classes[c]})
     if broken:
         videos[broken][5] = np.nan
-    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps)
+    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps, logit_scale=logit_scale)
     manifest = Manifest("toy", classes, {v: {"subset": "test", "duration": actions[v][0] / fps, "fps": fps}
                                          for v in videos}, annotations, {"75_25": splits}, [0.3, 0.5, 0.7])
     manifest.save(root / "manifest.json")
     CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32")) \
         .attach_manifest(root / "manifest.json")
     return cache
+
+
+def score_spread(scores: list[float]) -> tuple[int, float]:
+    """How many distinct values (to 1e-6) and what standard deviation a list of scores has:
+    two paths' scores compared say something only when these are large."""
+    values = np.asarray(scores, dtype=np.float64)
+    return len(np.unique(np.round(values, 6))), float(values.std())

@@ -1,6 +1,7 @@
 """The small steps of the method (docs/method.md) on inputs small enough to check by hand."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,9 +89,14 @@ def test_perturbation_stays_within_radius_and_the_video():
         assert (picks - torch.tensor([0, 5, 9])).abs().max() <= 2
 
 
-def test_radius_zero_is_deterministic():
+def test_radius_zero_ignores_the_generator_and_spreads_the_pool_evenly():
     sim = torch.rand(500, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(select_samples(sim, 4, 10)[0], select_samples(sim, 4, 10)[0])
+    # independently of the code: the 40 highest (lowest) frames in time order, every 13th of them
+    order = np.argsort(sim.numpy(), kind="stable")
+    expected = [np.sort(order[-40:])[[0, 13, 26, 39]], np.sort(order[:40])[[0, 13, 26, 39]]]
+    for generator in (None, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)):
+        positives, negatives = select_samples(sim, 4, 10, radius=0, generator=generator)
+        assert positives.tolist() == expected[0].tolist() and negatives.tolist() == expected[1].tolist()
 
 
 def test_byol_loss_of_a_perfect_match_is_the_smoothing_gap():

@@ -15,7 +15,7 @@ from t3al.adapt.runner import SplitWork, localize_splits
 from t3al.adapt.video import GroundTruthHint, VideoInput
 from t3al.cache import CacheReader, Head
 
-from conftest import write_toy_world
+from conftest import score_spread, write_toy_world
 
 CLASSES = ["Jump", "Throw", "Swim", "Run"]
 LENGTHS = [7, 40, 23, 3]
@@ -132,28 +132,51 @@ CONFIGS = [
 ]
 
 
+BATCHED = [0, 1, 2, 3, 6]  # the CONFIGS that adapt on the batched path; the others fall back to per-video code
+
+
+def _record_batched(monkeypatch) -> list[AdaptConfig]:
+    """The configs the batched adapter steps (this module's one reach into batched.py's internals)."""
+    ran: list[AdaptConfig] = []
+    adapt = batched.BatchedAdapter.adapt
+
+    def recording(self, problems):
+        ran.append(self.config)
+        return adapt(self, problems)
+
+    monkeypatch.setattr(batched.BatchedAdapter, "adapt", recording)
+    return ran
+
+
 @pytest.mark.parametrize("row_by_row", [("cpu",), ()], ids=["cpu products", "gpu products"])
 def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_by_row):
     monkeypatch.setattr(batched, "ROW_BY_ROW", row_by_row)  # () runs the GPU's bmm calls on the CPU
     actions = {f"v{i}": (60 + 37 * i, 20 + 7 * i, 50 + 9 * i, i % 4) for i in range(9)}
-    cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]])
+    cache = write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]], noise=0.6,
+                            logit_scale=6.0)
     videos = list(actions)
     truths = {v: [(s / 10.0, (e - 1) / 10.0, c % 2)] for v, (_, s, e, c) in actions.items()}
     splits = [SplitWork(videos, ["Jump", "Throw"], truths), SplitWork(videos[::-1], ["Swim", "Run"])]
     per_video = localize_splits(CacheReader(cache), splits, CONFIGS, seed=5)
+    ran = _record_batched(monkeypatch)
     together = localize_splits(CacheReader(cache), splits, CONFIGS, seed=5, device="cpu")
-    compared = 0
+    assert [i for i, config in enumerate(CONFIGS) if config in ran] == BATCHED
+    assert len(per_video) == len(together) == len(splits)
     for split_a, split_b in zip(per_video, together):
-        for a, b in zip(split_a, split_b):
-            assert [r.video_id for r in a.results] == [r.video_id for r in b.results]
+        assert len(split_a) == len(split_b) == len(CONFIGS)
+        for i, (a, b) in enumerate(zip(split_a, split_b)):
+            assert [r.video_id for r in a.results] == [r.video_id for r in b.results] and len(a.results) == 9
             for ra, rb in zip(a.results, b.results):
                 assert (ra.video_id, ra.pseudo_label, ra.segments, ra.labels) == \
                     (rb.video_id, rb.pseudo_label, rb.segments, rb.labels)
                 np.testing.assert_allclose(rb.scores, ra.scores, rtol=0, atol=1e-5)
                 np.testing.assert_allclose(rb.similarity, ra.similarity, rtol=0, atol=1e-5)
+                assert len(ra.losses) == len(rb.losses)
                 np.testing.assert_allclose(rb.losses, ra.losses, rtol=0, atol=1e-5)
-                compared += len(ra.segments)
-    assert compared > 50  # the worlds have segments to compare
+    for i in BATCHED:  # the scores each batched config compared are spread, not 0 or 1
+        scores = [x for split in per_video for r in split[i].results for x in r.scores]
+        distinct, spread = score_spread(scores)
+        assert distinct >= 0.8 * len(scores) and len(scores) >= 10 and spread > 0.01, (CONFIGS[i], distinct, spread)
 
 
 def test_stacked_adaptation_starts_from_the_heads_parameters():

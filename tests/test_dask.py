@@ -2,34 +2,39 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 
 from t3al.adapt import cluster
 from t3al.adapt.cli import main as adapt_main
 from t3al.adapt.sweep_cli import main as sweep_main
 from t3al.adapt.video import VideoProblem
 
-from conftest import write_toy_world
+from conftest import score_spread, write_toy_world
 
 CLASSES = ["Jump", "Throw", "Swim", "Run"]
 
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """A two-worker cluster on localhost, one thread per worker (TCP, as a real cluster talks)."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as local:
+    """Two worker processes on localhost, one thread each (TCP, as a real cluster talks): each worker
+    is a fresh spawned interpreter that imports t3al and opens the cache by its path."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as local, Client(local) as client:
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids
         yield local
 
 
 def _world(tmp_path, broken: str | None = None):
     actions = {f"v{i}": (200, 30 + 7 * i, 110 + 5 * i, i % 4) for i in range(10)}
-    return write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]], broken=broken)
+    return write_toy_world(tmp_path, CLASSES, actions, [["Jump", "Throw"], ["Swim", "Run"]], broken=broken,
+                           noise=0.6, logit_scale=2.0)
 
 
 def _invoke(command, *args, env=None):
@@ -37,7 +42,8 @@ def _invoke(command, *args, env=None):
 
 
 def _tasks_run(local: LocalCluster) -> int:
-    return sum(len(w.state.log) for w in local.workers.values())
+    """Task transitions the scheduler has seen (it runs in this process; the workers do not)."""
+    return local.scheduler.transition_counter
 
 
 def _detections(folder):
@@ -49,6 +55,9 @@ def _detections(folder):
 def _same_outputs(local_folder, dask_folder) -> None:
     local, remote = _detections(local_folder), _detections(dask_folder)
     assert local.keys() == remote.keys() and local
+    scores = [item["score"] for name in local for items in local[name][0].values() for item in items]
+    distinct, spread = score_spread(scores)
+    assert distinct == len(scores) >= 6 and spread > 1e-3  # exact equality that bites
     for name in local:
         assert local[name][0] == remote[name][0]  # segments, labels and scores, exactly
         assert local[name][1].keys() == remote[name][1].keys()

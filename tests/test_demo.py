@@ -61,6 +61,29 @@ def test_map_is_computed_and_finite(demo, setting):
         assert all(math.isfinite(v) and 0 <= v <= 100 for v in results["mean"]["map"] + [results["mean"]["avg"]])
 
 
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_run_detects_something_in_every_split(demo, setting, method):
+    plan, _, _ = demo
+    counts = {split: sum(len(items) for items in results.values())
+              for split, results in _detections(plan, setting, method).items()}
+    assert all(count > 0 for count in counts.values()), counts
+
+
+def _average_map(plan, setting: str, method: str) -> float:
+    return json.loads((plan.run_dir(setting, method) / "results.json").read_text())["mean"]["avg"]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_methods_rank_as_the_demo_readme_documents(demo, setting):
+    plan, _, _ = demo
+    scores = {method: _average_map(plan, setting, method) for method in METHODS}
+    # demo/README.md: T3AL_0 well above naive; without suppression T3AL scores about as T3AL_0
+    assert scores["T3AL_0"] > scores["naive"] + 10, scores
+    assert abs(scores["T3AL no suppression"] - scores["T3AL_0"]) < 5, scores
+    assert scores["T3AL"] <= scores["T3AL no suppression"] + 1e-6, scores
+
+
 def test_adaptation_changes_every_curve_and_the_detections(demo):
     plan, _, _ = demo
     for setting in SETTINGS:

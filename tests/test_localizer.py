@@ -13,7 +13,7 @@ from t3al.adapt.ops import l2norm, moving_average
 from t3al.adapt.video import GroundTruthHint, VideoInput, VideoProblem
 from t3al.cache import Head, VideoRecord
 
-from conftest import synthetic_features, write_tiny_cache
+from conftest import score_spread, synthetic_features, write_tiny_cache
 
 WIDTH = 8
 
@@ -33,10 +33,43 @@ def _classes(n: int = 3) -> torch.Tensor:
     return torch.eye(WIDTH)[:n]
 
 
-def _run(config: AdaptConfig, video: VideoInput, seed: int = 0):
-    params = _params()
+def _spread_params() -> Projections:
+    """Projections that mix the axes, with exp(s) = 6: scores and every parameter's gradient spread."""
+    generator = torch.Generator().manual_seed(5)
+    return Projections(torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator),
+                       torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator), float(np.log(6.0)))
+
+
+def _spread_video() -> VideoInput:
+    """Three actions of class 1 in noisy features: three segments whose scores differ."""
+    return _video(synthetic_features(n=400, actions=((30, 90, 1), (150, 200, 1), (260, 330, 1)), seed=3, noise=0.6))
+
+
+def _run(config: AdaptConfig, video: VideoInput, seed: int = 0, params: Projections | None = None):
+    params = _params() if params is None else params
     optimizer = make_optimizer(params, config) if config.steps else None
     return T3AL(config).localize(video, params, optimizer, _classes(), torch.Generator().manual_seed(seed))
+
+
+class _GradientLog:
+    """An optimiser for T3AL.localize that records every parameter's .grad before each Adam step:
+    the one place these tests see inside a step, through the optimiser interface only."""
+
+    def __init__(self, params: Projections, config: AdaptConfig) -> None:
+        self.params, self.adam, self.steps = params, make_optimizer(params, config), []
+
+    def step(self) -> None:
+        self.steps.append({name: None if p.grad is None else p.grad.clone()
+                           for name, p in self.params.named_parameters()})
+        self.adam.step()
+
+
+def _gradients(config: AdaptConfig, video: VideoInput, seed: int = 0) -> list[dict[str, torch.Tensor | None]]:
+    """Each step's parameter gradients of one adaptation from _spread_params."""
+    params = _spread_params()
+    log = _GradientLog(params, config)
+    T3AL(config).localize(video, params, log, _classes(), torch.Generator().manual_seed(seed))
+    return log.steps
 
 
 def test_pseudo_label_is_the_class_nearest_the_mean_frame():
@@ -67,16 +100,58 @@ def test_action_is_found_where_the_features_point_at_the_class():
     {"positives": "peak", "radius": 0, "peak_window": 2},
     {"scoring": "logoic"},
     {"positives": "peak", "scoring": "logoic", "suppression": False},
+    {"visual_lr_scale": 1.0},
+    {"separation": "bce", "representation": "none", "visual_lr_scale": 1.0},
+    {"separation": "byol", "representation": "pairwise", "visual_lr_scale": 1.0},
 ])
 def test_fast_path_gives_the_direct_paths_detections(variant):
-    video = _video(synthetic_features(n=400, actions=((50, 120, 1), (250, 330, 1)), seed=3))
+    video = _spread_video()
     config = AdaptConfig(steps=15, k=4, pool=10, radius=3, lr=1e-2).replace(**variant)
-    fast, _ = _run(config, video, seed=7)
-    direct, _ = _run(config.replace(implementation="direct"), video, seed=7)
+    fast, _ = _run(config, video, seed=7, params=_spread_params())
+    direct, _ = _run(config.replace(implementation="direct"), video, seed=7, params=_spread_params())
     assert fast.segments == direct.segments and fast.labels == direct.labels
+    distinct, spread = score_spread(direct.scores)
+    assert distinct == len(direct.scores) >= 3 and spread > 1e-3  # 100 x the tolerance: the comparison bites
     np.testing.assert_allclose(fast.scores, direct.scores, rtol=1e-5, atol=1e-5)  # LogOIC scores are logits
     np.testing.assert_allclose(fast.similarity, direct.similarity, atol=1e-5)
+    assert len(fast.losses) == len(direct.losses) > 0
     np.testing.assert_allclose(fast.losses, direct.losses, atol=1e-5)
+
+
+@pytest.mark.parametrize("separation, representation", [(s, r) for s in ("byol", "bce", "none")
+                                                        for r in ("text", "pairwise", "none") if (s, r) != ("none", "none")])
+@pytest.mark.parametrize("positives", ["pool", "peak"])
+def test_fast_step_sets_the_gradients_autograd_sets(separation, representation, positives):
+    config = AdaptConfig(steps=3, k=4, pool=10, radius=3, lr=1e-2, separation=separation,
+                         representation=representation, positives=positives)
+    video = _spread_video()
+    fast, direct = _gradients(config, video), _gradients(config.replace(implementation="direct"), video)
+    assert len(fast) == len(direct) == 3
+    for step, (a, b) in enumerate(zip(fast, direct)):
+        assert a.keys() == b.keys() == {"visual_proj", "text_projection", "logit_scale"}
+        for name in a:
+            if b[name] is None:  # nothing reaches it: the separation loss is off
+                assert a[name] is None and separation == "none" and name != "visual_proj"
+                continue
+            if name == "logit_scale" and separation == "byol":  # BYOL normalises the scores: no pull on s
+                assert abs(float(a[name])) < 1e-6 and abs(float(b[name])) < 1e-6
+                continue
+            assert b[name].abs().max() > 1e-4, (step, name)  # a gradient a wrong row would change
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6 * float(b[name].abs().max()),
+                                       msg=lambda m: f"step {step}, {name}: {m}")
+
+
+def test_region_score_is_the_label_probability_of_the_segments_mean_residual():
+    video = _spread_video()
+    result, _ = _run(AdaptConfig(steps=0, suppression=False), video, params=_spread_params())
+    params = _spread_params().requires_grad_(False)
+    x = video.features @ params.visual_proj
+    residual = x - x.mean(dim=0)  # F before normalisation, background removed
+    classes = l2norm(_classes() @ params.text_projection)
+    assert len(result.segments) == len(result.scores) == len(result.labels) == 3
+    for (first, last), score, label in zip(result.segments, result.scores, result.labels):
+        r = residual[first:last].mean(dim=0)  # frames first .. last - 1
+        assert score == pytest.approx(float(torch.softmax(6.0 * classes @ l2norm(r), dim=0)[label]), rel=1e-5)
 
 
 def test_adaptation_changes_parameters_with_their_own_learning_rates():
@@ -193,6 +268,7 @@ def test_same_seed_gives_identical_detections_whatever_the_jobs(tmp_path):
     config = AdaptConfig(steps=5, lr=1e-3)
     one = localize_split(str(cache), ids, ["A", "B", "C"], config, seed=3, jobs=1)
     two = localize_split(str(cache), ids, ["A", "B", "C"], config, seed=3, jobs=2)
+    assert [r.video_id for r in one.results] == [r.video_id for r in two.results] == ids
     for a, b in zip(one.results, two.results):
         assert a.segments == b.segments and a.scores == b.scores
 
@@ -335,6 +411,7 @@ def test_proposal_variants_share_one_adaptation_and_match_separate_runs():
     params = _params()
     shared, _ = T3AL(base).localize_variants(video, params, make_optimizer(params, base), _classes(),
                                              torch.Generator().manual_seed(0), variants)
+    assert len(shared) == len(variants)
     for variant, result in zip(variants, shared):
         alone, _ = _run(variant, video)
         assert result.segments == alone.segments and result.labels == alone.labels
@@ -387,15 +464,16 @@ def test_restore_rule_matters_only_in_the_stream_after_the_first_video(tmp_path)
     assert adaptation_key(config) != adaptation_key(config.replace(restore="none"))
 
 
-@pytest.mark.parametrize("implementation", ["fast", "direct"])
-def test_adazad_stream_gives_the_same_detections_on_both_paths(tmp_path, implementation):
+def test_adazad_stream_gives_the_same_detections_on_both_paths(tmp_path):
     cache = _split_cache(tmp_path)
     config = AdaptConfig(protocol="stream", steps=4, lr=1e-2, radius=2, positives="peak", restore="none",
                          scoring="logoic", suppression=False)
     fast = localize_split(str(cache), ["vid0", "vid1", "vid2"], ["A", "B", "C"], config, seed=1).results
-    other = localize_split(str(cache), ["vid0", "vid1", "vid2"], ["A", "B", "C"],
-                           config.replace(implementation=implementation), seed=1).results
-    for a, b in zip(fast, other):
+    direct = localize_split(str(cache), ["vid0", "vid1", "vid2"], ["A", "B", "C"],
+                            config.replace(implementation="direct"), seed=1).results
+    assert [r.video_id for r in fast] == [r.video_id for r in direct] == ["vid0", "vid1", "vid2"]
+    assert score_spread([s for r in direct for s in r.scores])[0] >= 3  # LogOIC scores: not saturated
+    for a, b in zip(fast, direct):
         assert a.segments == b.segments and a.labels == b.labels
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
         np.testing.assert_allclose(a.losses, b.losses, atol=1e-5)

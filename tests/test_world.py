@@ -31,6 +31,7 @@ def test_same_seed_gives_the_same_plans_and_frames():
     first, second = plan_world(5, 4, n_classes=4), plan_world(5, 4, n_classes=4)
     assert first == second
     a, b = list(iter_frames(first[0])), list(iter_frames(second[0]))
+    assert len(a) == len(b) == len(frame_times(first[0])) > 0
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -42,7 +43,9 @@ def test_same_seed_gives_identical_files(tmp_path, world):
     generate_world(tmp_path, seed=3, n_videos=4, n_classes=4, durations=(10.0, 16.0))
     for name in ("manifest.json", "captions.json"):
         assert (tmp_path / name).read_bytes() == (world / name).read_bytes()
-    for video in (world / "videos").glob("*.mp4"):
+    videos = sorted((world / "videos").glob("*.mp4"))
+    assert [v.name for v in sorted((tmp_path / "videos").glob("*.mp4"))] == [v.name for v in videos] and len(videos) == 4
+    for video in videos:
         assert (tmp_path / "videos" / video.name).read_bytes() == video.read_bytes()
 
 

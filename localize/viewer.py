@@ -31,11 +31,11 @@ def _rounded(values: np.ndarray, digits: int = 3) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def _curve_points(curve: Curve) -> tuple[list[float], list[float]]:
-    """At most CURVE_POINTS samples of the curve, evenly over its frames."""
-    n = len(curve.timestamps)
+def _curve_points(times: np.ndarray, values: np.ndarray) -> tuple[list[float], list[float]]:
+    """At most CURVE_POINTS samples of a curve, evenly over its frames."""
+    n = len(times)
     index = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)) if n else np.zeros(0, int)
-    return _rounded(curve.timestamps[index]), _rounded(curve.similarity[index], 4)
+    return _rounded(times[index]), _rounded(values[index], 4)
 
 
 def caption_runs(record: VideoRecord, end: float) -> list[list]:
@@ -79,11 +79,12 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             frames = [bytes_uri(shot, "image/jpeg") if shot else None for shot in shots]
         detections.append([round(start, 3), round(stop, 3), round(float(curve.scores[i]), 4),
                            classes.index(curve.labels[i]), frames])
-    times, values = _curve_points(curve)
     return {"id": curve.video, "duration": round(end, 3),
             "source": Path(os.path.relpath(source, page_dir)).as_posix() if reachable else None,
             "missing": None if reachable else (str(source) if source else "no source recorded"),
-            "detections": detections, "curves": [[classes.index(curve.pseudo_label), times, values]],
+            "detections": detections,
+            "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
+                       for label, values in curve.curves.items()],
             "captions": caption_runs(record, end)}
 
 

@@ -202,3 +202,19 @@ def test_localize_batched_on_a_device_gives_the_per_video_detections(tmp_path):
         assert [i["label"] for i in runs["batched"][video]] == [i["label"] for i in items]
         assert np.allclose([i["segment"] for i in runs["batched"][video]], [i["segment"] for i in items])
         assert np.allclose([i["score"] for i in runs["batched"][video]], [i["score"] for i in items], atol=1e-5)
+
+
+def test_the_viewer_draws_the_curve_of_each_localized_label(tmp_path):
+    from t3al.evaluate.plots import read_curve
+    from t3al.localize.viewer import video_view
+
+    t = np.arange(10) / 2.0
+    np.savez(tmp_path / "v.npz", timestamps=t, similarity=t, pseudo_label=np.array("a"),
+             segments=np.array([[1.0, 2.0], [3.0, 4.5]]), labels=np.array(["a", "b"]), scores=np.array([0.5, 0.9]),
+             curve_labels=np.array(["a", "b"]), curves=np.stack([t, 10 - t]))
+    record = VideoRecord("v", np.ones((10, 2)), t, 2.0, caption_frames=np.array([0, 4, 6]),
+                         caption_texts=["x", "x", "y"], caption_features=np.ones((3, 2)), duration=5.0)
+    view = video_view(read_curve(tmp_path / "v.npz"), record, ["a", "b"], tmp_path, thumbnails=0)
+    assert [c[0] for c in view["curves"]] == [0, 1] and view["curves"][1][2] == [10 - x for x in t.tolist()]
+    assert view["detections"] == [[3.0, 4.5, 0.9, 1, []], [1.0, 2.0, 0.5, 0, []]]  # best first
+    assert view["captions"] == [[0.0, 3.0, "x"], [3.0, 5.0, "y"]] and view["source"] is None

@@ -77,3 +77,15 @@ def test_report_renders_tables_and_plots_in_the_browser(chromium, out_dir, tmp_p
     assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', dom)) == 5
     assert re.findall(r'<h2 id="split-(\d)">', dom) == ["0", "1"]
     assert _png_size(tmp_path / "report.png") == (1100, 1300)
+
+
+def test_a_script_error_in_the_viewer_is_recorded_in_the_page(chromium, tmp_path):
+    """The check above can fail: a view the script cannot draw (a score that is not a number) leaves
+    the page not ready and its error in the root's data-errors."""
+    from t3al.localize.viewer import write_viewer
+
+    view = {"id": "v", "duration": 10.0, "source": None, "missing": "gone.mp4", "captions": [],
+            "detections": [[1.0, 2.0, "not a number", 0, []]], "curves": []}
+    page = write_viewer(tmp_path / "index.html", [view], ["a"], "broken", [])
+    root = re.search(r"<html[^>]*>", browse(chromium, page, tmp_path / "profile", tmp_path / "shot.png")).group(0)
+    assert "data-errors=" in root and "toFixed" in root and "data-ready" not in root

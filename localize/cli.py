@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from t3al.adapt.cli import execution_options, report_runs, setting_options
 from t3al.adapt.cluster import ClusterError
-from t3al.adapt.config import ConfigError
+from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.pipeline import OutputError
+from t3al.adapt.spec import check_execution, resolve_configs
 from t3al.adapt.vocabulary import VocabularySpec, build_vocabulary_spec, localize_vocabulary
 from t3al.cache import CacheError, CacheReader
 from t3al.cache.schema import INFO_FILE
@@ -139,10 +140,17 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     for note in actions.notes:
         click.echo(f"note: {note}", err=True)
     settings = setting_options(options)
-    if settings.get("suppression") is not False and caption_fps == 0:
+    is_cache = (source / INFO_FILE).is_file()
+    if is_cache and cache_dir is not None and cache_dir.resolve() != source.resolve():
+        raise click.UsageError(f"{source} is a cache itself: leave out --cache {cache_dir}")
+    try:  # settings and where the work runs are checked before stage one writes anything
+        config = next(iter(resolve_configs(preset or DEFAULT_PRESET, config_file, settings, seed=seed).values()))
+        check_execution(jobs, scheduler, device)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    if config.suppression and caption_fps == 0:
         raise click.UsageError("--caption-fps 0 gives no captions and suppression needs them: add --no-suppression")
     failed = 0
-    is_cache = (source / INFO_FILE).is_file()
     cache = source if is_cache else cache_dir or Path("caches") / source.resolve().name
     if is_cache:
         _add_prompts(cache, actions.names, pretrained, model_configs, extract_device)

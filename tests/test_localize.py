@@ -218,3 +218,18 @@ def test_the_viewer_draws_the_curve_of_each_localized_label(tmp_path):
     assert [c[0] for c in view["curves"]] == [0, 1] and view["curves"][1][2] == [10 - x for x in t.tolist()]
     assert view["detections"] == [[3.0, 4.5, 0.9, 1, []], [1.0, 2.0, 0.5, 0, []]]  # best first
     assert view["captions"] == [[0.0, 3.0, "x"], [3.0, 5.0, "y"]] and view["source"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--beta", "2"], "beta must be in"),
+    (["--caption-fps", "0"], "add --no-suppression"),
+])
+def test_bad_settings_are_refused_before_stage_one_runs(tmp_path, monkeypatch, args, message):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"\0" * 64)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [str(videos), "--actions", "pole vault", "--no-progress", *args])
+    assert result.exit_code == 2 and message in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]

@@ -80,16 +80,10 @@ def default_root(spec: RunSpec) -> Path:
     return Path("runs") / spec.cache.resolve().name / spec.setting
 
 
-def run_options(command):
-    """The options every stage-two command shares: which splits, where from, how to run and report."""
+def execution_options(command):
+    """The options of every stage-two run: settings (preset, file, one option per setting), seed,
+    where the work runs (processes, Dask, device), the output folder rule, failures, progress."""
     options = [
-        click.argument("cache", type=click.Path(path_type=Path)),
-        click.option("--split", "setting", default="75_25", show_default=True,
-                     help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes)."),
-        click.option("--split-index", "indices", type=click.IntRange(min=0), multiple=True,
-                     help="Run only this split (repeat); default: all ten."),
-        click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
-                     help="Dataset manifest (ground truth, splits); default: the one recorded in the cache."),
         click.option("--preset", type=click.Choice(preset_names()),
                      help="Settings preset; default: activitynet for ActivityNet manifests, else thumos14."),
         click.option("--config", "config_file", type=click.Path(path_type=Path),
@@ -107,10 +101,6 @@ def run_options(command):
         click.option("--overwrite", is_flag=True,
                      help="Replace an output folder that holds another configuration's results "
                           "(a rerun of the same configuration replaces its own without it)."),
-        click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
-        click.option("--tiou", "tiou_set", type=click.Choice(list(TIOU_SETS)),
-                     help="Named tIoU set of the table; default: the manifest's thresholds. activitynet-public: "
-                          "0.5, 0.75, 0.95 only, the public T3AL script's ActivityNet Avg."),
         click.option("--allow-failures", is_flag=True, help="Exit 0 even when some videos could not be processed."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
     ]
@@ -131,6 +121,27 @@ def adapt_with_progress(spec: RunSpec, folders: dict[str, Path], unit: str, desc
             return run(spec, folders, on_video=bar.update, **kwargs)
         except OutputError as err:
             raise click.ClickException(str(err)) from None
+
+
+def run_options(command):
+    """The options every evaluated stage-two command shares: which splits, where from, how to run and report."""
+    options = [
+        click.argument("cache", type=click.Path(path_type=Path)),
+        click.option("--split", "setting", default="75_25", show_default=True,
+                     help="Zero-shot setting: 75_25 or 50_50 (seen:unseen classes)."),
+        click.option("--split-index", "indices", type=click.IntRange(min=0), multiple=True,
+                     help="Run only this split (repeat); default: all ten."),
+        click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
+                     help="Dataset manifest (ground truth, splits); default: the one recorded in the cache."),
+        click.option("--round", "round_ap", is_flag=True, help="Round each class AP to 0.1 like the public scripts."),
+        click.option("--tiou", "tiou_set", type=click.Choice(list(TIOU_SETS)),
+                     help="Named tIoU set of the table; default: the manifest's thresholds. activitynet-public: "
+                          "0.5, 0.75, 0.95 only, the public T3AL script's ActivityNet Avg."),
+    ]
+    command = execution_options(command)
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:

@@ -25,7 +25,8 @@ from t3al.evaluate import Detections
 
 from .video import VideoResult
 
-RUN_FILES = ("config.json", "results.json", "report")
+RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's (t3al-localize) own files:
+             "detections.json", "detections.csv", "curves", "index.html")
 _NAME_ROOM = 100  # characters of the folder's name kept in its lock and temporary names
 
 
@@ -34,10 +35,20 @@ class OutputError(ValueError):
 
 
 def _identity(record: dict) -> dict:
-    """What makes two runs the same configuration: config, seed, setting, model, dataset."""
+    """What makes two runs the same configuration: config, seed, setting, model, dataset (or, for a
+    vocabulary run, the vocabulary and the videos)."""
     cache = record.get("cache") or {}
     return {"config": record.get("config"), "seed": record.get("seed"), "setting": record.get("setting"),
-            "model": cache.get("model"), "manifest": record.get("manifest")}
+            "model": cache.get("model"), "manifest": record.get("manifest"), "vocabulary": record.get("vocabulary"),
+            "videos": record.get("videos")}
+
+
+def external_data(record: dict) -> dict:
+    """What produced a run's detections, for the ActivityNet results' ``external_data``."""
+    config = record["config"]
+    return {"used": True, "details": f"model {record['cache']['model']}; method {config['method']} (t3al "
+                                     f"{record['code_version']}, seed {record['seed']})",
+            "model": record["cache"]["model"], "method": config["method"], "config": config}
 
 
 def _run_entries(folder: Path) -> list[Path]:
@@ -142,14 +153,14 @@ class RunOutput:
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 
-    def write_split(self, index: int, detections: Detections, results: list[VideoResult], classes: list[str],
-                    curves: bool = True) -> None:
-        """Split ``index``'s detections as ActivityNet JSON and CSV, and (``curves``) each video's
-        curve and segments for plots."""
-        folder = self.temporary / f"split_{index}"
+    def write_split(self, index: int | None, detections: Detections, results: list[VideoResult],
+                    classes: list[str], curves: bool = True) -> None:
+        """Split ``index``'s detections (None: a vocabulary run's, in the folder itself) as ActivityNet
+        JSON naming the model and method, and CSV, and (``curves``) each video's curve and segments."""
+        folder = self.temporary if index is None else self.temporary / f"split_{index}"
         try:
             folder.mkdir(exist_ok=True)
-            detections.write_json(folder / "detections.json")
+            detections.write_json(folder / "detections.json", external_data(self.record))
             detections.write_csv(folder / "detections.csv")
             if curves:
                 (folder / "curves").mkdir(exist_ok=True)
@@ -158,10 +169,11 @@ class RunOutput:
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 
-    def commit(self, document: dict) -> None:
-        """Write ``results.json`` and put the complete run in the folder's place; a replaced
-        folder's files that are not a run's join the new one."""
-        self._write_text("results.json", json.dumps(document, indent=2) + "\n")
+    def commit(self, document: dict | None = None) -> None:
+        """Write ``results.json`` (an evaluated run's ``document``) and put the complete run in the
+        folder's place; a replaced folder's files that are not a run's join the new one."""
+        if document is not None:
+            self._write_text("results.json", json.dumps(document, indent=2) + "\n")
         old = self.temporary.with_suffix(".old")
         try:
             if self.folder.is_dir():

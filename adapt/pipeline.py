@@ -17,7 +17,7 @@ from .config import UNPUBLISHED, AdaptConfig
 from .output import RunOutput, claimed
 from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
-from .video import VideoProblem
+from .video import VideoProblem, VideoResult
 
 
 @dataclass
@@ -62,6 +62,12 @@ def _truths(evaluation) -> Truths:
     return truths
 
 
+def split_detections(results: list[VideoResult], classes: list[str], source: str) -> Detections:
+    """The scored segments of ``results`` as Detections (labels by name)."""
+    return Detections.from_records(({"video": v, "start": s, "end": e, "score": c, "label": lab}
+                                    for v, s, e, c, lab in detection_rows(results, classes)), source=source)
+
+
 def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curves: bool = True,
         overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, SettingRun]:
     """Localize and evaluate every config of ``spec`` on its splits: one run per config name.
@@ -97,9 +103,7 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
         for index, split_outcomes in zip(spec.indices, outcomes):
             outcome = split_outcomes[position]
             classes = evaluations[index].classes
-            detections[index] = Detections.from_records(
-                ({"video": v, "start": s, "end": e, "score": c, "label": lab}
-                 for v, s, e, c, lab in detection_rows(outcome.results, classes)), source=f"split {index}")
+            detections[index] = split_detections(outcome.results, classes, f"split {index}")
             run_.problems.extend(outcome.problems)
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
             if name in outputs:

@@ -115,23 +115,36 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
     chosen = split_indices(loaded, key, indices)
     preset = preset or dataset_rules(loaded.dataset).preset
     tious = run_tious(loaded, tiou_set)
-    jobs = default_jobs() if jobs is None else jobs
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
-    scheduler = (scheduler or "").strip() or None
-    device = check_device(device, here=scheduler is None)
-    layers = [("command line", options or {})]
-    if rows is None:
-        config = make_config(preset, config_file, layers)
-        configs = {run_name(config, preset, seed): config}
-    else:
-        configs = {name: make_config(preset, config_file, [*layers, (f"{rows_source} {name!r}", settings)])
-                   for name, settings in rows.items()}
+    configs = resolve_configs(preset, config_file, options, rows, rows_source, seed)
+    jobs, scheduler, device = check_execution(jobs, scheduler, device)
     evaluations = {index: loaded.evaluation_set(key, index) for index in chosen}
     for evaluation in evaluations.values():
         reader.head().prompt_index(evaluation.classes)
     return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap,
                    scheduler, device, evaluations)
+
+
+def resolve_configs(preset: str, config_file: str | os.PathLike | None = None,
+                    options: Mapping[str, Any] | None = None, rows: Mapping[str, Mapping[str, Any]] | None = None,
+                    rows_source: str = "row", seed: int = 0) -> dict[str, AdaptConfig]:
+    """The configs of a run, named: the preset, the config file, the command line, then each row
+    (without rows, one config named by ``run_name``)."""
+    layers = [("command line", options or {})]
+    if rows is None:
+        config = make_config(preset, config_file, layers)
+        return {run_name(config, preset, seed): config}
+    return {name: make_config(preset, config_file, [*layers, (f"{rows_source} {name!r}", settings)])
+            for name, settings in rows.items()}
+
+
+def check_execution(jobs: int | None, scheduler: str | None, device: str | None) -> tuple[int, str | None, str | None]:
+    """Where a run's work goes, checked: ``jobs`` processes (default: the cores), a Dask
+    ``scheduler`` (blank: none) and a ``device`` (CUDA looked for only without a scheduler)."""
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
+    scheduler = (scheduler or "").strip() or None
+    return jobs, scheduler, check_device(device, here=scheduler is None)
 
 
 def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:

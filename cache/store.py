@@ -477,6 +477,15 @@ class CacheReader:
         except (OSError, KeyError, ValueError) as err:
             raise CacheError(f"{path}: unreadable video file ({err})") from err
 
+    def caption_count(self, video_id: str) -> int:
+        """How many captions a cached video holds, read without its features."""
+        path = self._path(video_id)
+        try:
+            with h5py.File(path, "r") as f:
+                return int(f["captions"]["frame"].shape[0])
+        except (OSError, KeyError) as err:
+            raise CacheError(f"{path}: unreadable video file ({err})") from err
+
     def videos(self, video_ids: list[str] | None = None) -> Iterator[VideoRecord]:
         for video_id in self.video_ids() if video_ids is None else video_ids:
             yield self.video(video_id)

@@ -8,7 +8,6 @@ table / report; then one table per setting and what it shows.
 from __future__ import annotations
 
 import contextlib
-import html
 import io
 import json
 import math
@@ -51,6 +50,7 @@ class DemoPlan:
     jobs: int = 2
     plots: int = 2
     checkpoint: Path = CHECKPOINT
+    two_actions: float = 0.0  # fraction of videos alternating two actions (0: the published demo world)
 
     @property
     def world(self) -> Path:
@@ -119,20 +119,22 @@ def tables(plan: DemoPlan) -> str:
 def reports(plan: DemoPlan) -> Path:
     """One t3al-evaluate HTML report per run and an index page with both tables linking to them."""
     from t3al.evaluate.cli import main as evaluate_main
+    from t3al.evaluate.pages import render
+    from t3al.evaluate.report import table_cells
 
-    links = []
+    sections = []
     for setting in SETTINGS:
-        links.append(f"<h2>Setting {setting}</h2>" + (plan.out / f"table_{setting}.html").read_text())
+        documents = {m: json.loads((plan.run_dir(setting, m) / "results.json").read_text()) for m in METHODS}
+        links = []
         for method in METHODS:
             run_dir = plan.run_dir(setting, method)
             run_command("t3al-evaluate", evaluate_main, ["report", str(run_dir), "--manifest",
                                                          str(plan.world / "manifest.json"), "--plots", str(plan.plots)])
-            page = (run_dir / "report" / "index.html").relative_to(plan.out)
-            links.append(f'<p><a href="{html.escape(str(page))}">{setting} {method}: report with plots</a></p>')
+            links.append({"href": (run_dir / "report" / "index.html").relative_to(plan.out).as_posix(),
+                          "text": f"{setting} {method}: report with plots"})
+        sections.append({"setting": setting, "table": table_cells(documents), "links": links})
     index = plan.out / "index.html"
-    index.write_text("<!doctype html><meta charset='utf-8'><title>t3al demo</title><h1>t3al demo: "
-                     f"generated world seed {plan.seed}, tiny CoCa</h1>" + "\n".join(links)
-                     + f"<p>{html.escape(EXPLANATION)}</p>")
+    index.write_text(render("index.html", "t3al.demo", seed=plan.seed, sections=sections, explanation=EXPLANATION))
     return index
 
 
@@ -141,7 +143,7 @@ def run_demo(plan: DemoPlan) -> dict:
     timings = {}
     started = time.time()
     if not (plan.world / "manifest.json").exists():
-        generate_world(plan.world, plan.seed, plan.videos, plan.classes, plan.durations)
+        generate_world(plan.world, plan.seed, plan.videos, plan.classes, plan.durations, plan.two_actions)
     timings["world"] = time.time() - started
     extract(plan)
     timings["extract"] = time.time() - started - sum(timings.values())
@@ -185,9 +187,11 @@ def _durations(ctx: click.Context, param: click.Parameter, value: tuple[float, f
               help="Videos plotted per split in the reports.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=CHECKPOINT,
               show_default=True, help="Tiny CoCa weights (open_clip state_dict).")
+@click.option("--two-actions", type=click.FloatRange(0, 1), default=DemoPlan.two_actions, show_default=True,
+              help="Fraction of videos whose main action alternates with a second one (0: the published world).")
 def main(out: Path, seed: int, videos: int, classes: int, durations: tuple[float, float], caption_fps: float,
-         jobs: int, plots: int, checkpoint: Path) -> None:
-    plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint)
+         jobs: int, plots: int, checkpoint: Path, two_actions: float) -> None:
+    plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint, two_actions)
     summary = run_demo(plan)
     click.echo(summary["table"])
     click.echo(f"report: {summary['index']}")

@@ -105,24 +105,48 @@ def _plan_distractors(rng: np.random.Generator, duration: float) -> list[Distrac
     return items
 
 
+def _alternate(instances: list[Instance], main: str, second: str) -> list[Instance]:
+    """Every other instance of the main action (the 2nd, 4th, ...) becomes the second action."""
+    mains = [i for i, instance in enumerate(instances) if instance.label == main]
+    return [replace(instance, label=second) if i in mains[1::2] else instance for i, instance in enumerate(instances)]
+
+
 def plan_video(seed: int, index: int, main: str, classes: Sequence[str],
-               durations: tuple[float, float] = DURATIONS) -> VideoSpec:
-    """The plan of one video, a pure function of its arguments."""
+               durations: tuple[float, float] = DURATIONS, second: str | None = None) -> VideoSpec:
+    """The plan of one video, a pure function of its arguments; with ``second``, every other
+    instance of the main action is that action instead (same times, so one-action plans stay as they were)."""
     rng = np.random.default_rng([seed, index])
     fps = FRAME_RATES[int(rng.integers(len(FRAME_RATES)))]
     duration = float(rng.uniform(*durations))
     others = [c for c in classes if c != main] or [main]
     other = others[int(rng.integers(len(others)))]
     instances = _plan_instances(rng, duration, main, other)
+    if second is not None:
+        instances = _alternate(instances, main, second)
     scene = SCENES[int(rng.integers(len(SCENES)))].name
     return VideoSpec(video_id=f"world_{seed}_{index:03d}", seed=seed, fps=fps, n_frames=int(round(duration * fps)),
                      scene=scene, brightness=float(rng.uniform(0.8, 1.15)), instances=tuple(instances),
                      distractors=tuple(_plan_distractors(rng, duration)))
 
 
+def second_actions(seed: int, mains: Sequence[str], classes: Sequence[str], fraction: float) -> list[str | None]:
+    """For each video, a second action (another class) with probability ``fraction``, else None;
+    drawn from its own generator, so the world's other draws do not change."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"the fraction of videos with two actions must lie in [0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, 2])
+    seconds: list[str | None] = []
+    for main in mains:
+        others = [c for c in classes if c != main]
+        pick, draw = rng.random(), int(rng.integers(len(others)))
+        seconds.append(others[draw] if pick < fraction else None)
+    return seconds
+
+
 def plan_world(seed: int, n_videos: int, n_classes: int = len(ACTIONS),
-               durations: tuple[float, float] = DURATIONS) -> list[VideoSpec]:
-    """Plans for n_videos videos whose main classes cycle through the first n_classes classes."""
+               durations: tuple[float, float] = DURATIONS, two_actions: float = 0.0) -> list[VideoSpec]:
+    """Plans for n_videos videos whose main classes cycle through the first n_classes classes;
+    a ``two_actions`` fraction of them alternate their main action with a second one."""
     if not 2 <= n_classes <= len(ACTIONS):
         raise ValueError(f"n_classes must be between 2 and {len(ACTIONS)}, got {n_classes}")
     if not 6.0 <= durations[0] <= durations[1]:
@@ -131,7 +155,8 @@ def plan_world(seed: int, n_videos: int, n_classes: int = len(ACTIONS),
         raise ValueError(f"{n_videos} videos cannot hold all {n_classes} classes; ask for at least {n_classes}")
     classes = [a.name for a in ACTIONS[:n_classes]]
     mains = [classes[int(c)] for c in np.random.default_rng(seed).permutation(n_videos) % n_classes]
-    specs = [plan_video(seed, i, main, classes, durations) for i, main in enumerate(mains)]
+    seconds = second_actions(seed, mains, classes, two_actions)
+    specs = [plan_video(seed, i, main, classes, durations, second) for i, (main, second) in enumerate(zip(mains, seconds))]
     return _cover_classes(specs, mains)
 
 
@@ -277,11 +302,11 @@ def write_split_lists(manifest: dict, root: Path) -> None:
 
 
 def generate_world(out_dir: Path, seed: int, n_videos: int, n_classes: int = len(ACTIONS),
-                   durations: tuple[float, float] = DURATIONS) -> Path:
+                   durations: tuple[float, float] = DURATIONS, two_actions: float = 0.0) -> Path:
     """Write videos/*.mp4, manifest.json, captions.json and splits/ under out_dir; returns the manifest path."""
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    specs = plan_world(seed, n_videos, n_classes, durations)
+    specs = plan_world(seed, n_videos, n_classes, durations, two_actions)
     for spec in tqdm(specs, desc=f"world seed {seed}", unit="video"):
         write_mp4(spec, out_dir / "videos" / f"{spec.video_id}.mp4")
     manifest = build_manifest(specs, [a.name for a in ACTIONS[:n_classes]], seed)

@@ -9,7 +9,8 @@ Public API (what t3al-adapt and users call)::
     split_ground_truth(manifest, setting, index) -> (unseen classes, GroundTruth)   # PROTOCOL.md
     results_document(setting, [MAPResult, ...], indices=None) -> the results.json layout
     evaluate_setting(manifest, setting, load=lambda i: Detections, tious=None, round_ap=False) -> document
-    format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv")
+    format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv"|"html")
+    pages.render(template, package="t3al.evaluate", **context) -> HTML from an autoescaping jinja2 template
     manifest_tious(manifest) -> tuple of thresholds (the manifest's, else its dataset family's)
     plots.read_curve(npz) -> Curve; plots.plot_video(curve, gt_rows, png, duration=None);
     plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8, videos=())

@@ -5,11 +5,11 @@ Layout read (see the brief of t3al-adapt): ``OUT/results.json``, optional ``OUT/
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,20 +20,17 @@ from tqdm import tqdm
 from t3al.manifests import Manifest, read_text
 
 from .detection import evaluate_detections
+from .pages import data_uri, render
 from .plots import plot_class_ap, plot_video, read_curve
-from .report import format_table
+from .report import table_cells
 from .tables import Detections, EvaluationError, GroundTruth
 
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:4px 0}
-.note{color:#666;font-size:90%}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:80%}"""
+SOURCE = re.compile(r'name="t3al-report-of" content="([^"]*)"')  # the folder a report shows (its meta tag)
 
 
-def _image(path: Path, report_dir: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    link = path.relative_to(report_dir).as_posix()
-    return f'<a href="{html.escape(link)}"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></a>'
+def _image(path: Path, report_dir: Path, alt: str) -> dict[str, str]:
+    """A PNG embedded in the page, linking its file."""
+    return {"link": path.relative_to(report_dir).as_posix(), "alt": alt, "src": data_uri(path, "image/png")}
 
 
 def _load_results(out_dir: Path) -> dict:
@@ -108,16 +105,11 @@ def _chosen_curves(out_dir: Path, index: int, tious: Sequence[float], truth: Gro
 
 
 def _split_section(out_dir: Path, report_dir: Path, split: dict, tious: list, manifest: Manifest | None,
-                   setting: str, n_plots: int, videos: Sequence[str]) -> str:
+                   setting: str, n_plots: int, videos: Sequence[str]) -> dict:
+    """What the page shows of one split: its classes, table, AP bars and chosen videos' plots."""
     index = split["index"]
     img = report_dir / "img"
-    parts = [f'<h2 id="split-{index}">Split {index}</h2>',
-             f"<p>Unseen classes: {html.escape(', '.join(map(str, split['classes'])))}. "
-             f"{html.escape(str(split.get('n_videos', '?')))} videos, "
-             f"{html.escape(str(split.get('n_detections', '?')))} detections.</p>",
-             format_table({f"split {index}": {"tiou": tious, "map": split["map"], "avg": split["avg"]}}, "html")]
     bars = plot_class_ap(split["per_class"], tious, img / f"split_{index}_ap.png", f"split {index}: AP per class")
-    parts.append(_image(bars, report_dir, f"AP per class, split {index}"))
     truth: dict[str, list] = {}
     ground_truth = None
     if manifest is not None:
@@ -126,17 +118,25 @@ def _split_section(out_dir: Path, report_dir: Path, split: dict, tious: list, ma
         for a in evaluation.annotations:
             truth.setdefault(a["video"], []).append(a)
     curves, rule = _chosen_curves(out_dir, index, tious, ground_truth, n_plots, videos)
-    if curves:
-        parts.append(f'<p class="note">Videos plotted: {html.escape(rule)}.</p>')
-        if manifest is None:
-            parts.append('<p class="note">No manifest given: ground-truth segments are not shown.</p>')
+    plots = []
     for path, why in tqdm(curves, desc=f"plots split {index}", leave=False, disable=len(curves) < 20):
         curve = read_curve(path)
         duration = manifest.videos.get(curve.video, {}).get("duration") if manifest else None
         png = plot_video(curve, truth.get(curve.video, []), img / f"split_{index}" / f"{curve.video}.png", duration,
                          why)
-        parts.append(_image(png, report_dir, curve.video))
-    return "\n".join(parts)
+        plots.append(_image(png, report_dir, curve.video))
+    return {"index": index, "classes": [str(c) for c in split["classes"]],
+            "n_videos": split.get("n_videos", "?"), "n_detections": split.get("n_detections", "?"),
+            "table": table_cells({f"split {index}": {"tiou": tious, "map": split["map"], "avg": split["avg"]}}),
+            "bars": _image(bars, report_dir, f"AP per class, split {index}"), "videos": plots, "rule": rule}
+
+
+def _reports_other_folder(html_path: Path, out_dir: Path) -> bool:
+    """Whether the file at ``html_path`` is something other than a report of ``out_dir``."""
+    if not html_path.is_file():
+        return False
+    shown = SOURCE.search(html_path.read_text(errors="replace"))
+    return shown is None or html.unescape(shown.group(1)) != str(out_dir.resolve())
 
 
 def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots: int = 8,
@@ -147,8 +147,7 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
     out_dir = Path(out_dir)
     document = _load_results(out_dir)
     html_path = Path(html_path) if html_path else out_dir / "report" / "index.html"
-    source = f'<meta name="t3al-report-of" content="{html.escape(str(out_dir.resolve()))}">'
-    if html_path.is_file() and source not in html_path.read_text(errors="replace") and not overwrite:
+    if _reports_other_folder(html_path, out_dir) and not overwrite:
         raise EvaluationError(f"{html_path} holds another report; choose another --html, or pass --overwrite "
                               "to replace it")
     report_dir = html_path.parent
@@ -157,7 +156,7 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
         temporary.write_text("")  # a folder that cannot take the report is found before any plot
-        page = _page(out_dir, document, report_dir, manifest, n_plots, videos, source)
+        page = _page(out_dir, document, report_dir, manifest, n_plots, videos)
         temporary.write_text(page, encoding="utf-8")
         os.replace(temporary, html_path)
     except BaseException as err:
@@ -173,22 +172,16 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
 
 
 def _page(out_dir: Path, document: dict, report_dir: Path, manifest: Manifest | None, n_plots: int,
-          videos: Sequence[str], source: str) -> str:
+          videos: Sequence[str]) -> str:
     """The report's HTML, its PNGs written under ``report_dir/img``."""
     tious = document["tiou"]
     setting = document.get("setting", "")
     rows = {f"split {s['index']}": {"tiou": tious, "map": s["map"], "avg": s["avg"]} for s in document["splits"]}
     rows["mean ± std"] = document
-    toc = " · ".join(f'<a href="#split-{s["index"]}">split {s["index"]}</a>' for s in document["splits"])
     config = out_dir / "config.json"
-    sections = [_split_section(out_dir, report_dir, s, tious, manifest, setting, n_plots, videos)
-                for s in document["splits"]]
-    body = [f"<h1>t3al report: {html.escape(out_dir.name)} ({html.escape(setting)})</h1>",
-            "<p>mAP (%) per tIoU threshold; mean ± sample standard deviation over the splits. "
-            "Per-video plots: similarity to the pseudo-label over time, ground truth (green) and "
-            "predicted segments (orange).</p>",
-            format_table(rows, "html"), f"<p>{toc}</p>", *sections]
-    if config.is_file():
-        body.append(f"<h2>Configuration</h2><pre>{html.escape(config.read_text(errors='replace'))}</pre>")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{source}<title>t3al report</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return render(
+        "report.html", source=str(out_dir.resolve()), name=out_dir.name, setting=str(setting),
+        summary=table_cells(rows), has_manifest=manifest is not None,
+        splits=[_split_section(out_dir, report_dir, s, tious, manifest, setting, n_plots, videos)
+                for s in document["splits"]],
+        config=config.read_text(errors="replace") if config.is_file() else None)

@@ -6,10 +6,10 @@ A row is a results document (``{"tiou", "mean", "std", ...}``, the ``results.jso
 from __future__ import annotations
 
 import csv
-import html
 import io
 from typing import Mapping, Sequence
 
+from .pages import render
 from .tables import EvaluationError
 
 FORMATS = ("terminal", "markdown", "csv", "html")
@@ -34,15 +34,8 @@ def _cell(mean: float, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def format_table(rows: Mapping[str, Mapping], fmt: str = "terminal", tious: Sequence[float] | None = None,
-                 digits: int = 2) -> str:
-    """The table of ``rows`` (name -> row) as aligned text, Markdown, CSV or an HTML ``<table>``.
-
-    ``tious`` picks the threshold columns shown (e.g. 0.5, 0.75, 0.95 for ActivityNet); Avg is
-    always the mean over all thresholds of the row. CSV has separate ``_std`` columns.
-    """
-    if fmt not in FORMATS:
-        raise EvaluationError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+def _header_body(rows: Mapping[str, Mapping], tious: Sequence[float] | None) -> tuple[list[str], list]:
+    """The column names and, per row, its name and (mean, std) figures of the shown columns and Avg."""
     if not rows:
         raise EvaluationError("no rows to tabulate")
     columns = _columns(rows, tious)
@@ -52,11 +45,29 @@ def format_table(rows: Mapping[str, Mapping], fmt: str = "terminal", tious: Sequ
         maps, avg, map_std, avg_std = _figures(row)
         index = [[round(t, 4) for t in row["tiou"]].index(round(t, 4)) for t in columns]
         body.append((name, [(maps[i], map_std[i] if map_std else None) for i in index] + [(avg, avg_std)]))
+    return header, body
+
+
+def table_cells(rows: Mapping[str, Mapping], tious: Sequence[float] | None = None, digits: int = 2) -> list[list[str]]:
+    """The table of ``rows`` as text cells, header first (what the terminal, Markdown and HTML show)."""
+    header, body = _header_body(rows, tious)
+    return [header] + [[name] + [_cell(m, s, digits) for m, s in figures] for name, figures in body]
+
+
+def format_table(rows: Mapping[str, Mapping], fmt: str = "terminal", tious: Sequence[float] | None = None,
+                 digits: int = 2) -> str:
+    """The table of ``rows`` (name -> row) as aligned text, Markdown, CSV or an HTML ``<table>``.
+
+    ``tious`` picks the threshold columns shown (e.g. 0.5, 0.75, 0.95 for ActivityNet); Avg is
+    always the mean over all thresholds of the row. CSV has separate ``_std`` columns.
+    """
+    if fmt not in FORMATS:
+        raise EvaluationError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "csv":
-        return _csv(header, body)
-    cells = [header] + [[name] + [_cell(m, s, digits) for m, s in figures] for name, figures in body]
+        return _csv(*_header_body(rows, tious))
+    cells = table_cells(rows, tious, digits)
     if fmt == "html":
-        return _html(cells)
+        return render("table.html", cells=cells).strip()
     return _markdown(cells) if fmt == "markdown" else _aligned(cells)
 
 
@@ -72,12 +83,6 @@ def _markdown(cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join(["---"] + ["---:"] * (len(cells[0]) - 1)) + "|")
     return "\n".join(lines)
-
-
-def _html(cells: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(v)}</th>" for v in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>\n" for row in cells[1:])
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
 def _csv(header: list[str], body: list) -> str:

@@ -20,6 +20,7 @@ from t3al.manifests import read_text
 
 DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
 GROUND_TRUTH_COLUMNS = ("video-id", "t-start", "t-end", "label")
+ACTIVITYNET_VERSION = "VERSION 1.3"  # the results format of the ActivityNet detection toolkit
 
 
 class EvaluationError(ValueError):
@@ -154,15 +155,16 @@ class Detections:
             writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
                                  (f"{s:.6f}" for s in self.score), self.label))
 
-    def to_activitynet(self) -> dict:
-        """The ActivityNet detection JSON object (videos in first-seen order)."""
+    def to_activitynet(self, external_data: Mapping[str, Any] | None = None) -> dict:
+        """The ActivityNet results object (videos in first-seen order, segments in seconds);
+        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``)."""
         results: dict[str, list] = {}
         for v, s, e, c, lab in zip(self.video, self.start, self.end, self.score, self.label):
             results.setdefault(v, []).append({"label": lab, "score": float(c), "segment": [float(s), float(e)]})
-        return {"version": "t3al", "results": results, "external_data": {}}
+        return {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
 
-    def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_activitynet()))
+    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None) -> None:
+        Path(path).write_text(json.dumps(self.to_activitynet(external_data)))
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:

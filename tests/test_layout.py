@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -27,16 +28,36 @@ def test_stage_two_never_imports_open_clip():
     assert "open_clip" not in _imports("adapt")
 
 
-@pytest.mark.parametrize("folder", ["adapt", "evaluate", "extract", "manifests", "demo", "benchmarks"])
+@pytest.mark.parametrize("folder", ["adapt", "evaluate", "extract", "manifests", "demo", "localize", "benchmarks"])
 def test_only_the_cache_package_touches_hdf5(folder):
     assert "h5py" not in _imports(folder)
+
+
+def _markup_strings(path: Path) -> list[str]:
+    """String constants of a module that hold an HTML tag, docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    names = r"(html|head|body|div|span|p|a|img|table|tr|td|th|h[1-6]|meta|script|style|pre|section|ul|li|svg)"
+    tag = re.compile(rf"<!doctype|</{names}>|<{names}\s+[\w-]+=", re.IGNORECASE)  # "<table>" alone may be a placeholder
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings and tag.search(node.value)]
+
+
+@pytest.mark.parametrize("folder", ["adapt", "cache", "evaluate", "extract", "manifests", "demo", "localize",
+                                    "benchmarks"])
+def test_no_page_is_built_from_strings_only_from_templates(folder):
+    """Every HTML page comes from an autoescaping template (evaluate/pages.py): no markup in code."""
+    found = {str(path.relative_to(REPO)): _markup_strings(path) for path in (REPO / folder).rglob("*.py")}
+    assert {name: strings for name, strings in found.items() if strings} == {}
 
 
 def test_folders_are_installed_under_t3al_only(tmp_path):
     """From outside the checkout, `t3al.cache` imports and a bare `cache` does not come from us."""
     code = (
         "import importlib.util as u\n"
-        "for name in ('cache', 'adapt', 'evaluate', 'extract', 'manifests', 'demo'):\n"
+        "for name in ('cache', 'adapt', 'evaluate', 'extract', 'manifests', 'demo', 'localize'):\n"
         "    assert u.find_spec('t3al.' + name) is not None, name\n"
         "    spec = u.find_spec(name)\n"
         f"    assert spec is None or not str(spec.origin).startswith({str(REPO)!r}), name\n"

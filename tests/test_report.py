@@ -66,7 +66,7 @@ def test_report_writes_html_linking_valid_pngs(out_dir):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert f'href="{png.relative_to(out / "report").as_posix()}"' in page
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "mean ± std" in page and "Swim, Jump" in page and "&quot;method&quot;" in page
+    assert "mean ± std" in page and "Swim, Jump" in page and "{&#34;method&#34;: &#34;t3al&#34;}" in page  # config.json, escaped
 
 
 def test_report_without_manifest_says_ground_truth_is_missing(out_dir):

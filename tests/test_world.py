@@ -8,6 +8,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from t3al.demo.scenes import ACTIONS
 from t3al.demo.world import (build_captions, caption_at, frame_times, generate_world, iter_frames, label_at,
                              plan_world, prompt_words)
 
@@ -109,3 +110,21 @@ def test_every_class_has_ground_truth_even_in_a_tiny_world():
 def test_fewer_videos_than_classes_is_an_error():
     with pytest.raises(ValueError, match="at least 5"):
         plan_world(0, 3, n_classes=5)
+
+
+def test_two_action_worlds_alternate_a_second_action_and_leave_the_published_world_as_it_was():
+    from t3al.demo.world import plan_world
+
+    one = plan_world(2026, 24)
+    assert plan_world(2026, 24, two_actions=0.0) == one
+    two = plan_world(2026, 24, two_actions=1.0)
+    names = [a.name for a in ACTIONS]
+    drawn_mains = [names[c] for c in np.random.default_rng(2026).permutation(24) % 12]  # as plan_world draws them
+    for before, after, main in zip(one, two, drawn_mains):
+        assert [(i.start, i.end) for i in before.instances] == [(i.start, i.end) for i in after.instances]
+        labels = [i.label for i in before.instances]
+        mains = [k for k, label in enumerate(labels) if label == main]
+        changed = [k for k, (b, a) in enumerate(zip(before.instances, after.instances)) if b.label != a.label]
+        assert changed == mains[1::2]  # the 2nd, 4th, ... instance of the main action
+        assert len({after.instances[k].label for k in changed} | {main}) == (2 if changed else 1)
+    assert sum(len({i.label for i in spec.instances}) >= 2 for spec in two) >= 12

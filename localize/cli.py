@@ -47,7 +47,7 @@ def _class_file(folder: str, names: list[str]) -> str:
 
 def _check_videos_folder(folder: Path) -> None:
     """A folder that is not a cache must hold videos (one clear line when it holds none)."""
-    from t3al.extract.pipeline import VIDEO_SUFFIXES, list_videos
+    from t3al.extract.listing import VIDEO_SUFFIXES, list_videos
 
     videos, _ = list_videos(folder)
     if not any(video.path.suffix.lower() in VIDEO_SUFFIXES for video in videos):

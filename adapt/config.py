@@ -144,6 +144,12 @@ class AdaptConfig:
                             "0 = fixed steps.", low=0)
     label_rule: str = setting("pseudo", "scoring", "pseudo: label = video pseudo-label (public code); argmax: "
                               "per-region argmax (paper).", adapts=False, choices=("pseudo", "argmax"))
+    labels_per_video: int = setting(1, "adaptation", "Video-level labels localized per video, each with its own "
+                                    "adaptation, detections merged: the pseudo-label, then the next most probable "
+                                    "classes (1: T3AL's rule).", low=1)
+    label_threshold: float = setting(0.0, "adaptation", "With --labels-per-video above 1, only the further labels "
+                                     "whose video-level probability is at least this (0: all of them).", low=0.0,
+                                     high=1.0, range_text="[0, 1] (a probability)")
     naive_threshold: float = _proposal(0.8, "Frame probability threshold of the naive baseline.", low=0.0, high=1.0,
                                        range_text="[0, 1] (a probability)")
     oracle: tuple[str, ...] = setting((), "adaptation", "Ground-truth oracle (repeat): class, count, selection (paper "
@@ -177,6 +183,9 @@ class AdaptConfig:
             raise ConfigError("separation and representation are both 'none': nothing to adapt with", "separation")
         if not self.adapt and self.steps > 0:
             raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model", "adapt")
+        if self.labels_per_video > 1 and (self.protocol == "stream" or self.oracle or self.method == "naive"):
+            raise ConfigError("labels_per_video above 1 needs the per-video reset protocol, an adapting method and no "
+                              "oracle (each label gets its own adaptation of the video)", "labels_per_video")
         if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
             raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt",
                               "project_visual")

@@ -39,6 +39,26 @@ def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: 
     return torch.softmax(scale.exp() * l2norm(x) @ l2norm(class_embeddings).T, dim=-1)
 
 
+def chosen_labels(probabilities: np.ndarray, first: int, count: int, threshold: float = 0.0) -> list[int]:
+    """The video-level labels localized: ``first`` (the pseudo-label), then the next most probable
+    classes up to ``count`` labels in all, leaving out those whose probability is below ``threshold``."""
+    order = [first] + [int(c) for c in np.argsort(-probabilities, kind="stable") if c != first]
+    return [first] + [c for c in order[1:count] if probabilities[c] >= threshold]
+
+
+def merged(results: Sequence[VideoResult]) -> VideoResult:
+    """One video's results for several labels as one: the first label's curve and pseudo-label,
+    every label's segments, labels and scores, and each label's curve in ``curves``."""
+    first = results[0]
+    curves: dict[int, np.ndarray] = {}
+    for result in results:
+        curves.update(result.curves or {result.pseudo_label: result.similarity})
+    return VideoResult(first.video_id, first.pseudo_label, first.probabilities, first.similarity, first.timestamps,
+                       [s for r in results for s in r.segments], [c for r in results for c in r.labels],
+                       [x for r in results for x in r.scores], first.losses, [w for r in results for w in r.warnings],
+                       curves)
+
+
 @dataclass
 class Pending:
     """A video between step 1 and its proposals: its pseudo-label and class probabilities and the
@@ -112,9 +132,11 @@ class T3AL:
 
     def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
               generator: torch.Generator, hint: GroundTruthHint | None = None,
-              label_embeddings: torch.Tensor | None = None) -> Pending:
-        """Step 1, and the adaptation it asks for (``generator`` draws its samples)."""
-        label, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
+              label_embeddings: torch.Tensor | None = None, label: int | None = None) -> Pending:
+        """Step 1, and the adaptation it asks for (``generator`` draws its samples); ``label``
+        replaces the pseudo-label (a further label of the video, ``labels_per_video``)."""
+        pseudo, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
+        label = pseudo if label is None else label
         return Pending(label, probabilities, Problem(video, class_features[label], background, generator, hint))
 
     def finish(self, video: VideoInput, pending: Pending, adapted: Adapted, class_features: torch.Tensor,

@@ -211,6 +211,8 @@ class RunOutput:
 
 
 def _write_curve(path: Path, result: VideoResult, classes: list[str]) -> None:
+    """A video's curve, segments and scores; with several labels, each label's curve as well."""
+    curves = result.curves or {result.pseudo_label: result.similarity}
     np.savez_compressed(
         path,
         timestamps=result.timestamps,
@@ -219,6 +221,8 @@ def _write_curve(path: Path, result: VideoResult, classes: list[str]) -> None:
         segments=result.seconds(),
         labels=np.array([classes[i] for i in result.labels], dtype=str),
         scores=np.asarray(result.scores, dtype=np.float64),
+        curve_labels=np.array([classes[i] for i in curves], dtype=str),
+        curves=np.stack(list(curves.values())),
     )
 
 

@@ -16,7 +16,7 @@ from .adam import Adam
 from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
-from .localizer import T3AL, localizer_for, split_dependent
+from .localizer import T3AL, chosen_labels, localizer_for, merged, split_dependent
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
@@ -144,7 +144,8 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
                     out: list) -> None:
     """One config group on a chunk's videos, results written into ``out[video][split][config]``.
     Splits that give a video the same pseudo-label share its adaptation, since with per-video reset
-    and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared."""
+    and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared.
+    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged."""
     first = chosen[0]
     localizer = localizer_for(first)
     params = Projections(*head_tensors(head, first))
@@ -155,16 +156,22 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
             class_features = _class_features(head, classes)
             hint = _hint(chosen, video, truths)
             generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-            started = localizer.start(video, params, class_features, generator, hint)
-            key = (i, classes[started.label], s if split_dependent(first) else None)
-            if started.problem is not None:
-                problems.setdefault(key, started.problem)
-            pending.append((i, s, key, class_features, started, hint))
+            started = [localizer.start(video, params, class_features, generator, hint)]
+            further = chosen_labels(started[0].probabilities, started[0].label, first.labels_per_video,
+                                    first.label_threshold)[1:] if first.labels_per_video > 1 else []
+            for label in further:
+                generator = torch.Generator().manual_seed(video_seed(seed, f"{video.video_id}/{classes[label]}"))
+                started.append(localizer.start(video, params, class_features, generator, label=label))
+            for rank, one in enumerate(started):
+                key = (i, classes[one.label], rank, s if split_dependent(first) else None)
+                if one.problem is not None:
+                    problems.setdefault(key, one.problem)
+                pending.append((i, s, key, class_features, one, hint))
     adapted = dict(zip(problems, adapt_problems(first, head, list(problems.values()), device, budget)))
     for i, s, key, class_features, started, hint in pending:
         for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
                                                          hint)):
-            out[i][s][j] = result
+            out[i][s][j] = result if out[i][s][j] is None else merged([out[i][s][j], result])
 
 
 @dataclass

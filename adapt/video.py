@@ -95,6 +95,7 @@ class VideoResult:
     scores: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    curves: dict[int, np.ndarray] = field(default_factory=dict)  # label -> curve, when several labels were localized
 
     def seconds(self) -> np.ndarray:
         """Segments as (S, 2) start/end times from the decoder's timestamps."""

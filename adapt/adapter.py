@@ -12,6 +12,7 @@ import torch
 from t3al.cache import Head
 
 from .adam import Adam, AdamGroup
+from .cluster import ClusterError
 from .config import AdaptConfig
 from .freezad import peak_samples
 from .losses import adaptation_loss, loss_terms
@@ -313,8 +314,9 @@ def adapt_problems(config: AdaptConfig, head: Head, problems: Sequence[Problem],
     return [done[i] for i in range(len(problems))]
 
 
-class OutOfMemory(RuntimeError):
-    """The device cannot hold even one adaptation."""
+class OutOfMemory(ClusterError):
+    """The device cannot hold even one adaptation (a ClusterError: where the work runs cannot take
+    it, so every command reports it in one line)."""
 
 
 def _adapt_batch(config: AdaptConfig, head: Head, problems: Sequence[Problem], device: torch.device) -> list[Adapted]:

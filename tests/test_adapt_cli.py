@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from t3al.adapt.cli import main
@@ -202,3 +203,19 @@ def test_a_video_failing_in_two_splits_is_one_failed_video(tmp_path):
     assert [line for line in result.output.splitlines() if line.startswith("failed:")] == [
         "failed: video v0: 1 frame feature(s) contain NaN or infinity"]
     assert "1 video(s) failed; rerun with --allow-failures to accept" in result.output
+
+
+def test_a_device_without_memory_for_one_video_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    from t3al.adapt import adapter
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(adapter, "_adapt_batch", no_memory)
+    cache = _world(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(cache), "--out", str(out), "--steps", "2", "--device", "cpu", "--jobs", "1",
+                                       "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "out of memory adapting video" in result.output and "use fewer --jobs" in result.output
+    assert not out.exists()

@@ -2,7 +2,7 @@
 per-frame baseline: localizer objects, one chosen per config by ``localizer_for``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -69,6 +69,12 @@ class Pending:
     problem: Problem | None = None
     result: VideoResult | None = None
 
+    def relabelled(self, label: int, class_features: torch.Tensor, generator: torch.Generator) -> "Pending":
+        """The same video's adaptation for another ``label`` (a further label of ``labels_per_video``):
+        step 1's probabilities and background kept, that label's prompt, its own ``generator``."""
+        return Pending(label, self.probabilities, replace(self.problem, prompt=class_features[label],
+                                                          generator=generator))
+
 
 def localizer_for(config: AdaptConfig) -> "T3AL | NaiveBaseline":
     """The localizer of ``config``: the naive baseline's own, or T3AL's for every other method."""
@@ -132,11 +138,9 @@ class T3AL:
 
     def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
               generator: torch.Generator, hint: GroundTruthHint | None = None,
-              label_embeddings: torch.Tensor | None = None, label: int | None = None) -> Pending:
-        """Step 1, and the adaptation it asks for (``generator`` draws its samples); ``label``
-        replaces the pseudo-label (a further label of the video, ``labels_per_video``)."""
-        pseudo, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
-        label = pseudo if label is None else label
+              label_embeddings: torch.Tensor | None = None) -> Pending:
+        """Step 1, and the adaptation it asks for (``generator`` draws its samples)."""
+        label, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
         return Pending(label, probabilities, Problem(video, class_features[label], background, generator, hint))
 
     def finish(self, video: VideoInput, pending: Pending, adapted: Adapted, class_features: torch.Tensor,

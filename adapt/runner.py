@@ -161,7 +161,7 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
                                     first.label_threshold)[1:] if first.labels_per_video > 1 else []
             for label in further:
                 generator = torch.Generator().manual_seed(video_seed(seed, f"{video.video_id}/{classes[label]}"))
-                started.append(localizer.start(video, params, class_features, generator, label=label))
+                started.append(started[0].relabelled(label, class_features, generator))
             for rank, one in enumerate(started):
                 key = (i, classes[one.label], rank, s if split_dependent(first) else None)
                 if one.problem is not None:

@@ -61,11 +61,13 @@ export PYTHONPATH="$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
 if [ $SMOKE -eq 1 ]; then
   DEVICE=cpu PRECISION=fp32 HALF="" ARCH=t3al-demo-coca IMAGES=4 REFERENCE=2 EXACT=2 SEQ=10 FEATURES=4
   THREADS="--threads 1" CAPTIONS=2 BATCHED="--videos 3 --steps 3"
+  AGREEMENT=1.0  # share of video-splits whose batched detections must equal video by video's: all on a CPU
   SLOW=4 BUDGET=900  # a CPU, maybe shared: four times each step's time, 15 minutes a stage
   export OMP_NUM_THREADS=1  # a shared CPU: one thread per process runs small ops far faster than two contending
 else
   DEVICE=cuda PRECISION=fp16 HALF="fp16 bf16" ARCH=coca_ViT-L-14 IMAGES=128 REFERENCE=16 EXACT=8 SEQ=30 FEATURES=64
   THREADS="" CAPTIONS=10 BATCHED="--videos 32 --jobs 8" SLOW=1
+  AGREEMENT=0.95  # the same share on the GPU, whose kernels may round differently
 fi
 CLI='import sys; from t3al.extract.cli import main; sys.argv[0] = "t3al-extract"; main()'
 ADAPT='import sys; from t3al.adapt.cli import main; sys.argv[0] = "t3al-adapt"; main()'
@@ -120,8 +122,9 @@ generate_world(Path('$WORK/world'), seed=11, n_videos=3, n_classes=3, durations=
 stage2() {
   step environment 60 "$PY" benchmarks/gpu_checks.py environment --device "$DEVICE" --json-out "$DIR/environment.json" \
     || return 1
-  step adapt_batched 90 "$PY" benchmarks/bench_adapt.py batched --device "$DEVICE" --tmp "$WORK" $BATCHED
-  step agreement 15 "$PY" benchmarks/gpu_checks.py agreement "$DIR/adapt_batched.txt" --min-share 0.95 \
+  step adapt_batched 90 "$PY" benchmarks/bench_adapt.py batched --device "$DEVICE" --tmp "$WORK" $BATCHED \
+    --min-agreement "$AGREEMENT"
+  step agreement 15 "$PY" benchmarks/gpu_checks.py agreement "$DIR/adapt_batched.txt" --min-share "$AGREEMENT" \
     --json-out "$DIR/agreement.json"
   [ "$DEVICE" = cuda ] || return 0  # the THUMOS14-sized cache and its targets are for the GPU only
   step adapt_setting 150 "$PY" benchmarks/bench_adapt.py setting --device cuda --jobs 4 --cache "$CACHE" &&

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 # What the stage-two benchmarks print, and the figure each check reads from it.
-AGREEMENT = re.compile(r"same segments and labels on (\d+) of (\d+) video-splits, largest score difference on "
+AGREEMENT = re.compile(r"same segments and labels on (\d+) of (\d+) video-splits.*?largest score difference on "
                        r"those (\S+)")
 TIMINGS = {"setting": re.compile(r"video-splits .* in ([\d.]+) s with --jobs"),
            "sweep": re.compile(r"video-rows in ([\d.]+) s wall")}

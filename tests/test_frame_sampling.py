@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from extract_helpers import VFR_SETPTS, make_video, vfr_times
 from t3al.cache import CacheReader
 from t3al.extract import decode
 from t3al.extract.cli import main as extract_main
@@ -45,11 +45,16 @@ def _indices(frames: np.ndarray) -> list[int]:
     return (bits * (1 << np.arange(BITS))).sum(axis=1).tolist()
 
 
-def _ffmpeg_fps_filter(path: Path, fps: float) -> list[int]:
-    """The frames ffmpeg's fps filter, with its default options, keeps of ``path`` at ``fps``."""
-    out = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(path), "-vf", f"fps={fps}", "-f", "rawvideo",
+def _ffmpeg_frames(path: Path, *options: str) -> list[int]:
+    """The indices of the frames ffmpeg decodes from ``path`` with ``options`` (e.g. a filter)."""
+    out = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(path), *options, "-f", "rawvideo",
                           "-pix_fmt", "gray", "-"], capture_output=True, check=True).stdout
     return _indices(np.frombuffer(out, np.uint8).reshape(-1, SIZE, SIZE))
+
+
+def _ffmpeg_fps_filter(path: Path, fps: float) -> list[int]:
+    """The frames ffmpeg's fps filter, with its default options, keeps of ``path`` at ``fps``."""
+    return _ffmpeg_frames(path, "-vf", f"fps={fps}")
 
 
 def _decoded(path: Path, fps: float | None) -> tuple[list[int], np.ndarray]:
@@ -67,8 +72,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_the_clips_show_their_frame_indices(clips):
-    for name, (n, rate) in CLIPS.items():
-        assert _ffmpeg_fps_filter(clips[name], float(Fraction(rate))) == list(range(n))
+    for name, (n, _) in CLIPS.items():
+        assert _ffmpeg_frames(clips[name]) == list(range(n))
 
 
 def test_without_fps_every_frame_is_decoded_once_in_order(clips):
@@ -107,13 +112,15 @@ def test_a_stream_stating_no_rate_is_probed_as_none(clips, monkeypatch):
 
 
 def test_the_rate_of_a_stream_stating_none_is_inferred_from_its_frame_times(models, clips, tmp_path, monkeypatch):
-    """(frames - 1) / (last time - first time): 62 / 2.48 s = 25 and 60 / (60 * 1001 / 30000 s) = 29.97."""
+    """(frames - 1) / (last time - first time): 62 / 2.48 s = 25, 60 / (60 * 1001 / 30000 s) = 29.97, and for
+    a variable rate the mean rate, 19 / 1.48 s = 12.84 (not 25, the rate of its first frames)."""
     monkeypatch.setattr(decode, "parse_probe", _without_rate)
     folder, checkpoints = models
     videos = tmp_path / "videos"
     videos.mkdir()
     for name, path in clips.items():
         (videos / path.name).symlink_to(path)
+    make_video(videos / "vfr.mp4", frames=20, rate="25", setpts=VFR_SETPTS)
     result = CliRunner().invoke(extract_main, [str(videos), str(tmp_path / "cache"), "--model", "t3al_test_tiny_clip",
                                                "--pretrained", str(checkpoints["t3al_test_tiny_clip"]),
                                                "--model-config", str(folder), "--caption-fps", "0"],
@@ -122,4 +129,6 @@ def test_the_rate_of_a_stream_stating_none_is_inferred_from_its_frame_times(mode
     reader = CacheReader(tmp_path / "cache")
     assert reader.video("c25").fps == pytest.approx(25.0, rel=1e-9)
     assert reader.video("ntsc").fps == pytest.approx(30000 / 1001, rel=1e-6)
+    assert reader.video("vfr").fps == pytest.approx(19 / 1.48, rel=1e-6)
     np.testing.assert_allclose(reader.video("c25").timestamps, np.arange(63) / 25, atol=1e-6)
+    np.testing.assert_allclose(reader.video("vfr").timestamps, vfr_times(20), atol=1e-6)

@@ -36,7 +36,8 @@ def _config(restore: str) -> AdaptConfig:
 def _stream_by_hand(cache, config: AdaptConfig, reseed: bool = False) -> list[VideoResult]:
     """The stream rebuilt from the per-video step (T3AL.localize) and the restore rule (``reseed``: the
     generator wrongly seeded again for each video)."""
-    head = CacheReader(cache).head()
+    reader = CacheReader(cache)
+    head = reader.head()
     params = Projections(*head_tensors(head, config))
     optimizer = make_optimizer(params, config)  # one optimiser, its moments carried from video to video
     generator = torch.Generator().manual_seed(SEED)  # seeded once, its draws carried on
@@ -45,7 +46,7 @@ def _stream_by_hand(cache, config: AdaptConfig, reseed: bool = False) -> list[Vi
     results = []
     with single_thread():
         for video_id in VIDEOS:
-            video = VideoInput.from_record(CacheReader(cache).video(video_id))
+            video = VideoInput.from_record(reader.video(video_id))
             if reseed:
                 generator.manual_seed(SEED)
             result, adaptation = T3AL(config).localize(video, params, optimizer, class_features, generator,
@@ -62,7 +63,7 @@ def test_the_stream_is_the_per_video_step_with_its_state_carried_over(cache, res
     config = _config(restore)
     stream = localize_split(str(cache), VIDEOS, CLASSES, config, seed=SEED).results
     by_hand = _stream_by_hand(cache, config)
-    assert [r.video_id for r in stream] == VIDEOS
+    assert [r.video_id for r in stream] == VIDEOS and all(r.scores for r in stream)
     for ours, theirs in zip(stream, by_hand):
         assert ours.losses == theirs.losses
         assert (ours.pseudo_label, ours.segments, ours.labels, ours.scores) == (

@@ -477,6 +477,16 @@ class CacheReader:
         except (OSError, KeyError, ValueError) as err:
             raise CacheError(f"{path}: unreadable video file ({err})") from err
 
+    def video_name(self, video_id: str) -> str:
+        """A cached video's own name (its file stem, which its id may have had to make safe), read
+        without its arrays."""
+        path = self._path(video_id)
+        try:
+            with h5py.File(path, "r") as f:
+                return str(f.attrs.get("name", path.stem))
+        except OSError as err:
+            raise CacheError(f"{path}: unreadable video file ({err})") from err
+
     def caption_count(self, video_id: str) -> int:
         """How many captions a cached video holds, read without its features."""
         path = self._path(video_id)

@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
 import numpy as np
 
@@ -62,6 +63,12 @@ def thumbnail(source: Path, time: float) -> bytes:
         return b""
 
 
+def source_url(source: Path, page_dir: Path) -> str:
+    """The relative URL of ``source`` from the page's folder, percent-encoded: a file name holding
+    ``#``, ``?``, ``%`` or spaces is one path, not a path cut by a fragment or a query."""
+    return quote(Path(os.path.relpath(source, page_dir)).as_posix())
+
+
 def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_dir: Path,
                thumbnails: int) -> dict:
     """What the viewer shows of one video: detections (best first, the first ``thumbnails`` with
@@ -79,8 +86,8 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             frames = [bytes_uri(shot, "image/jpeg") if shot else None for shot in shots]
         detections.append([round(start, 3), round(stop, 3), round(float(curve.scores[i]), 4),
                            classes.index(curve.labels[i]), frames])
-    return {"id": curve.video, "duration": round(end, 3),
-            "source": Path(os.path.relpath(source, page_dir)).as_posix() if reachable else None,
+    return {"id": record.name, "duration": round(end, 3),
+            "source": source_url(source, page_dir) if reachable else None,
             "missing": None if reachable else (str(source) if source else "no source recorded"),
             "detections": detections,
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
@@ -94,7 +101,7 @@ def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], vi
     views = []
     for video in videos:
         record = reader.video(video)
-        path = run_dir / "curves" / f"{record.name}.npz"
+        path = run_dir / "curves" / f"{record.video_id}.npz"
         if path.is_file():
             views.append(video_view(read_curve(path), record, classes, run_dir, thumbnails))
     return views

@@ -17,10 +17,11 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from t3al.cache import write_atomically
 from t3al.evaluate import Detections
 
 from .video import VideoResult
@@ -149,7 +150,7 @@ class RunOutput:
 
     def _write_text(self, name: str, text: str) -> None:
         try:
-            (self.temporary / name).write_text(text, encoding="utf-8")
+            write_atomically(self.temporary / name, text)
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 
@@ -166,6 +167,14 @@ class RunOutput:
                 (folder / "curves").mkdir(exist_ok=True)
                 for result in results:
                     _write_curve(folder / "curves" / f"{result.video_id}.npz", result, classes)
+        except OSError as err:
+            raise _unwritable(self.folder, err) from None
+
+    def add(self, write: Callable[[Path, Path], None]) -> None:
+        """Further files of the run (t3al-localize's viewer): ``write(temporary, folder)`` writes them
+        into the temporary folder, knowing the folder they will be in."""
+        try:
+            write(self.temporary, self.folder)
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 

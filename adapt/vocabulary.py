@@ -92,12 +92,14 @@ def vocabulary_record(spec: VocabularySpec) -> dict:
 
 
 def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, overwrite: bool = False,
-                        on_video: Callable[[int], None] = lambda n: None) -> SettingRun:
+                        on_video: Callable[[int], None] = lambda n: None,
+                        pages: Callable[[Path, Path], None] | None = None) -> SettingRun:
     """Localize every video of ``spec`` with its vocabulary into ``folder``: config.json,
     detections.json (ActivityNet results) and detections.csv, and curves/<video>.npz.
 
     A folder holding another run is refused before any work unless ``overwrite``; a rerun of the
-    same run replaces its own files. Videos run under their cache ids (the curves' file names) and
+    same run replaces its own files; ``pages(temporary, folder)`` adds files written from these
+    (the viewer) before the folder is put in place, so it holds all of them or none. Videos run under their cache ids (the curves' file names) and
     are reported under their own names (the detections, the problems).
     """
     folder = Path(folder)
@@ -112,6 +114,8 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
         named = [replace(result, video_id=names[result.video_id]) for result in outcome.results]
         detections = split_detections(named, list(spec.classes), str(folder / "detections.json"))
         output.write_split(None, detections, outcome.results, list(spec.classes))
+        if pages is not None:
+            output.add(pages)
         output.commit()
     return SettingRun(document={"run": record, "n_videos": len(outcome.results), "n_detections": len(detections)},
                       problems=[VideoProblem(names[p.video_id], p.reason) for p in outcome.problems],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from t3al.cache import write_atomically, write_problem
 from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
@@ -239,12 +240,16 @@ def _json_text(data: dict) -> str:
 
 
 def _write_output(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path``; a file holding other content is replaced only with --overwrite
-    (the same results rerun rewrite it unchanged)."""
+    """Write ``text`` to ``path`` whole; a file holding other content is replaced only with
+    --overwrite (the same results rerun rewrite it unchanged). A write that fails (a parent that
+    is a file, a read-only or full disk) is one line, and leaves the file as it was."""
     if path.is_file() and path.read_bytes() != text.encode("utf-8") and not overwrite:
         raise EvaluationError(f"{path} holds other results; choose another file, or pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
+    except OSError as err:
+        raise EvaluationError(f"{path}: cannot write ({write_problem(err)}); nothing was written") from None
 
 
 class _errors:

@@ -163,19 +163,21 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
                                      options=settings, seed=seed, jobs=jobs, scheduler=scheduler, device=device)
         _check_captions(spec)
         folder = out or Path("runs") / cache.resolve().name / "localize" / spec.name
+        details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
+                   f"run {spec.name}, model {spec.reader.info.model.key()}"]
+
+        def viewer(temporary: Path, final: Path) -> None:
+            views = collect_views(temporary, spec.reader, spec.classes, spec.videos, thumbnails, page_dir=final)
+            write_viewer(temporary / "index.html", views, spec.classes, f"t3al-localize: {spec.name}", details)
+
         with tqdm(total=len(spec.videos), unit="video", disable=not progress, desc="localize") as bar:
-            run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update)
+            run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update, pages=viewer)
     except (CacheError, ClusterError, ConfigError, OutputError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs({spec.name: run}, {spec.name: folder})
-    details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
-               f"run {spec.name}, model {spec.reader.info.model.key()}"]
-    page = write_viewer(folder / "index.html", collect_views(folder, spec.reader, spec.classes, spec.videos,
-                                                             thumbnails),
-                        spec.classes, f"t3al-localize: {spec.name}", details)
     click.echo(f"{run.document['n_detections']} detection(s) in {run.document['n_videos']} video(s): "
                f"{folder / 'detections.json'}")
-    click.echo(f"viewer: {page}")
+    click.echo(f"viewer: {folder / 'index.html'}")
     if (problems or failed) and not allow_failures:
         click.echo("some videos failed (listed above); rerun with --allow-failures to accept", err=True)
         sys.exit(1)

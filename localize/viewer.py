@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from t3al.cache import CacheReader, VideoRecord
+from t3al.cache import CacheReader, VideoRecord, write_atomically
 from t3al.evaluate.pages import bytes_uri, render
 from t3al.evaluate.plots import Curve, read_curve
 from t3al.extract.decode import ffmpeg_binary
@@ -96,21 +96,21 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],
-                  thumbnails: int) -> list[dict]:
-    """The view of every localized video of a run (those with a saved curve), in the run's order."""
+                  thumbnails: int, page_dir: Path | None = None) -> list[dict]:
+    """The view of every localized video of a run (those with a saved curve in ``run_dir``), in the
+    run's order, for a page in ``page_dir`` (default ``run_dir``)."""
     views = []
     for video in videos:
         record = reader.video(video)
         path = run_dir / "curves" / f"{record.video_id}.npz"
         if path.is_file():
-            views.append(video_view(read_curve(path), record, classes, run_dir, thumbnails))
+            views.append(video_view(read_curve(path), record, classes, page_dir or run_dir, thumbnails))
     return views
 
 
 def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str]) -> Path:
-    """Write the viewer page of ``views`` to ``path`` (everything inside the page; the video files
-    it plays are reached by their relative paths)."""
+    """Write the viewer page of ``views`` to ``path`` whole (everything inside the page; the video
+    files it plays are reached by their relative paths); an OSError leaves ``path`` as it was."""
     data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE}
-    path.write_text(render("viewer.html", "t3al.localize", title=title, details=list(details), data=data),
-                    encoding="utf-8")
-    return path
+    return write_atomically(path, render("viewer.html", "t3al.localize", title=title, details=list(details),
+                                         data=data))

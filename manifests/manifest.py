@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t3al.cache import write_atomically
 from t3al.cache.schema import CacheError, check_video_name
 
 from .textfile import read_text
@@ -94,7 +95,7 @@ class Manifest:
         """Validate, then write the JSON (one annotation per line keeps diffs readable)."""
         self.validate(str(path))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(_dumps(self.to_dict()))
+        write_atomically(path, _dumps(self.to_dict()))
 
     def validate(self, source: str = "manifest") -> None:
         """Check every field; raise ManifestError naming ``source`` and the first bad field."""

@@ -42,13 +42,16 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 @contextlib.contextmanager
 def terminated_cleanly() -> Iterator[None]:
     """SIGTERM (a cluster's time limit, ``kill``) ends the run as an exception, so that temporary
-    files are removed and ffmpeg processes stopped on the way out."""
+    files are removed and ffmpeg processes stopped on the way out; the exit status is the shell's
+    for a signal, 143 (and 130 for Ctrl-C)."""
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except KeyboardInterrupt:
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

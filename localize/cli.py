@@ -33,6 +33,8 @@ def _extract(args: list[str]) -> int:
     try:
         extract_main.main(args=args, prog_name="t3al-extract", standalone_mode=False)
     except SystemExit as exit_:
+        if int(exit_.code or 0) > 1:  # stopped by a signal (143, 130): its cache may be partial, stop here
+            raise
         return int(exit_.code or 0)
     except click.ClickException as error:
         raise StageError(f"stage one: {error.format_message()}") from None
@@ -117,11 +119,7 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
 @click.option("--caption-fps", type=click.FloatRange(min=0), help="Stage one: captions per second (default: "
                                                                   "t3al-extract's).")
 @execution_options
-def main(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
-         video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
-         model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
-         overwrite: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
+def main(**options: Any) -> None:
     """Find the named actions in your videos: no manifest, no splits, no ground truth.
 
     VIDEOS_OR_CACHE is a folder of videos (stage one extracts it into --cache, reusing videos
@@ -133,6 +131,18 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
 
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
+    from t3al.extract.cli import terminated_cleanly
+
+    with terminated_cleanly():  # kill or Ctrl-C: the claimed run folder and temporary files go, exit 143 or 130
+        localize(**options)
+
+
+def localize(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
+         video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
+         model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, preset: str | None,
+         config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
+         overwrite: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
+    """``t3al-localize`` with its options: names, stage one, stage two, the run folder and its viewer."""
     try:
         actions = parse_actions(actions_text, actions_file)
     except ActionsError as error:

@@ -1,16 +1,25 @@
 """Videos whatever their names: reported under their own names, played from the viewer (issue 25)."""
 from __future__ import annotations
 
+import html
 import json
+import os
+import re
+import signal
+import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from conftest import synthetic_features, write_tiny_cache
 from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord, safe_video_id
 from t3al.localize.cli import main
+from test_pages_browser import FLAGS, TIMEOUT_S, chromium  # noqa: F401  (the fixture)
 
+COCA = "t3al_test_tiny_coca"
 HOSTILE = ["my clip", "clip#1", "100%25 done", "what?", "Sprung über Hürden 跳高", "quote's \"x\" <b>",
            "long " + "x" * 225]
 
@@ -63,3 +72,99 @@ def test_adapt_reports_a_video_under_the_manifests_key_when_that_is_the_cache_id
                                              "--jobs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert key in json.loads((tmp_path / "out" / "split_0" / "detections.json").read_text())["results"]
+
+
+FILE_NAMES = ["my clip", "clip#1", "100%25 done", "what?", "Sprung über Hürden 跳高", "l" * 230]
+
+
+@pytest.fixture(scope="module")
+def hostile_folder(tmp_path_factory):
+    """Small H.264 videos named with spaces, #, %, ?, non-ASCII letters and 230 characters."""
+    from extract_helpers import make_video
+
+    folder = tmp_path_factory.mktemp("hostile") / "videos"
+    folder.mkdir()
+    for i, name in enumerate(FILE_NAMES):
+        make_video(folder / f"{name}.mp4", frames=30 + 5 * i, rate="10", size="64x48")
+    return folder
+
+
+def _localize_folder(models, folder, cache, *extra):
+    model_folder, checkpoints = models
+    return CliRunner().invoke(main, [str(folder), "--actions", "pole vault, high jump", "--cache", str(cache),
+                                     "--model", COCA, "--pretrained", str(checkpoints[COCA]), "--model-config",
+                                     str(model_folder), "--extract-device", "cpu", "--caption-fps", "1",
+                                     "--jobs", "1", "--no-progress", "--thumbnails", "1", *extra])
+
+
+def test_a_folder_of_any_names_is_extracted_and_localized_under_each_name(models, hostile_folder, tmp_path):
+    out = tmp_path / "run"
+    result = _localize_folder(models, hostile_folder, tmp_path / "cache", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((out / "detections.json").read_text())["results"]) == set(FILE_NAMES)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script id="t3al-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert sorted(v["id"] for v in data["videos"]) == sorted(FILE_NAMES)
+    for video in data["videos"]:
+        assert (out / unquote(video["source"])).resolve() == (hostile_folder / f"{video['id']}.mp4").resolve()
+
+
+def test_sigterm_in_stage_one_stops_with_143_before_stage_two_and_a_rerun_completes(models, hostile_folder, tmp_path,
+                                                                                  monkeypatch):
+    from t3al.cache import CacheWriter as Writer
+
+    write_video = Writer.write_video
+
+    def killed_after_the_first(self, record):
+        path = write_video(self, record)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(Writer, "write_video", killed_after_the_first)
+    monkeypatch.chdir(tmp_path)
+    stopped = _localize_folder(models, hostile_folder, tmp_path / "cache")
+    assert stopped.exit_code == 143 and "some videos failed" not in stopped.output
+    assert len(list((tmp_path / "cache" / "videos").glob("*.h5"))) == 1 and not (tmp_path / "runs").exists()
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    again = _localize_folder(models, hostile_folder, tmp_path / "cache")
+    assert again.exit_code == 0, again.output
+    (run,) = (tmp_path / "runs" / "cache" / "localize").iterdir()
+    assert set(json.loads((run / "detections.json").read_text())["results"]) == set(FILE_NAMES)
+
+
+HARNESS = """<!DOCTYPE html><html><body><ul id="log"></ul>
+<iframe id="viewer" src="run/index.html" width="1100" height="900"></iframe>
+<script>
+// Clicks each video's best detection in the viewer and notes whether its player then plays.
+var log = document.getElementById("log");
+function note(id, state) {
+  var item = log.appendChild(document.createElement("li"));
+  item.setAttribute("data-video", id); item.setAttribute("data-state", state);
+}
+document.getElementById("viewer").addEventListener("load", function () {
+  this.contentDocument.querySelectorAll("section.video").forEach(function (section) {
+    var id = section.getAttribute("data-video"), player = section.querySelector("video");
+    var bar = section.querySelector(".detection"), done = false;
+    function once(state) { if (!done) { done = true; note(id, state); } }
+    if (!player || !bar) { once("no player"); return; }
+    player.addEventListener("timeupdate", function () { if (player.currentTime > 0) { once("played"); } });
+    player.addEventListener("error", function () { once("error " + player.error.code); });
+    bar.dispatchEvent(new MouseEvent("click", {bubbles: true}));
+  });
+});
+</script></body></html>
+"""
+
+
+def test_every_video_plays_from_the_viewer_in_chromium(chromium, models, hostile_folder, tmp_path):
+    result = _localize_folder(models, hostile_folder, tmp_path / "cache", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    (tmp_path / "harness.html").write_text(HARNESS, encoding="utf-8")
+    dom = subprocess.run([chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
+                          "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=15000", "--dump-dom",
+                          (tmp_path / "harness.html").as_uri()],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, check=True).stdout
+    states = {html.unescape(video): state for video, state in
+              re.findall(r'<li data-video="([^"]*)" data-state="([^"]*)">', dom)}
+    assert states == {name: "played" for name in FILE_NAMES}

@@ -130,6 +130,21 @@ def _class_names(classes: str | None, class_file: str | None, manifest: str | No
     return list(dict.fromkeys(names))
 
 
+def _check_prompt_lengths(loaded: LoadedModel, class_names: list[str], template: str) -> None:
+    """Refuse class names whose prompt the text tower would cut (two such names could get one
+    feature): tokens are counted with the model's own tokenizer."""
+    from .models import class_prompt, prompt_tokens
+
+    limit = loaded.tokenizer.context_length
+    counts = prompt_tokens(loaded, [class_prompt(name, template) for name in class_names])
+    long = [(name, count) for name, count in zip(class_names, counts) if count > limit]
+    if long:
+        name, count = long[0]
+        more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
+        raise click.ClickException(f"class name {name[:60]!r}{'...' if len(name) > 60 else ''}: its prompt is "
+                                   f"{count} tokens and the text tower reads {limit}; shorten it{more}")
+
+
 def _ensure_prompts(writer: CacheWriter, loaded: LoadedModel, class_names: list[str]) -> None:
     """Write the head when the cache has none; add prompts of classes it lacks."""
     from .models import class_prompt, encode_texts, model_head
@@ -224,6 +239,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         wanted = cache_info(loaded, settings, feature_dtype)
     except CaptionError as err:
         raise click.ClickException(f"--caption-length/--caption-decoding: {err}") from None
+    _check_prompt_lengths(loaded, names, wanted.prompt_template)
     try:
         writer = open_cache(cache_dir, wanted)
         if manifest:
@@ -283,6 +299,7 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
         mismatch = precision_mismatch(info, loaded)
         if mismatch:
             raise click.ClickException(f"{cache_dir}: {mismatch}")
+        _check_prompt_lengths(loaded, names, info.prompt_template)
         writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
         texts = [class_prompt(name, writer.info.prompt_template) for name in names]
         head = writer.add_prompts(names, texts, encode_texts(loaded, texts))

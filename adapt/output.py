@@ -17,14 +17,15 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
 
 from t3al.cache import write_atomically
 from t3al.evaluate import Detections
 
-from .video import VideoResult
+if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
+    from .video import VideoResult
 
 RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's (t3al-localize) own files:
              "detections.json", "detections.csv", "curves", "index.html")

@@ -200,6 +200,8 @@ def main() -> None:
                    "size x size and BGR channel order, as the published T3AL features were made.")
 @click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage type of the features.")
+@click.option("--only-videos", is_flag=True, help="Leave out files whose extension is not a video's (.mp4, .mkv, "
+                                                  ".webm, ...) instead of failing them as unreadable videos.")
 @click.option("--shard", default="0/1", show_default=True,
               help="i/n: process only this deterministic 1/n of the videos (n processes may share one cache).")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
@@ -209,7 +211,7 @@ def main() -> None:
 def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
         device: str, precision: str, batch_size: int, fps: float | None, caption_fps: float,
         caption_batch_size: int, caption_length: int, caption_decoding: str, on_decode_error: str, preprocess: str,
-        feature_dtype: str,
+        feature_dtype: str, only_videos: bool,
         shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     from .captions import CaptionError
@@ -225,7 +227,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         shard_spec = parse_shard(shard)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--shard") from None
-    videos, refused = list_videos(videos_dir)
+    videos, refused = list_videos(videos_dir, only_videos)
     if not videos and not refused:
         raise click.ClickException(f"{videos_dir}: no files to extract")
     names = _class_names(classes, class_file, manifest)

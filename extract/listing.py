@@ -47,9 +47,15 @@ def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
     return zlib.crc32(video_id.encode("utf-8")) % count == index
 
 
-def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
-    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line) and the ones
-    refused before decoding.
+def is_other_file(path: Path) -> bool:
+    """A regular file whose extension is not a video's (``readme.txt``, ``cover.jpg``)."""
+    return path.suffix.lower() not in VIDEO_SUFFIXES and path.is_file()
+
+
+def list_videos(folder: Path, only_videos: bool = False) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
+    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line; with
+    ``only_videos``, files whose extension is not a video's are left out too) and the ones refused
+    before decoding.
 
     Refused: dangling symbolic links, folders named like video files, names that cannot name a
     video and names that give several files one id (which file would the cache key mean?). Other
@@ -63,7 +69,7 @@ def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, st
     if hidden:
         log.info("%s: %d hidden entr%s skipped: %s", folder, len(hidden), "y" if len(hidden) == 1 else "ies",
                  ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""))
-    for path in (p for p in entries if not p.name.startswith(".")):
+    for path in (p for p in entries if not p.name.startswith(".") and not (only_videos and is_other_file(p))):
         reason = _not_a_file(path)
         if reason is None:
             try:

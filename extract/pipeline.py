@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from typing import Iterator
 
 from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheWriter, DiskFullError
 
 from .decode import DecodeError
-from .extractor import Extractor
+from .extractor import Extractor, Progress
 from .failures import Summary, fail, keep_warned
 from .listing import VideoFile
 
@@ -41,22 +43,40 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
-    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar, \
-            contextlib.closing(extractor.records(todo)) as outcomes, \
-            writer.in_progress([video.video_id for video, _ in todo]) as next_video:  # a stop ends ffmpeg at once
-        for video, outcome in outcomes:
-            bar.set_postfix_str(video.video_id)
-            try:
-                if isinstance(outcome, Exception):
-                    raise outcome
-                writer.write_video(outcome)
-                summary.done.append(video.video_id)
-                if outcome.decode_warnings:
-                    keep_warned(writer, summary, video, outcome.decode_warnings)
-            except DiskFullError:
-                raise
-            except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
-                fail(writer, summary, video.video_id, video.path, str(err))
-            bar.update()
-            next_video()
+    with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
+        def within(video: VideoFile, seconds: float, duration: float) -> None:
+            bar.set_postfix_str(_within(video, seconds, duration))
+
+        with contextlib.closing(extractor.records(todo, within)) as outcomes, \
+                writer.in_progress([video.video_id for video, _ in todo]) as next_video:  # a stop ends ffmpeg at once
+            for video, outcome in _named(outcomes, todo, within):
+                try:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    writer.write_video(outcome)
+                    summary.done.append(video.video_id)
+                    if outcome.decode_warnings:
+                        keep_warned(writer, summary, video, outcome.decode_warnings)
+                except DiskFullError:
+                    raise
+                except (DecodeError, CacheError, OSError, RuntimeError, ValueError) as err:
+                    fail(writer, summary, video.video_id, video.path, str(err))
+                bar.update()
+                next_video()
     return summary
+
+
+def _named(outcomes: Iterator, todo: list, within: Progress) -> Iterator:
+    """``outcomes`` (one per video of ``todo``, in order), each video shown as work on it starts."""
+    for video, _ in todo:
+        within(video, 0.0, float("nan"))
+        outcome = next(outcomes, None)
+        if outcome is None:
+            return
+        yield outcome
+
+
+def _within(video: VideoFile, seconds: float, duration: float) -> str:
+    """The video being worked on and how far into it, beside the bar of whole videos."""
+    of = f"/{duration:.0f}" if math.isfinite(duration) else ""
+    return f"{video.path.name}: {seconds:.0f}{of} s"

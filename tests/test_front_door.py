@@ -1,0 +1,86 @@
+"""t3al-localize as a new user meets it (issue 25): one cache per folder, stage one's rates, progress
+within a video, files that are not videos."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from t3al.cache import CacheReader
+from t3al.extract.cli import main as extract_main
+from t3al.extract.listing import VIDEO_SUFFIXES
+from t3al.localize.cli import default_cache, main
+
+COCA = "t3al_test_tiny_coca"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    from extract_helpers import make_video
+
+    return make_video(tmp_path_factory.mktemp("clip") / "my clip.mp4", frames=40, rate="10")
+
+
+def _localize(models, folder: Path, *extra: str):
+    model_folder, checkpoints = models
+    return CliRunner().invoke(main, [str(folder), "--actions", "pole vault, high jump", "--model", COCA,
+                                     "--pretrained", str(checkpoints[COCA]), "--model-config", str(model_folder),
+                                     "--extract-device", "cpu", "--jobs", "1", "--no-progress", "--thumbnails", "0",
+                                     *extra])
+
+
+def test_two_folders_of_one_name_get_two_caches_and_other_files_are_skipped_with_a_note(models, clip, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for parent in ("a", "b"):
+        folder = tmp_path / parent / "videos"
+        folder.mkdir(parents=True)
+        (folder / clip.name).symlink_to(clip)
+        (folder / "readme.txt").write_text("my clips\n")
+        result = _localize(models, folder)
+        assert result.exit_code == 0, result.output
+        assert "note: 1 file(s) skipped, not videos by their extension: readme.txt" in result.output
+    caches = sorted((tmp_path / "caches").iterdir())
+    assert caches == sorted([default_cache(tmp_path / "a" / "videos").resolve(),
+                             default_cache(tmp_path / "b" / "videos").resolve()])
+    assert all(len(CacheReader(cache).video_ids()) == 1 for cache in caches)
+    assert all(CacheReader(cache).failures() == [] for cache in caches)
+
+
+def test_stage_one_rates_are_options_with_cpu_defaults(models, clip, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / clip.name).symlink_to(clip)
+    result = _localize(models, folder, "--cache", str(tmp_path / "cache"))
+    assert result.exit_code == 0, result.output
+    info = CacheReader(tmp_path / "cache").info
+    assert info.sampling["fps"] == 2.0 and info.captions["fps"] == 1.0
+    record = CacheReader(tmp_path / "cache").video("my clip")
+    assert record.n_frames == 8 and len(record.caption_texts) == 4  # 4 s of video at 2 frames and 1 caption per s
+    faster = _localize(models, folder, "--cache", str(tmp_path / "other"), "--fps", "1", "--caption-fps", "0.5")
+    assert faster.exit_code == 0, faster.output
+    assert CacheReader(tmp_path / "other").video("my clip").n_frames == 4
+
+
+def test_progress_names_the_video_being_extracted_and_how_far_into_it(models, clip, tmp_path):
+    model_folder, checkpoints = models
+    result = CliRunner().invoke(extract_main, [str(clip.parent), str(tmp_path / "cache"), "--model", COCA,
+                                               "--pretrained", str(checkpoints[COCA]), "--model-config",
+                                               str(model_folder), "--caption-fps", "0", "--batch-size", "10"])
+    assert result.exit_code == 0, result.output
+    shown = re.findall(r"my clip\.mp4: (\d+)(/\d+)? s", result.output)
+    assert shown[0] == ("0", "") and ("1", "/4") in shown and ("3", "/4") in shown
+
+
+def test_help_names_every_video_extension_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and all(suffix in result.output for suffix in VIDEO_SUFFIXES)
+    code = "import sys; from t3al.localize.cli import main; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -202,7 +202,7 @@ def localize(source: Path, actions_text: str | None, actions_file: Path | None, 
         _check_captions(spec)
         folder = out or Path("runs") / cache.resolve().name / "localize" / spec.name
         details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
-                   f"run {spec.name}, model {spec.reader.info.model.key()}"]
+                   f"run {spec.name}; model {spec.reader.info.model.describe()}"]
 
         def viewer(temporary: Path, final: Path) -> None:
             views = collect_views(temporary, spec.reader, spec.classes, spec.videos, thumbnails, page_dir=final)

@@ -92,7 +92,7 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             "detections": detections,
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
                        for label, values in curve.curves.items()],
-            "captions": caption_runs(record, end)}
+            "captions": caption_runs(record, end), "n_captions": len(record.caption_texts)}
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],

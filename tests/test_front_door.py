@@ -13,6 +13,7 @@ from t3al.cache import CacheReader
 from t3al.extract.cli import main as extract_main
 from t3al.extract.listing import VIDEO_SUFFIXES
 from t3al.localize.cli import default_cache, main
+from test_pages_browser import chromium  # noqa: F401  (the fixture)
 
 COCA = "t3al_test_tiny_coca"
 
@@ -84,3 +85,33 @@ def test_help_names_every_video_extension_and_imports_no_torch():
     code = "import sys; from t3al.localize.cli import main; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_the_viewer_shows_a_score_axis_the_model_and_the_cached_caption_count(chromium, tmp_path):
+    import numpy as np
+
+    from conftest import synthetic_features, write_tiny_cache
+    from t3al.cache import CacheInfo, CacheWriter, ModelIdentity, VideoRecord
+    from test_pages_browser import browse
+
+    features = synthetic_features(120, actions=((30, 70, 0),), seed=1)
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, ["pole vault", "high jump"])
+    writer = CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
+    writer.video_path("v1").unlink()
+    frames = np.arange(0, 120, 2)  # 60 captions, in 3 runs of one text each
+    writer.write_video(VideoRecord("v1", features, np.arange(120) / 10.0, 10.0, caption_frames=frames,
+                                   caption_texts=["a"] * 20 + ["b"] * 20 + ["c"] * 20,
+                                   caption_features=features[frames], duration=12.0))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--out", str(out),
+                                       "--jobs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    dom = browse(chromium, out / "index.html", tmp_path / "profile", tmp_path / "viewer.png")
+    assert "model test-model, pretrained random" in dom and "test-model|random|" not in dom
+    assert "60 caption(s) (3 runs of the same text)" in dom
+    view = json.loads(re.search(r'<script id="t3al-data" type="application/json">(.*?)</script>', dom, re.S).group(1))
+    values = [v for curve in view["videos"][0]["curves"] for v in curve[2]]
+    curves_svg = re.search(r'<svg[^>]*class="curves".*?</svg>', dom, re.S).group(0)
+    ticks = re.findall(r'<text[^>]*class="axis"[^>]*>([-\d.]+)</text>', curves_svg)
+    assert ticks == [f"{min(values):.2f}", f"{(min(values) + max(values)) / 2:.2f}", f"{max(values):.2f}"]
+    assert ">score<" in curves_svg

@@ -42,9 +42,10 @@ def _size(n: int) -> str:
 
 
 def _disk_full(folder: Path, size: int, free: int | None = None) -> DiskFullError:
-    left = f", {_size(free)} free" if free is not None else ""
-    return DiskFullError(f"{folder}: no space left on device (writing {_size(size)}{left}); free some "
-                         "space and rerun: complete files are kept")
+    need = (f"a file of {_size(size)} needs {_size(size + _SPACE_MARGIN)} with the {_size(_SPACE_MARGIN)} kept "
+            f"free, {_size(free)} free" if free is not None else f"writing {_size(size)}")
+    return DiskFullError(f"{folder}: no space left on device ({need}); free some space and rerun: complete files "
+                         "are kept")
 
 
 def _check_space(folder: Path, size: int) -> None:

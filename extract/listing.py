@@ -4,6 +4,7 @@ Kept free of torch and open_clip: ``t3al-extract status`` lists folders with the
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import zlib
@@ -94,6 +95,11 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_file():
         return None
     if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return f"symbolic link loop (to {os.readlink(path)})"
         return f"dangling symbolic link (to {os.readlink(path)})"
     if path.is_dir():
         if path.suffix.lower() in VIDEO_SUFFIXES:

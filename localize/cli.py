@@ -186,6 +186,9 @@ def localize(source: Path, actions_text: str | None, actions_file: Path | None, 
         check_execution(jobs, scheduler, device)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
+    if config.labels_per_video > len(actions.names):
+        click.echo(f"note: --labels-per-video {config.labels_per_video} is more than the {len(actions.names)} "
+                   f"action(s): each video gets at most {len(actions.names)} label(s)", err=True)
     if config.suppression and caption_fps == 0:
         raise click.UsageError("--caption-fps 0 gives no captions and suppression needs them: add --no-suppression")
     failed = 0

@@ -115,3 +115,43 @@ def test_the_viewer_shows_a_score_axis_the_model_and_the_cached_caption_count(ch
     ticks = re.findall(r'<text[^>]*class="axis"[^>]*>([-\d.]+)</text>', curves_svg)
     assert ticks == [f"{min(values):.2f}", f"{(min(values) + max(values)) / 2:.2f}", f"{max(values):.2f}"]
     assert ">score<" in curves_svg
+
+
+def test_a_symbolic_link_loop_is_called_a_loop_not_dangling(tmp_path):
+    import os
+
+    from t3al.extract.listing import list_videos
+
+    os.symlink(tmp_path / "b.mp4", tmp_path / "a.mp4")
+    os.symlink(tmp_path / "a.mp4", tmp_path / "b.mp4")
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "c.mp4")
+    reasons = {path.name: reason for _, path, reason in list_videos(tmp_path)[1]}
+    assert reasons["a.mp4"].startswith("symbolic link loop") and reasons["b.mp4"].startswith("symbolic link loop")
+    assert reasons["c.mp4"].startswith("dangling symbolic link")
+
+
+def test_more_labels_per_video_than_actions_is_said(tmp_path):
+    from conftest import synthetic_features, write_tiny_cache
+
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)},
+                             ["pole vault", "high jump"])
+    result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--labels-per-video", "3",
+                                       "--out", str(tmp_path / "run"), "--jobs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "note: --labels-per-video 3 is more than the 2 action(s): each video gets at most 2 label(s)" in result.output
+
+
+def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):
+    from conftest import synthetic_features, write_tiny_cache
+
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)},
+                             ["pole vault", "high jump"])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("t3al.adapt.vocabulary.localize_splits", interrupted)
+    result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"),
+                                       "--jobs", "1", "--no-progress"])
+    assert result.exit_code == 130 and not (tmp_path / "run").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]

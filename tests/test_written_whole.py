@@ -92,3 +92,17 @@ def test_a_viewer_that_cannot_be_written_is_one_line_and_keeps_the_earlier_run_a
                                               "device); nothing was written there")
     assert (out / "index.html").read_bytes() == page and _leftovers(tmp_path) == []
     assert json.loads((out / "detections.json").read_text())["results"]
+
+
+def test_a_refused_write_says_what_it_needs_beside_what_is_free(tmp_path, monkeypatch):
+    import shutil
+
+    import numpy as np
+
+    from t3al.cache import CacheInfo, CacheWriter, DiskFullError, ModelIdentity, VideoRecord
+
+    writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 65536 + 100))
+    with pytest.raises(DiskFullError, match=r"no space left on device \(a file of ([\d.]+) kB needs ([\d.]+) kB "
+                                            r"with the 65.5 kB kept free, 65.6 kB free\)"):
+        writer.write_video(VideoRecord("b", np.ones((6, 4), np.float32), np.arange(6) / 2.0, 2.0))

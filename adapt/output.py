@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 import numpy as np
 
 from t3al.cache import write_atomically
+from t3al.cache.files import process_alive
 from t3al.evaluate import Detections
 
 if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
@@ -91,16 +92,6 @@ def what_it_replaces(folder: Path, record: dict, overwrite: bool) -> str | None:
             else "replaced another configuration's results (--overwrite)")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lock(path: Path, folder: Path) -> None:
     """Create the lock file ``path`` exclusively; refuse when a live run holds it."""
     owner = f"{socket.gethostname()} {os.getpid()}\n"
@@ -112,7 +103,7 @@ def _lock(path: Path, folder: Path) -> None:
                 host, pid = path.read_text(encoding="utf-8").split()
             except (OSError, ValueError):
                 host, pid = "", "0"
-            if host != socket.gethostname() or _alive(int(pid)):
+            if host != socket.gethostname() or process_alive(int(pid)):
                 where = f"process {pid} on {host}" if host else "another process"
                 raise OutputError(f"{folder} is being written by another t3al run ({where}, lock {path}); "
                                   "wait for it or choose another --out") from None

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
+import socket
 from pathlib import Path
 
 
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:8]  # names this machine in temporary names
+
+
 def temporary_path(final: Path) -> Path:
-    """A unique temporary name next to ``final`` that no reader takes for a complete file."""
-    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """A unique temporary name next to ``final`` that no reader takes for a complete file:
+    ``.<final>.<pid>-<host>.<random>.tmp``, naming the process writing it and its machine."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{_HOST}.{secrets.token_hex(4)}.tmp")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_gone(temporary: Path) -> bool:
+    """Whether the process that was writing ``temporary`` (a ``temporary_path``) has ended: known
+    only for a writer on this machine; another machine's is never taken for gone."""
+    parts = temporary.name[1:].rsplit(".", 3)
+    pid, _, host = parts[1].partition("-") if len(parts) == 4 else ("", "", "")
+    return host == _HOST and pid.isdigit() and not process_alive(int(pid))
 
 
 def remove(path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import h5py
 import numpy as np
 
-from .files import remove, temporary_path, write_all, write_atomically, write_new
+from .files import remove, temporary_path, write_all, write_atomically, write_new, writer_gone
 from .schema import (
     FAILURES_FILE,
     HEAD_FILE,
@@ -138,11 +138,12 @@ def temporary_target(path: Path) -> str:
 
 
 def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> list[Path]:
-    """Delete temporary files of ``root`` and ``root/videos`` older than ``max_age`` seconds: left by
-    writers killed mid-write (no running writer keeps one that long)."""
+    """Delete temporary files of ``root`` and ``root/videos`` left by writers killed mid-write: those
+    whose writer on this machine has ended, and those older than ``max_age`` seconds (no running
+    writer keeps one that long)."""
     removed = []
     for path, age in temporary_files(root):
-        if age > max_age:
+        if age > max_age or writer_gone(path):
             try:
                 path.unlink()
             except OSError:

@@ -108,7 +108,7 @@ def test_the_viewer_shows_a_score_axis_the_model_and_the_cached_caption_count(ch
     assert result.exit_code == 0, result.output
     dom = browse(chromium, out / "index.html", tmp_path / "profile", tmp_path / "viewer.png")
     assert "model test-model, pretrained random" in dom and "test-model|random|" not in dom
-    assert "60 caption(s) (3 runs of the same text)" in dom
+    assert "60 caption(s) in 3 run(s) of one text" in dom
     view = json.loads(re.search(r'<script id="t3al-data" type="application/json">(.*?)</script>', dom, re.S).group(1))
     values = [v for curve in view["videos"][0]["curves"] for v in curve[2]]
     curves_svg = re.search(r'<svg[^>]*class="curves".*?</svg>', dom, re.S).group(0)

@@ -96,8 +96,10 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
         gt = GroundTruth.read(ground_truth)
         classes = read_class_list(class_file) if class_file else sorted(set(gt.label.tolist()))
         tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
-        result = evaluate_detections(Detections.read(detections), gt, classes, tious, round_ap=round_ap)
+        found = Detections.read(detections)
+        result = evaluate_detections(found, gt, classes, tious, round_ap=round_ap)
         click.echo(format_table({detections.name: result.to_dict()}))
+        _outside_notes(found, _durations(ground_truth))
         click.echo(describe_tious(tious))
         if per_class:
             click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
@@ -207,6 +209,27 @@ def run_manifest(out_dir: Path) -> Path | None:
         return CacheReader(cache).manifest_path
     except (OSError, ValueError, KeyError, TypeError, CacheError):  # no record, or a cache moved away
         return None
+
+
+def _durations(path: Path) -> dict[str, float]:
+    """Each video's duration in seconds, where the ground truth gives one (a t3al manifest, an
+    ActivityNet JSON); none from a CSV."""
+    if path.suffix.lower() != ".json":
+        return {}
+    data = json.loads(read_text(path, EvaluationError))
+    videos = data.get("videos") if data.get("format") == "t3al-manifest" else data.get("database")
+    return {video: float(entry["duration"]) for video, entry in (videos or {}).items()
+            if isinstance(entry, dict) and isinstance(entry.get("duration"), (int, float))}
+
+
+def _outside_notes(detections: Detections, durations: dict[str, float]) -> None:
+    """Say how many detections start before 0 s or end after their video's duration: they are
+    scored as given, which is rarely what their producer meant."""
+    early = int((detections.start < 0).sum())
+    late = sum(end > durations[video] for video, end in zip(detections.video, detections.end) if video in durations)
+    if early or late:
+        click.echo(f"note: {early} detection(s) start before 0 s and {late} end after their video's duration; "
+                   "they are scored as given (clip them to the video if that is not meant)")
 
 
 def _ground_truth_tious(path: Path) -> tuple[float, ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import h5py
+from filelock import FileLock, Timeout
 import numpy as np
 
 from .files import remove, temporary_path, write_all, write_atomically, write_new, writer_gone
@@ -284,6 +285,25 @@ class CacheWriter:
                 )
         except (OSError, KeyError):
             return False
+
+    @contextlib.contextmanager
+    def claimed(self, video_id: str, wait: bool = False) -> Iterator[bool]:
+        """Hold a video for this writer in the block, so that two runs on one cache never extract it
+        both; yields False when another process holds it (``wait``: waits until it lets go). A
+        claim is a lock on a hidden file beside the video's; it ends with the block, or with its
+        process however that ends (a claim file left by ``kill -9`` is taken over and removed)."""
+        path = self.video_path(video_id).with_name(f".{safe_video_id(video_id)}.h5.claim")
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            remove(path)
+            lock.release()
 
     @contextlib.contextmanager
     def in_progress(self, video_ids: list[str]) -> Iterator[Callable[[], None]]:

@@ -29,7 +29,9 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
                summary: Summary) -> Summary:
     """Extract every video not already complete; failures are logged and recorded, never fatal,
     except a full disk (DiskFullError) and a fault of the device (DeviceFault), which stop the run
-    without touching any other video's files."""
+    without touching any other video's files. Each video is claimed first: one that another run
+    on the cache is extracting is waited for and reused, or extracted when that run stopped
+    without it."""
     todo = []
     for video in videos:
         try:
@@ -43,6 +45,26 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
+    with contextlib.ExitStack() as claims:
+        mine = [(video, stat) for video, stat in todo if claims.enter_context(writer.claimed(video.video_id))]
+        theirs = [item for item in todo if item not in mine]
+        _extract(mine, writer, extractor, summary)
+        if theirs:
+            log.info("%d video(s) are being extracted by another run on this cache: waiting for them", len(theirs))
+        left = []
+        for video, stat in theirs:
+            claims.enter_context(writer.claimed(video.video_id, wait=True))
+            if writer.is_complete(video.video_id, stat.st_size, stat.st_mtime):
+                summary.skipped.append(video.video_id)
+            else:
+                left.append((video, stat))
+        if left:
+            _extract(left, writer, extractor, summary)
+    return summary
+
+
+def _extract(todo: list, writer: CacheWriter, extractor: Extractor, summary: Summary) -> None:
+    """Extract the videos of ``todo`` (claimed by this run) into the cache, recording each outcome."""
     with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
         def within(video: VideoFile, seconds: float, duration: float) -> None:
             bar.set_postfix_str(_within(video, seconds, duration))
@@ -63,7 +85,6 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
                     fail(writer, summary, video.video_id, video.path, str(err))
                 bar.update()
                 next_video()
-    return summary
 
 
 def _named(outcomes: Iterator, todo: list, within: Progress) -> Iterator:

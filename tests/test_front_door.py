@@ -155,3 +155,29 @@ def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):
                                        "--jobs", "1", "--no-progress"])
     assert result.exit_code == 130 and not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_two_runs_on_one_folder_extract_each_video_once(models, tmp_path):
+    import subprocess
+    import sys
+
+    from extract_helpers import make_video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(3):
+        make_video(folder / f"clip {i}.mp4", frames=40, rate="10")
+    model_folder, checkpoints = models
+    code = "import sys; from t3al.localize.cli import main; sys.exit(main())"
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(folder), "--actions", "pole vault", "--cache",
+                              str(tmp_path / "cache"), "--out", str(tmp_path / f"run{i}"), "--model", COCA,
+                              "--pretrained", str(checkpoints[COCA]), "--model-config", str(model_folder),
+                              "--extract-device", "cpu", "--jobs", "1", "--no-progress", "--thumbnails", "0"],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) for i in range(2)]
+    outputs = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    done = [int(re.search(r"t3al-extract: (\d+) done, (\d+) skipped", out).group(1)) for out in outputs]
+    assert sum(done) == 3, outputs  # each video extracted by one run, reused by the other
+    for i in range(2):
+        assert len(json.loads((tmp_path / f"run{i}" / "detections.json").read_text())["results"]) == 3
+    assert sorted(p.name for p in (tmp_path / "cache" / "videos").iterdir() if p.name.startswith(".")) == []

@@ -99,8 +99,9 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
 
     A folder holding another run is refused before any work unless ``overwrite``; a rerun of the
     same run replaces its own files; ``pages(temporary, folder)`` adds files written from these
-    (the viewer) before the folder is put in place, so it holds all of them or none. Videos run under their cache ids (the curves' file names) and
-    are reported under their own names (the detections, the problems).
+    (the viewer) before the folder is put in place, so it holds all of them or none. Videos run
+    under their cache ids (the curves' file names) and are reported under their own names (the
+    detections, the problems).
     """
     folder = Path(folder)
     record = vocabulary_record(spec)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import h5py
 
-from .schema import VIDEOS_DIR
 from .files import writer_gone
+from .schema import VIDEOS_DIR
 from .store import STALE_TEMPORARY_S, array_problem, temporary_files, temporary_target
 
 

@@ -103,7 +103,8 @@ def default_cache(folder: Path) -> Path:
     """``caches/<folder name>-<8 hex digits of its absolute path>``: one cache per folder, so two
     folders that share a name (``videos``) never share a cache."""
     where = folder.resolve()
-    return Path("caches") / f"{where.name}-{hashlib.sha1(str(where).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    digest = hashlib.sha1(str(where).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return Path("caches") / f"{where.name}-{digest}"
 
 
 def _extract_options(model_name: str | None, pretrained: str | None, model_configs: tuple[str, ...],

@@ -138,7 +138,8 @@ def test_more_labels_per_video_than_actions_is_said(tmp_path):
     result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--labels-per-video", "3",
                                        "--out", str(tmp_path / "run"), "--jobs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "note: --labels-per-video 3 is more than the 2 action(s): each video gets at most 2 label(s)" in result.output
+    assert ("note: --labels-per-video 3 is more than the 2 action(s): each video gets at most 2 label(s)"
+            in result.output)
 
 
 def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):

@@ -46,8 +46,10 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
     with contextlib.ExitStack() as claims:
-        mine = [(video, stat) for video, stat in todo if claims.enter_context(writer.claimed(video.video_id))]
-        theirs = [item for item in todo if item not in mine]
+        mine, theirs = [], []
+        for video, stat in todo:
+            held = claims.enter_context(writer.claimed(video.video_id))
+            (mine if held else theirs).append((video, stat))
         _extract(mine, writer, extractor, summary)
         if theirs:
             log.info("%d video(s) are being extracted by another run on this cache: waiting for them", len(theirs))

@@ -148,10 +148,10 @@ def main(**options: Any) -> None:
     VIDEOS_OR_CACHE is a folder of videos (stage one extracts it into --cache, reusing videos
     already there) or a t3al cache. Videos are the files named .3g2 .3gp .asf .avi .flv .m2ts
     .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .webm .wmv (any case); other files are skipped
-    with a note. The action names are encoded as prompts (names the cache
-    already has are not re-encoded), then stage two localizes every cached video (or --videos)
-    with that vocabulary, through the same settings, run names and paths as t3al-adapt. The run
-    folder gets detections.json (ActivityNet results), detections.csv, config.json, the curves and
+    with a note. The action names are encoded as prompts (names the cache already has are not
+    re-encoded), then stage two localizes every cached video (or --videos) with that vocabulary,
+    through the same settings, run names and paths as t3al-adapt. The run folder gets
+    detections.json (ActivityNet results), detections.csv, config.json, the curves and
     index.html, the viewer.
 
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
@@ -163,10 +163,11 @@ def main(**options: Any) -> None:
 
 
 def localize(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
-         video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
-         model_configs: tuple[str, ...], extract_device: str, fps: float, caption_fps: float, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
-         overwrite: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
+             video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None,
+             pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, fps: float,
+             caption_fps: float, preset: str | None, config_file: Path | None, seed: int, jobs: int | None,
+             scheduler: str | None, device: str | None, overwrite: bool, allow_failures: bool, progress: bool,
+             **options: Any) -> None:
     """``t3al-localize`` with its options: names, stage one, stage two, the run folder and its viewer."""
     from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
 

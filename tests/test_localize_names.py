@@ -97,10 +97,17 @@ def _localize_folder(models, folder, cache, *extra):
                                      "--jobs", "1", "--no-progress", "--thumbnails", "1", *extra])
 
 
-def test_a_folder_of_any_names_is_extracted_and_localized_under_each_name(models, hostile_folder, tmp_path):
-    out = tmp_path / "run"
-    result = _localize_folder(models, hostile_folder, tmp_path / "cache", "--out", str(out))
+@pytest.fixture(scope="module")
+def localized(models, hostile_folder, tmp_path_factory) -> Path:
+    """The run folder of t3al-localize on the hostile folder (stage one with the tiny CoCa)."""
+    root = tmp_path_factory.mktemp("localized")
+    result = _localize_folder(models, hostile_folder, root / "cache", "--out", str(root / "run"))
     assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def test_a_folder_of_any_names_is_extracted_and_localized_under_each_name(hostile_folder, localized):
+    out = localized
     assert set(json.loads((out / "detections.json").read_text())["results"]) == set(FILE_NAMES)
     page = (out / "index.html").read_text(encoding="utf-8")
     data = json.loads(re.search(r'<script id="t3al-data" type="application/json">(.*?)</script>', page, re.S).group(1))
@@ -148,7 +155,7 @@ document.getElementById("viewer").addEventListener("load", function () {
     var bar = section.querySelector(".detection"), done = false;
     function once(state) { if (!done) { done = true; note(id, state); } }
     if (!player || !bar) { once("no player"); return; }
-    player.addEventListener("timeupdate", function () { if (player.currentTime > 0) { once("played"); } });
+    player.addEventListener("playing", function () { once("played"); });
     player.addEventListener("error", function () { once("error " + player.error.code); });
     bar.dispatchEvent(new MouseEvent("click", {bubbles: true}));
   });
@@ -157,13 +164,11 @@ document.getElementById("viewer").addEventListener("load", function () {
 """
 
 
-def test_every_video_plays_from_the_viewer_in_chromium(chromium, models, hostile_folder, tmp_path):
-    result = _localize_folder(models, hostile_folder, tmp_path / "cache", "--out", str(tmp_path / "run"))
-    assert result.exit_code == 0, result.output
-    (tmp_path / "harness.html").write_text(HARNESS, encoding="utf-8")
+def test_every_video_plays_from_the_viewer_in_chromium(chromium, localized, tmp_path):
+    (localized.parent / "harness.html").write_text(HARNESS, encoding="utf-8")
     dom = subprocess.run([chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
                           "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=15000", "--dump-dom",
-                          (tmp_path / "harness.html").as_uri()],
+                          (localized.parent / "harness.html").as_uri()],
                          capture_output=True, text=True, timeout=TIMEOUT_S, check=True).stdout
     states = {html.unescape(video): state for video, state in
               re.findall(r'<li data-video="([^"]*)" data-state="([^"]*)">', dom)}

@@ -106,4 +106,3 @@ def test_a_refused_write_says_what_it_needs_beside_what_is_free(tmp_path, monkey
     with pytest.raises(DiskFullError, match=r"no space left on device \(a file of ([\d.]+) kB needs ([\d.]+) kB "
                                             r"with the 65.5 kB kept free, 65.6 kB free\)"):
         writer.write_video(VideoRecord("b", np.ones((6, 4), np.float32), np.arange(6) / 2.0, 2.0))
-

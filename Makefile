@@ -5,22 +5,29 @@ PYTHON ?= python3
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 HAVE_TORCH := $(shell $(PYTHON) -c "import torch, torchvision" 2>/dev/null && echo yes)
 STAMP := .make-installed-$(subst /,_,$(PYTHON))
+TEST_STAMP := .make-test-tools-$(subst /,_,$(PYTHON))
 
 .PHONY: install test demo bench
 
-install: $(STAMP)  ## install t3al (editable) and its test tools; torch first where none is installed
+install: $(STAMP)  ## install t3al (editable); torch first where none is installed
 
 $(STAMP): setup.cfg
 ifneq ($(HAVE_TORCH),yes)
 	$(if $(strip $(TORCH)),$(PYTHON) -m pip install $(TORCH))
 endif
+	$(PYTHON) -m pip install -e .
+	@echo "$(PYTHON)" > $@
+
+# the test extra pins transformers<4.56 (open_clip's own CoCa.generate, the captions' reference):
+# only `make test` installs it
+$(TEST_STAMP): $(STAMP)
 	$(PYTHON) -m pip install -e '.[test]'
 	@echo "$(PYTHON)" > $@
 
-test: $(STAMP)  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
+test: $(TEST_STAMP)  ## the whole test suite; T3AL_SHARED=../shared makes data-dependent tests mandatory
 	$(PYTHON) -m pytest -q
 
-bench: $(STAMP)  ## benchmarks; each script prints its figures
+bench: $(TEST_STAMP)  ## benchmarks; each script prints its figures
 	$(PYTHON) benchmarks/bench_map.py
 
 demo: $(STAMP)  ## the whole pipeline on a generated world with the embedded tiny CoCa (minutes on a CPU)

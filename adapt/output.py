@@ -17,13 +17,16 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
 
+from t3al.cache import write_atomically
+from t3al.cache.files import process_alive
 from t3al.evaluate import Detections
 
-from .video import VideoResult
+if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
+    from .video import VideoResult
 
 RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's (t3al-localize) own files:
              "detections.json", "detections.csv", "curves", "index.html")
@@ -89,16 +92,6 @@ def what_it_replaces(folder: Path, record: dict, overwrite: bool) -> str | None:
             else "replaced another configuration's results (--overwrite)")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lock(path: Path, folder: Path) -> None:
     """Create the lock file ``path`` exclusively; refuse when a live run holds it."""
     owner = f"{socket.gethostname()} {os.getpid()}\n"
@@ -110,7 +103,7 @@ def _lock(path: Path, folder: Path) -> None:
                 host, pid = path.read_text(encoding="utf-8").split()
             except (OSError, ValueError):
                 host, pid = "", "0"
-            if host != socket.gethostname() or _alive(int(pid)):
+            if host != socket.gethostname() or process_alive(int(pid)):
                 where = f"process {pid} on {host}" if host else "another process"
                 raise OutputError(f"{folder} is being written by another t3al run ({where}, lock {path}); "
                                   "wait for it or choose another --out") from None
@@ -149,7 +142,7 @@ class RunOutput:
 
     def _write_text(self, name: str, text: str) -> None:
         try:
-            (self.temporary / name).write_text(text, encoding="utf-8")
+            write_atomically(self.temporary / name, text)
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 
@@ -166,6 +159,14 @@ class RunOutput:
                 (folder / "curves").mkdir(exist_ok=True)
                 for result in results:
                     _write_curve(folder / "curves" / f"{result.video_id}.npz", result, classes)
+        except OSError as err:
+            raise _unwritable(self.folder, err) from None
+
+    def add(self, write: Callable[[Path, Path], None]) -> None:
+        """Further files of the run (t3al-localize's viewer): ``write(temporary, folder)`` writes them
+        into the temporary folder, knowing the folder they will be in."""
+        try:
+            write(self.temporary, self.folder)
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 

@@ -56,9 +56,11 @@ def _check_widths(head: Head, configs: Sequence[AdaptConfig]) -> None:
 
 
 def _load(reader: CacheReader, video_id: str) -> VideoInput:
-    """A cached video checked against the head's widths; any defect becomes a VideoProblem."""
+    """A cached video checked against the head's widths, known by ``video_id`` as the split lists it
+    (its own name or its cache id), so results come back under the key they were asked by; any
+    defect becomes a VideoProblem."""
     try:
-        video = VideoInput.from_record(reader.video(video_id))
+        video = VideoInput.from_record(reader.video(video_id), video_id)
     except CacheError as err:
         raise VideoProblem(video_id, str(err)) from err
     head = reader.head()

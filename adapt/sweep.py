@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from t3al.cache import write_atomically
 from t3al.evaluate.report import format_table
 
 from t3al.manifests import read_text
@@ -85,5 +86,5 @@ def write_tables(documents: Mapping[str, dict], folder: Path) -> dict[str, Path]
     paths = {"markdown": folder / "table.md", "csv": folder / "table.csv"}
     for fmt, path in paths.items():
         text = format_table(documents, fmt)
-        path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        write_atomically(path, text if text.endswith("\n") else text + "\n")
     return paths

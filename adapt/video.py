@@ -37,23 +37,25 @@ class VideoInput:
         return int(self.features.shape[0])
 
     @classmethod
-    def from_record(cls, record: VideoRecord) -> "VideoInput":
-        """Check a cached video and turn it into tensors; raises VideoProblem naming the video."""
+    def from_record(cls, record: VideoRecord, video_id: str | None = None) -> "VideoInput":
+        """Check a cached video and turn it into tensors, known as ``video_id`` (the id or name the
+        caller asked for: results and problems carry it; default the video's own name)."""
+        video_id = video_id or record.name
         features = np.ascontiguousarray(record.features, dtype=np.float32)
         if record.n_frames < 2:
-            raise VideoProblem(record.name, f"has {record.n_frames} frame(s); at least 2 are needed")
-        _check_timestamps(record.name, np.asarray(record.timestamps, dtype=np.float64))
+            raise VideoProblem(video_id, f"has {record.n_frames} frame(s); at least 2 are needed")
+        _check_timestamps(video_id, np.asarray(record.timestamps, dtype=np.float64))
         if not np.isfinite(features).all():
             bad = int((~np.isfinite(features).all(axis=1)).sum())
-            raise VideoProblem(record.name, f"{bad} frame feature(s) contain NaN or infinity")
+            raise VideoProblem(video_id, f"{bad} frame feature(s) contain NaN or infinity")
         zero = int((np.abs(features).sum(axis=1) == 0).sum())
         if zero:
-            raise VideoProblem(record.name, f"{zero} frame feature(s) are all zeros (zero norm)")
+            raise VideoProblem(video_id, f"{zero} frame feature(s) are all zeros (zero norm)")
         captions = np.asarray(record.caption_features, dtype=np.float32)
         if captions.size and not np.isfinite(captions).all():
-            raise VideoProblem(record.name, "caption features contain NaN or infinity")
+            raise VideoProblem(video_id, "caption features contain NaN or infinity")
         return cls(
-            video_id=record.name,  # the video's own name, as manifests and detections spell it
+            video_id=video_id,
             features=torch.from_numpy(features),
             timestamps=np.asarray(record.timestamps, dtype=np.float64),
             caption_frames=torch.from_numpy(np.asarray(record.caption_frames, dtype=np.int64)),

@@ -8,11 +8,11 @@ detections, the curves and the run record instead of evaluating.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from t3al.cache import CacheError, CacheReader
+from t3al.cache import CacheError, CacheReader, safe_video_id
 
 from .cluster import dask_backend
 from .config import DEFAULT_PRESET, AdaptConfig, ConfigError
@@ -20,6 +20,7 @@ from .output import claimed
 from .pipeline import SettingRun, code_version, split_detections
 from .runner import Plan, SplitWork, localize_splits
 from .spec import check_execution, resolve_configs
+from .video import VideoProblem
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class VocabularySpec:
 
 
 def chosen_videos(reader: CacheReader, videos: Sequence[str]) -> tuple[str, ...]:
-    """The listed videos (ids or own names; default: every cached video), each checked to be cached."""
+    """The cache ids of the listed videos (ids or own names; default: every cached video), each
+    checked to be cached."""
     if not videos:
         cached = tuple(reader.video_ids())
         if not cached:
@@ -56,7 +58,7 @@ def chosen_videos(reader: CacheReader, videos: Sequence[str]) -> tuple[str, ...]
     missing = [v for v in videos if v not in reader]
     if missing:
         raise CacheError(f"--videos: not in cache {reader.root}: {', '.join(missing)}")
-    return tuple(dict.fromkeys(videos))
+    return tuple(dict.fromkeys(safe_video_id(v) for v in videos))
 
 
 def build_vocabulary_spec(cache: str | os.PathLike, classes: Sequence[str], *, videos: Sequence[str] = (),
@@ -90,12 +92,16 @@ def vocabulary_record(spec: VocabularySpec) -> dict:
 
 
 def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, overwrite: bool = False,
-                        on_video: Callable[[int], None] = lambda n: None) -> SettingRun:
+                        on_video: Callable[[int], None] = lambda n: None,
+                        pages: Callable[[Path, Path], None] | None = None) -> SettingRun:
     """Localize every video of ``spec`` with its vocabulary into ``folder``: config.json,
     detections.json (ActivityNet results) and detections.csv, and curves/<video>.npz.
 
     A folder holding another run is refused before any work unless ``overwrite``; a rerun of the
-    same run replaces its own files.
+    same run replaces its own files; ``pages(temporary, folder)`` adds files written from these
+    (the viewer) before the folder is put in place, so it holds all of them or none. Videos run
+    under their cache ids (the curves' file names) and are reported under their own names (the
+    detections, the problems).
     """
     folder = Path(folder)
     record = vocabulary_record(spec)
@@ -105,9 +111,13 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
         with dask_backend(spec.scheduler):
             outcome = localize_splits(Plan(spec.reader, [work], [spec.config], spec.seed, spec.jobs, spec.device),
                                       on_video)[0][0]
-        detections = split_detections(outcome.results, list(spec.classes), str(folder / "detections.json"))
+        names = {v: spec.reader.video_name(v) for v in spec.videos}
+        named = [replace(result, video_id=names[result.video_id]) for result in outcome.results]
+        detections = split_detections(named, list(spec.classes), str(folder / "detections.json"))
         output.write_split(None, detections, outcome.results, list(spec.classes))
+        if pages is not None:
+            output.add(pages)
         output.commit()
     return SettingRun(document={"run": record, "n_videos": len(outcome.results), "n_detections": len(detections)},
-                      problems=outcome.problems, warnings=[w for r in outcome.results for w in r.warnings],
-                      replaced=output.replaced)
+                      problems=[VideoProblem(names[p.video_id], p.reason) for p in outcome.problems],
+                      warnings=[w for r in outcome.results for w in r.warnings], replaced=output.replaced)

@@ -56,7 +56,7 @@ def synthetic_views(n: int, thumbnails: bool, seed: int = 0) -> list[dict]:
                     for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
         views.append({"id": f"video_{i:05d}", "duration": round(duration, 3), "source": None,
                       "missing": "/data/videos/video.mp4", "detections": detections, "curves": [curve],
-                      "captions": captions})
+                      "captions": captions, "n_captions": len(captions)})
     return views
 
 

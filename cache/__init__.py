@@ -1,4 +1,5 @@
-"""The cache between the stages: its schema (v1), an atomic writer and a lazy reader."""
+"""The cache between the stages: its schema (v1), an atomic writer and a lazy reader; and the one
+way the project writes a file whole (``write_atomically``)."""
 from .schema import (
     SCHEMA_VERSION,
     CacheError,
@@ -10,6 +11,7 @@ from .schema import (
     check_video_name,
     safe_video_id,
 )
+from .files import write_atomically, write_problem
 from .store import CacheReader, CacheWriter, DiskFullError, check_writable
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "check_video_name",
     "check_writable",
     "safe_video_id",
+    "write_atomically",
+    "write_problem",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 
+from .files import writer_gone
 from .schema import VIDEOS_DIR
 from .store import STALE_TEMPORARY_S, array_problem, temporary_files, temporary_target
 
@@ -33,16 +34,18 @@ class StoredVideo:
 
 @dataclass(frozen=True)
 class TemporaryFile:
-    """A file being written: the file it will become, seconds since its last write, and whether
-    it is old enough that the next writer removes it as left by a killed one (``STALE_TEMPORARY_S``)."""
+    """A file being written: the file it will become, seconds since its last write, whether its
+    writer (on this machine) has ended, and whether the next writer removes it as left by a killed
+    one (its writer ended, or no write for ``STALE_TEMPORARY_S``)."""
 
     path: Path
     target: str
     age_s: float
+    writer_gone: bool = False
 
     @property
     def stale(self) -> bool:
-        return self.age_s > STALE_TEMPORARY_S
+        return self.writer_gone or self.age_s > STALE_TEMPORARY_S
 
 
 def stored_videos(root: str | os.PathLike, verify: bool = False) -> list[StoredVideo]:
@@ -72,5 +75,6 @@ def _stored(path: Path, verify: bool) -> StoredVideo:
 
 def pending_files(root: str | os.PathLike, now: float | None = None) -> list[TemporaryFile]:
     """The writers' temporary files in the cache and its videos folder, oldest first."""
-    found = [TemporaryFile(path, temporary_target(path), age) for path, age in temporary_files(Path(root), now)]
+    found = [TemporaryFile(path, temporary_target(path), age, writer_gone(path))
+             for path, age in temporary_files(Path(root), now)]
     return sorted(found, key=lambda t: -t.age_s)

@@ -92,6 +92,12 @@ class ModelIdentity:
     def key(self) -> str:
         return f"{self.name}|{self.pretrained}|{self.checkpoint_sha256}"
 
+    def describe(self) -> str:
+        """The model for a reader: its name and pretrained tag, or the checkpoint file's hash."""
+        if self.checkpoint_sha256:
+            return f"{self.name}, checkpoint file of sha256 {self.checkpoint_sha256[:12]}"
+        return f"{self.name}, pretrained {self.pretrained}" if self.pretrained else self.name
+
 
 @dataclass
 class CacheInfo:

@@ -6,15 +6,16 @@ import errno
 import io
 import json
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import h5py
+from filelock import FileLock, Timeout
 import numpy as np
 
+from .files import remove, temporary_path, write_all, write_atomically, write_new, writer_gone
 from .schema import (
     FAILURES_FILE,
     HEAD_FILE,
@@ -37,33 +38,15 @@ class DiskFullError(CacheError):
     """The cache's file system has no room for the next file; complete files are kept."""
 
 
-def _temporary_path(final: Path) -> Path:
-    """A unique temporary name next to ``final`` that no reader takes for a complete file."""
-    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def _remove(path: Path) -> None:
-    """Delete ``path`` if it is there; a file that cannot be deleted (a read-only file system) is
-    left, so the error that brought us here is the one reported."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
-def _write_file(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (the one place cache bytes reach the disk)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _disk_full(folder: Path, size: int, free: int | None = None) -> DiskFullError:
-    left = f", {_size(free)} free" if free is not None else ""
-    return DiskFullError(f"{folder}: no space left on device (writing {_size(size)}{left}); free some "
-                         "space and rerun: complete files are kept")
+    need = (f"a file of {_size(size)} needs {_size(size + _SPACE_MARGIN)} with the {_size(_SPACE_MARGIN)} kept "
+            f"free, {_size(free)} free" if free is not None else f"writing {_size(size)}")
+    return DiskFullError(f"{folder}: no space left on device ({need}); free some space and rerun: complete files "
+                         "are kept")
 
 
 def _check_space(folder: Path, size: int) -> None:
@@ -73,29 +56,28 @@ def _check_space(folder: Path, size: int) -> None:
         raise _disk_full(folder, size, free)
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) with the process's umask, holding ``data``; ENOSPC
-    becomes DiskFullError. The caller removes ``path`` when this raises."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+@contextlib.contextmanager
+def _disk_full_as_error(folder: Path, size: int) -> Iterator[None]:
+    """ENOSPC (or a quota) met writing ``size`` bytes into ``folder`` becomes DiskFullError."""
     try:
-        _write_file(fd, data)
+        yield
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path.parent, len(data)) from None
+            raise _disk_full(folder, size) from None
         raise
-    finally:
-        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """``write_new``, a full disk as DiskFullError. The caller removes ``path`` when this raises."""
+    with _disk_full_as_error(path.parent, len(data)):
+        write_new(path, data)
 
 
 def _write_atomically(final: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name, then rename it into ``final``; the temporary never survives."""
+    """``write_atomically`` after checking the space, a full disk as DiskFullError."""
     _check_space(final.parent, len(data))
-    tmp = _temporary_path(final)
-    try:
-        _write_new(tmp, data)
-        os.replace(tmp, final)
-    finally:
-        _remove(tmp)
+    with _disk_full_as_error(final.parent, len(data)):
+        write_atomically(final, data)
 
 
 def check_writable(root: str | os.PathLike) -> None:
@@ -107,14 +89,14 @@ def check_writable(root: str | os.PathLike) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise CacheError(f"{root}: {folder} is not a directory; give a cache directory (new or existing)")
-    probe = _temporary_path(folder / "probe")
+    probe = temporary_path(folder / "probe")
     try:
         _write_new(probe, b"")
     except OSError as err:
         raise CacheError(f"{root}: cannot write into {folder} ({err.strerror or err}); "
                          "give a writable cache directory") from None
     finally:
-        _remove(probe)
+        remove(probe)
 
 
 def _hdf5_bytes(fill: Any) -> bytes:
@@ -152,16 +134,17 @@ def temporary_files(root: Path, now: float | None = None) -> list[tuple[Path, fl
 
 
 def temporary_target(path: Path) -> str:
-    """The name of the file a temporary file (``_temporary_path``) becomes when complete."""
+    """The name of the file a temporary file (``temporary_path``) becomes when complete."""
     return path.name[1:].rsplit(".", 3)[0]
 
 
 def remove_stale_temporaries(root: Path, max_age: float = STALE_TEMPORARY_S) -> list[Path]:
-    """Delete temporary files of ``root`` and ``root/videos`` older than ``max_age`` seconds: left by
-    writers killed mid-write (no running writer keeps one that long)."""
+    """Delete temporary files of ``root`` and ``root/videos`` left by writers killed mid-write: those
+    whose writer on this machine has ended, and those older than ``max_age`` seconds (no running
+    writer keeps one that long)."""
     removed = []
     for path, age in temporary_files(root):
-        if age > max_age:
+        if age > max_age or writer_gone(path):
             try:
                 path.unlink()
             except OSError:
@@ -223,14 +206,14 @@ class CacheWriter:
         if not path.exists():
             data = (json.dumps(self.info.to_dict(), indent=2) + "\n").encode("utf-8")
             _check_space(self.root, len(data))
-            tmp = _temporary_path(path)
+            tmp = temporary_path(path)
             try:
                 _write_new(tmp, data)
                 os.link(tmp, path)  # fails when another writer got there first
             except FileExistsError:
                 pass
             finally:
-                _remove(tmp)
+                remove(tmp)
         existing = read_info(path)
         if existing.model.key() != self.info.model.key():
             raise CacheError(
@@ -304,6 +287,25 @@ class CacheWriter:
             return False
 
     @contextlib.contextmanager
+    def claimed(self, video_id: str, wait: bool = False) -> Iterator[bool]:
+        """Hold a video for this writer in the block, so that two runs on one cache never extract it
+        both; yields False when another process holds it (``wait``: waits until it lets go). A
+        claim is a lock on a hidden file beside the video's; it ends with the block, or with its
+        process however that ends (a claim file left by ``kill -9`` is taken over and removed)."""
+        path = self.video_path(video_id).with_name(f".{safe_video_id(video_id)}.h5.claim")
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            remove(path)
+            lock.release()
+
+    @contextlib.contextmanager
     def in_progress(self, video_ids: list[str]) -> Iterator[Callable[[], None]]:
         """Mark the videos this writer works on, in order, for ``t3al-extract status``: the first at
         once, the next at each call of the function given; the mark is an empty temporary file named
@@ -313,10 +315,10 @@ class CacheWriter:
 
         def advance() -> None:
             while marks:
-                _remove(marks.pop())
+                remove(marks.pop())
             video_id = next(pending, None)
             if video_id is not None:
-                mark = _temporary_path(self.video_path(video_id))
+                mark = temporary_path(self.video_path(video_id))
                 with contextlib.suppress(OSError, CacheError):
                     _write_new(mark, b"")
                     marks.append(mark)
@@ -326,7 +328,7 @@ class CacheWriter:
             yield advance
         finally:
             while marks:
-                _remove(marks.pop())
+                remove(marks.pop())
 
     def remove_video(self, video_id: str) -> bool:
         """Delete a video's file (features of a source that changed and no longer decodes); True if there was one."""
@@ -373,16 +375,12 @@ class CacheWriter:
         if kept:
             entry["kept"] = True
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
-        try:
+        with _disk_full_as_error(self.root, len(line)):
             fd = os.open(self.root / FAILURES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                _write_file(fd, line)
+                write_all(fd, line)
             finally:
                 os.close(fd)
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _disk_full(self.root, len(line)) from None
-            raise
 
 
 class CacheReader:
@@ -475,6 +473,16 @@ class CacheReader:
                     decode_warnings=json.loads(attrs.get("decode_warnings", "[]")),
                 )
         except (OSError, KeyError, ValueError) as err:
+            raise CacheError(f"{path}: unreadable video file ({err})") from err
+
+    def video_name(self, video_id: str) -> str:
+        """A cached video's own name (its file stem, which its id may have had to make safe), read
+        without its arrays."""
+        path = self._path(video_id)
+        try:
+            with h5py.File(path, "r") as f:
+                return str(f.attrs.get("name", path.stem))
+        except OSError as err:
             raise CacheError(f"{path}: unreadable video file ({err})") from err
 
     def caption_count(self, video_id: str) -> int:

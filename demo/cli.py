@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from t3al.cache import write_atomically
+
 from .model import CHECKPOINT, MODEL_NAME
 from .world import DURATIONS, generate_world
 
@@ -134,7 +136,8 @@ def reports(plan: DemoPlan) -> Path:
                           "text": f"{setting} {method}: report with plots"})
         sections.append({"setting": setting, "table": table_cells(documents), "links": links})
     index = plan.out / "index.html"
-    index.write_text(render("index.html", "t3al.demo", seed=plan.seed, sections=sections, explanation=EXPLANATION))
+    write_atomically(index, render("index.html", "t3al.demo", seed=plan.seed, sections=sections,
+                                   explanation=EXPLANATION))
     return index
 
 
@@ -156,7 +159,7 @@ def run_demo(plan: DemoPlan) -> dict:
     timings["report"] = time.time() - started - sum(timings.values())
     summary = {"timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(time.time() - started, 1),
                "table": table, "index": str(index)}
-    (plan.out / "demo.json").write_text(json.dumps(summary, indent=1))
+    write_atomically(plan.out / "demo.json", json.dumps(summary, indent=1))
     return summary
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from t3al.cache import write_atomically, write_problem
 from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
@@ -95,8 +96,10 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
         gt = GroundTruth.read(ground_truth)
         classes = read_class_list(class_file) if class_file else sorted(set(gt.label.tolist()))
         tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
-        result = evaluate_detections(Detections.read(detections), gt, classes, tious, round_ap=round_ap)
+        found = Detections.read(detections)
+        result = evaluate_detections(found, gt, classes, tious, round_ap=round_ap)
         click.echo(format_table({detections.name: result.to_dict()}))
+        _outside_notes(found, _durations(ground_truth))
         click.echo(describe_tious(tious))
         if per_class:
             click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
@@ -208,6 +211,27 @@ def run_manifest(out_dir: Path) -> Path | None:
         return None
 
 
+def _durations(path: Path) -> dict[str, float]:
+    """Each video's duration in seconds, where the ground truth gives one (a t3al manifest, an
+    ActivityNet JSON); none from a CSV."""
+    if path.suffix.lower() != ".json":
+        return {}
+    data = json.loads(read_text(path, EvaluationError))
+    videos = data.get("videos") if data.get("format") == "t3al-manifest" else data.get("database")
+    return {video: float(entry["duration"]) for video, entry in (videos or {}).items()
+            if isinstance(entry, dict) and isinstance(entry.get("duration"), (int, float))}
+
+
+def _outside_notes(detections: Detections, durations: dict[str, float]) -> None:
+    """Say how many detections start before 0 s or end after their video's duration: they are
+    scored as given, which is rarely what their producer meant."""
+    early = int((detections.start < 0).sum())
+    late = sum(end > durations[video] for video, end in zip(detections.video, detections.end) if video in durations)
+    if early or late:
+        click.echo(f"note: {early} detection(s) start before 0 s and {late} end after their video's duration; "
+                   "they are scored as given (clip them to the video if that is not meant)")
+
+
 def _ground_truth_tious(path: Path) -> tuple[float, ...]:
     if path.suffix.lower() == ".json":
         data = json.loads(read_text(path, EvaluationError))
@@ -239,12 +263,16 @@ def _json_text(data: dict) -> str:
 
 
 def _write_output(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path``; a file holding other content is replaced only with --overwrite
-    (the same results rerun rewrite it unchanged)."""
+    """Write ``text`` to ``path`` whole; a file holding other content is replaced only with
+    --overwrite (the same results rerun rewrite it unchanged). A write that fails (a parent that
+    is a file, a read-only or full disk) is one line, and leaves the file as it was."""
     if path.is_file() and path.read_bytes() != text.encode("utf-8") and not overwrite:
         raise EvaluationError(f"{path} holds other results; choose another file, or pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
+    except OSError as err:
+        raise EvaluationError(f"{path}: cannot write ({write_problem(err)}); nothing was written") from None
 
 
 class _errors:

@@ -5,18 +5,18 @@ Layout read (see the brief of t3al-adapt): ``OUT/results.json``, optional ``OUT/
 """
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from t3al.cache import write_atomically, write_problem
 from t3al.manifests import Manifest, read_text
 
 from .detection import evaluate_detections
@@ -152,20 +152,15 @@ def write_report(out_dir: str | Path, manifest: Manifest | None = None, n_plots:
                               "to replace it")
     report_dir = html_path.parent
     made = [folder for folder in (report_dir, report_dir / "img") if not folder.exists()]
-    temporary = html_path.with_name(f".{html_path.name}.{os.getpid()}.tmp")
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
-        temporary.write_text("")  # a folder that cannot take the report is found before any plot
-        page = _page(out_dir, document, report_dir, manifest, n_plots, videos)
-        temporary.write_text(page, encoding="utf-8")
-        os.replace(temporary, html_path)
+        tempfile.TemporaryFile(dir=report_dir).close()  # a folder that cannot take the report is found before any plot
+        write_atomically(html_path, _page(out_dir, document, report_dir, manifest, n_plots, videos))
     except BaseException as err:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
         for folder in reversed(made):
             shutil.rmtree(folder, ignore_errors=True)
         if isinstance(err, OSError):
-            raise EvaluationError(f"{html_path}: cannot write the report ({err.strerror or err}); "
+            raise EvaluationError(f"{html_path}: cannot write the report ({write_problem(err)}); "
                                   "nothing was left behind") from None
         raise
     return html_path

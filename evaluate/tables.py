@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from t3al.cache import write_atomically
 from t3al.manifests import read_text
 
 DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
@@ -94,11 +95,8 @@ class GroundTruth:
         return GroundTruth(self.video[mask], self.start[mask], self.end[mask], self.label[mask], self.source)
 
     def write_csv(self, path: str | Path) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(GROUND_TRUTH_COLUMNS)
-            writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
-                                 self.label))
+        write_atomically(path, _csv_text(GROUND_TRUTH_COLUMNS, zip(
+            self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end), self.label)))
 
 
 @dataclass(frozen=True)
@@ -149,11 +147,9 @@ class Detections:
                           self.source)
 
     def write_csv(self, path: str | Path) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(DETECTION_COLUMNS)
-            writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
-                                 (f"{s:.6f}" for s in self.score), self.label))
+        write_atomically(path, _csv_text(DETECTION_COLUMNS, zip(
+            self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
+            (f"{s:.6f}" for s in self.score), self.label)))
 
     def to_activitynet(self, external_data: Mapping[str, Any] | None = None) -> dict:
         """The ActivityNet results object (videos in first-seen order, segments in seconds);
@@ -164,7 +160,16 @@ class Detections:
         return {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
 
     def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None) -> None:
-        Path(path).write_text(json.dumps(self.to_activitynet(external_data)))
+        write_atomically(path, json.dumps(self.to_activitynet(external_data)))
+
+
+def _csv_text(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
+    """A CSV table (the csv module's quoting: names with commas, quotes or line breaks survive)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -42,13 +42,16 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 @contextlib.contextmanager
 def terminated_cleanly() -> Iterator[None]:
     """SIGTERM (a cluster's time limit, ``kill``) ends the run as an exception, so that temporary
-    files are removed and ffmpeg processes stopped on the way out."""
+    files are removed and ffmpeg processes stopped on the way out; the exit status is the shell's
+    for a signal, 143 (and 130 for Ctrl-C)."""
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except KeyboardInterrupt:
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -127,6 +130,21 @@ def _class_names(classes: str | None, class_file: str | None, manifest: str | No
     return list(dict.fromkeys(names))
 
 
+def _check_prompt_lengths(loaded: LoadedModel, class_names: list[str], template: str) -> None:
+    """Refuse class names whose prompt the text tower would cut (two such names could get one
+    feature): tokens are counted with the model's own tokenizer."""
+    from .models import class_prompt, prompt_tokens
+
+    limit = loaded.tokenizer.context_length
+    counts = prompt_tokens(loaded, [class_prompt(name, template) for name in class_names])
+    long = [(name, count) for name, count in zip(class_names, counts) if count > limit]
+    if long:
+        name, count = long[0]
+        more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
+        raise click.ClickException(f"class name {name[:60]!r}{'...' if len(name) > 60 else ''}: its prompt is "
+                                   f"{count} tokens and the text tower reads {limit}; shorten it{more}")
+
+
 def _ensure_prompts(writer: CacheWriter, loaded: LoadedModel, class_names: list[str]) -> None:
     """Write the head when the cache has none; add prompts of classes it lacks."""
     from .models import class_prompt, encode_texts, model_head
@@ -182,6 +200,8 @@ def main() -> None:
                    "size x size and BGR channel order, as the published T3AL features were made.")
 @click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage type of the features.")
+@click.option("--only-videos", is_flag=True, help="Leave out files whose extension is not a video's (.mp4, .mkv, "
+                                                  ".webm, ...) instead of failing them as unreadable videos.")
 @click.option("--shard", default="0/1", show_default=True,
               help="i/n: process only this deterministic 1/n of the videos (n processes may share one cache).")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
@@ -191,7 +211,7 @@ def main() -> None:
 def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, model_configs: tuple[str, ...],
         device: str, precision: str, batch_size: int, fps: float | None, caption_fps: float,
         caption_batch_size: int, caption_length: int, caption_decoding: str, on_decode_error: str, preprocess: str,
-        feature_dtype: str,
+        feature_dtype: str, only_videos: bool,
         shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     from .captions import CaptionError
@@ -207,7 +227,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         shard_spec = parse_shard(shard)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--shard") from None
-    videos, refused = list_videos(videos_dir)
+    videos, refused = list_videos(videos_dir, only_videos)
     if not videos and not refused:
         raise click.ClickException(f"{videos_dir}: no files to extract")
     names = _class_names(classes, class_file, manifest)
@@ -221,6 +241,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         wanted = cache_info(loaded, settings, feature_dtype)
     except CaptionError as err:
         raise click.ClickException(f"--caption-length/--caption-decoding: {err}") from None
+    _check_prompt_lengths(loaded, names, wanted.prompt_template)
     try:
         writer = open_cache(cache_dir, wanted)
         if manifest:
@@ -280,6 +301,7 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
         mismatch = precision_mismatch(info, loaded)
         if mismatch:
             raise click.ClickException(f"{cache_dir}: {mismatch}")
+        _check_prompt_lengths(loaded, names, info.prompt_template)
         writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
         texts = [class_prompt(name, writer.info.prompt_template) for name in names]
         head = writer.add_prompts(names, texts, encode_texts(loaded, texts))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from .defaults import DECODE_ERROR_POLICIES
 from .listing import VideoFile
 from .models import LoadedModel, encode_frames, encode_texts
 from .reading import decode_videos, prefetch
+
+Progress = Callable[[VideoFile, float, float], None]  # (video, seconds done, its duration) after each batch
 
 # Messages of the errors CUDA and its libraries raise once the device (its context) is unusable.
 DEVICE_FAULT_MARKERS = ("CUDA error", "cudaError", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
@@ -152,20 +154,23 @@ class Extractor:
         captions = settings.caption_fps > 0 and loaded.can_caption
         self.generator = CaptionGenerator(loaded.model, settings.captioning()) if captions else None
 
-    def records(self, todo: list[tuple[VideoFile, os.stat_result]]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
+    def records(self, todo: list[tuple[VideoFile, os.stat_result]], on_batch: Progress = lambda *_: None
+                ) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
         """One ``(video, record or error)`` per video of ``todo``, in order; a device fault raises
-        ``DeviceFault`` and ends the iteration.
+        ``DeviceFault`` and ends the iteration. ``on_batch(video, seconds done, duration)`` follows
+        the work within a video.
 
         The next batches (of this or the next video) are decoded while the model works.
         """
         decoded = decode_videos(todo, self.geometry, self.settings.batch_size, self.settings.fps)
         batches = prefetch(decoded, self.settings.prefetch)
         try:
-            yield from self._records(batches)
+            yield from self._records(batches, on_batch)
         finally:  # at once, even while an error's traceback keeps this frame alive
             batches.close()
 
-    def _records(self, batches: Iterator[tuple]) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
+    def _records(self, batches: Iterator[tuple], on_batch: Progress
+                 ) -> Iterator[tuple[VideoFile, VideoRecord | Exception]]:
         """``records`` over the decoded batches."""
         current: VideoAccumulator | None = None
         failed: VideoFile | None = None
@@ -181,6 +186,7 @@ class Extractor:
                     current = VideoAccumulator(self, video, stat, info)
                 if frames is not None:
                     current.add(frames, times)
+                    on_batch(video, float(times[-1]), info.duration)
                     continue
                 if times and self.settings.on_decode_error == "fail":
                     raise DecodeError(f"{video.path}: partial decode ({'; '.join(times)}); nothing cached: "

@@ -4,6 +4,7 @@ Kept free of torch and open_clip: ``t3al-extract status`` lists folders with the
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import zlib
@@ -47,9 +48,15 @@ def in_shard(video_id: str, shard: tuple[int, int]) -> bool:
     return zlib.crc32(video_id.encode("utf-8")) % count == index
 
 
-def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
-    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line) and the ones
-    refused before decoding.
+def is_other_file(path: Path) -> bool:
+    """A regular file whose extension is not a video's (``readme.txt``, ``cover.jpg``)."""
+    return path.suffix.lower() not in VIDEO_SUFFIXES and path.is_file()
+
+
+def list_videos(folder: Path, only_videos: bool = False) -> tuple[list[VideoFile], list[tuple[str, Path, str]]]:
+    """Candidate files of ``folder`` (sorted; hidden ones are skipped with one log line; with
+    ``only_videos``, files whose extension is not a video's are left out too) and the ones refused
+    before decoding.
 
     Refused: dangling symbolic links, folders named like video files, names that cannot name a
     video and names that give several files one id (which file would the cache key mean?). Other
@@ -63,7 +70,7 @@ def list_videos(folder: Path) -> tuple[list[VideoFile], list[tuple[str, Path, st
     if hidden:
         log.info("%s: %d hidden entr%s skipped: %s", folder, len(hidden), "y" if len(hidden) == 1 else "ies",
                  ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""))
-    for path in (p for p in entries if not p.name.startswith(".")):
+    for path in (p for p in entries if not p.name.startswith(".") and not (only_videos and is_other_file(p))):
         reason = _not_a_file(path)
         if reason is None:
             try:
@@ -88,6 +95,11 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_file():
         return None
     if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return f"symbolic link loop (to {os.readlink(path)})"
         return f"dangling symbolic link (to {os.readlink(path)})"
     if path.is_dir():
         if path.suffix.lower() in VIDEO_SUFFIXES:

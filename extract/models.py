@@ -271,6 +271,16 @@ def encode_texts(loaded: LoadedModel, texts: list[str], batch_size: int = 256) -
     return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
 
 
+def prompt_tokens(loaded: LoadedModel, prompts: list[str]) -> list[int]:
+    """How many tokens the model's tokenizer makes of each prompt, start and end tokens included
+    (the text tower reads ``loaded.tokenizer.context_length`` of them and cuts the rest)."""
+    if not prompts:
+        return []
+    width = 4 * max(len(p) for p in prompts) + 2  # a character is at most 4 UTF-8 bytes, one token each
+    padding = int(loaded.tokenizer([""], context_length=width)[0, -1])
+    return (loaded.tokenizer(prompts, context_length=width) != padding).sum(dim=1).tolist()
+
+
 def model_head(loaded: LoadedModel, class_names: list[str], template: str = PROMPT_TEMPLATE) -> Head:
     """Projections, log logit scale and the pre-projection features of each class prompt."""
     prompts = [class_prompt(name, template) for name in class_names]

@@ -127,9 +127,13 @@ def cache_status(cache_dir: str | os.PathLike, videos_dir: str | os.PathLike | N
         if not temporary.target.endswith(".h5") or Path(temporary.target).stem in seen:
             continue
         video_id = Path(temporary.target).stem
-        note = (f"no write for {_age(temporary.age_s)}: left by a stopped job, the next run removes it"
-                if temporary.stale else f"being extracted, started {_age(temporary.age_s)} ago")
-        status.in_progress.append(Entry(video_id, f"{note} ({temporary.path})"))
+        if temporary.stale:  # to be done again: the next run removes the file and extracts the video
+            why = "its process has ended" if temporary.writer_gone else f"no write for {_age(temporary.age_s)}"
+            status.missing.append(Entry(video_id, f"left by a stopped job ({why}; the next run removes "
+                                                  f"{temporary.path} and extracts it)"))
+        else:
+            status.in_progress.append(Entry(video_id, f"being extracted, started {_age(temporary.age_s)} ago "
+                                                      f"({temporary.path})"))
         seen.add(video_id)
     for failure in reader.failures():
         if failure["video_id"] not in seen:

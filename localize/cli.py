@@ -1,10 +1,11 @@
 """``t3al-localize VIDEOS_OR_CACHE --actions "a, b"``: your videos, your action names, a page to look at."""
 from __future__ import annotations
 
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
@@ -14,12 +15,17 @@ from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.output import OutputError
 from t3al.adapt.spec import check_execution, resolve_configs
-from t3al.adapt.vocabulary import VocabularySpec, build_vocabulary_spec, localize_vocabulary
 from t3al.cache import CacheError, CacheReader
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
-from .viewer import collect_views, write_viewer
+
+if TYPE_CHECKING:  # stage two (torch) loads when a run starts, so --help answers at once
+    from t3al.adapt.vocabulary import VocabularySpec
+
+
+FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
+CAPTION_FPS = 1.0
 
 
 class StageError(click.ClickException):
@@ -33,6 +39,8 @@ def _extract(args: list[str]) -> int:
     try:
         extract_main.main(args=args, prog_name="t3al-extract", standalone_mode=False)
     except SystemExit as exit_:
+        if int(exit_.code or 0) > 1:  # stopped by a signal (143, 130): its cache may be partial, stop here
+            raise
         return int(exit_.code or 0)
     except click.ClickException as error:
         raise StageError(f"stage one: {error.format_message()}") from None
@@ -46,20 +54,25 @@ def _class_file(folder: str, names: list[str]) -> str:
 
 
 def _check_videos_folder(folder: Path) -> None:
-    """A folder that is not a cache must hold videos (one clear line when it holds none)."""
-    from t3al.extract.listing import VIDEO_SUFFIXES, list_videos
+    """A folder that is not a cache must hold videos (one clear line when it holds none); files
+    that are not videos by their extension are skipped with one note."""
+    from t3al.extract.listing import VIDEO_SUFFIXES, is_other_file, list_videos
 
-    videos, _ = list_videos(folder)
-    if not any(video.path.suffix.lower() in VIDEO_SUFFIXES for video in videos):
+    if not list_videos(folder, only_videos=True)[0]:
         raise click.ClickException(f"{folder}: no videos here ({', '.join(sorted(VIDEO_SUFFIXES)[:6])}, ...) and "
                                    f"not a t3al cache (no {INFO_FILE})")
+    others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and is_other_file(p))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        click.echo(f"note: {len(others)} file(s) skipped, not videos by their extension: {shown}", err=True)
 
 
 def _stage_one(source: Path, cache: Path, names: list[str], extract_args: list[str]) -> int:
     """Extract the videos of ``source`` into ``cache`` (cached ones reused) with the action prompts."""
     _check_videos_folder(source)
     with tempfile.TemporaryDirectory(prefix="t3al-localize-") as folder:
-        return _extract(["run", str(source), str(cache), "--class-file", _class_file(folder, names), *extract_args])
+        return _extract(["run", str(source), str(cache), "--only-videos", "--class-file", _class_file(folder, names),
+                         *extract_args])
 
 
 def _add_prompts(cache: Path, names: list[str], pretrained: str | None, model_configs: tuple[str, ...],
@@ -86,23 +99,32 @@ def _check_captions(spec: VocabularySpec) -> None:
                           "and --caption-fps above 0", "suppression")
 
 
+def default_cache(folder: Path) -> Path:
+    """``caches/<folder name>-<8 hex digits of its absolute path>``: one cache per folder, so two
+    folders that share a name (``videos``) never share a cache."""
+    where = folder.resolve()
+    digest = hashlib.sha1(str(where).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return Path("caches") / f"{where.name}-{digest}"
+
+
 def _extract_options(model_name: str | None, pretrained: str | None, model_configs: tuple[str, ...],
-                     extract_device: str, caption_fps: float | None) -> list[str]:
-    options = ["--device", extract_device]
+                     extract_device: str, fps: float, caption_fps: float) -> list[str]:
+    options = ["--device", extract_device, "--fps", f"{fps:g}", "--caption-fps", f"{caption_fps:g}"]
     options += ["--model", model_name] if model_name else []
     options += ["--pretrained", pretrained] if pretrained else []
     options += [arg for path in model_configs for arg in ("--model-config", path)]
-    options += ["--caption-fps", f"{caption_fps:g}"] if caption_fps is not None else []
     return options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", metavar="VIDEOS_OR_CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--actions", "actions_text", metavar='"A, B"', help="Action names, comma-separated.")
+@click.option("--actions", "actions_text", metavar='"A, B"',
+              help='Action names, comma-separated; a name with a comma in double quotes ("pick up, put down").')
 @click.option("--actions-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Action names, one per line (UTF-8).")
+              help="Action names, one per line (UTF-8); lines starting with # are comments.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Cache for a folder of videos; default caches/<folder name>. Videos already in it are reused.")
+              help="Cache for a folder of videos; default caches/<folder name>-<hash of its path>. Videos already "
+                   "in it are reused.")
 @click.option("--videos", "video_list", metavar="LIST", help="Localize only these cached videos (comma-separated).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; default runs/<cache>/localize/<run name>.")
@@ -114,25 +136,43 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
 @click.option("--model-config", "model_configs", multiple=True, type=click.Path(exists=True),
               help="Stage one: extra open_clip model config JSON (repeatable).")
 @click.option("--extract-device", default="auto", show_default=True, help="Stage one's device (auto, cpu, cuda:N).")
-@click.option("--caption-fps", type=click.FloatRange(min=0), help="Stage one: captions per second (default: "
-                                                                  "t3al-extract's).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=FPS, show_default=True,
+              help="Stage one: frames per second sampled for features (a CPU's main cost with --caption-fps; "
+                   "t3al-extract's default, every frame, is for GPUs).")
+@click.option("--caption-fps", type=click.FloatRange(min=0), default=CAPTION_FPS, show_default=True,
+              help="Stage one: captions per second (t3al-extract's default: 10); 0: none, with --no-suppression.")
 @execution_options
-def main(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
-         video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
-         model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, preset: str | None,
-         config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
-         overwrite: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
+def main(**options: Any) -> None:
     """Find the named actions in your videos: no manifest, no splits, no ground truth.
 
     VIDEOS_OR_CACHE is a folder of videos (stage one extracts it into --cache, reusing videos
-    already there) or a t3al cache. The action names are encoded as prompts (names the cache
-    already has are not re-encoded), then stage two localizes every cached video (or --videos)
-    with that vocabulary, through the same settings, run names and paths as t3al-adapt. The run
-    folder gets detections.json (ActivityNet results), detections.csv, config.json, the curves and
+    already there) or a t3al cache. Videos are the files named .3g2 .3gp .asf .avi .flv .m2ts
+    .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .webm .wmv (any case); other files are skipped
+    with a note. The action names are encoded as prompts (names the cache already has are not
+    re-encoded), then stage two localizes every cached video (or --videos) with that vocabulary,
+    through the same settings, run names and paths as t3al-adapt. The run folder gets
+    detections.json (ActivityNet results), detections.csv, config.json, the curves and
     index.html, the viewer.
 
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
+    from t3al.extract.cli import terminated_cleanly
+
+    with terminated_cleanly():  # kill or Ctrl-C: the claimed run folder and temporary files go, exit 143 or 130
+        localize(**options)
+
+
+def localize(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
+             video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None,
+             pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, fps: float,
+             caption_fps: float, preset: str | None, config_file: Path | None, seed: int, jobs: int | None,
+             scheduler: str | None, device: str | None, overwrite: bool, allow_failures: bool, progress: bool,
+             **options: Any) -> None:
+    """``t3al-localize`` with its options: names, stage one, stage two, the run folder and its viewer."""
+    from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
+
+    from .viewer import collect_views, write_viewer
+
     try:
         actions = parse_actions(actions_text, actions_file)
     except ActionsError as error:
@@ -148,34 +188,39 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
         check_execution(jobs, scheduler, device)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
+    if config.labels_per_video > len(actions.names):
+        click.echo(f"note: --labels-per-video {config.labels_per_video} is more than the {len(actions.names)} "
+                   f"action(s): each video gets at most {len(actions.names)} label(s)", err=True)
     if config.suppression and caption_fps == 0:
         raise click.UsageError("--caption-fps 0 gives no captions and suppression needs them: add --no-suppression")
     failed = 0
-    cache = source if is_cache else cache_dir or Path("caches") / source.resolve().name
+    cache = source if is_cache else cache_dir or default_cache(source)
     if is_cache:
         _add_prompts(cache, actions.names, pretrained, model_configs, extract_device)
     else:
         failed = _stage_one(source, cache, actions.names, _extract_options(model_name, pretrained, model_configs,
-                                                                           extract_device, caption_fps))
+                                                                           extract_device, fps, caption_fps))
     try:
         chosen = [v.strip() for v in video_list.split(",") if v.strip()] if video_list else []
         spec = build_vocabulary_spec(cache, actions.names, videos=chosen, preset=preset, config_file=config_file,
                                      options=settings, seed=seed, jobs=jobs, scheduler=scheduler, device=device)
         _check_captions(spec)
         folder = out or Path("runs") / cache.resolve().name / "localize" / spec.name
+        details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
+                   f"run {spec.name}; model {spec.reader.info.model.describe()}"]
+
+        def viewer(temporary: Path, final: Path) -> None:
+            views = collect_views(temporary, spec.reader, spec.classes, spec.videos, thumbnails, page_dir=final)
+            write_viewer(temporary / "index.html", views, spec.classes, f"t3al-localize: {spec.name}", details)
+
         with tqdm(total=len(spec.videos), unit="video", disable=not progress, desc="localize") as bar:
-            run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update)
+            run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update, pages=viewer)
     except (CacheError, ClusterError, ConfigError, OutputError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs({spec.name: run}, {spec.name: folder})
-    details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
-               f"run {spec.name}, model {spec.reader.info.model.key()}"]
-    page = write_viewer(folder / "index.html", collect_views(folder, spec.reader, spec.classes, spec.videos,
-                                                             thumbnails),
-                        spec.classes, f"t3al-localize: {spec.name}", details)
     click.echo(f"{run.document['n_detections']} detection(s) in {run.document['n_videos']} video(s): "
                f"{folder / 'detections.json'}")
-    click.echo(f"viewer: {page}")
+    click.echo(f"viewer: {folder / 'index.html'}")
     if (problems or failed) and not allow_failures:
         click.echo("some videos failed (listed above); rerun with --allow-failures to accept", err=True)
         sys.exit(1)

@@ -12,10 +12,11 @@ import os
 import subprocess
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
 import numpy as np
 
-from t3al.cache import CacheReader, VideoRecord
+from t3al.cache import CacheReader, VideoRecord, write_atomically
 from t3al.evaluate.pages import bytes_uri, render
 from t3al.evaluate.plots import Curve, read_curve
 from t3al.extract.decode import ffmpeg_binary
@@ -62,6 +63,12 @@ def thumbnail(source: Path, time: float) -> bytes:
         return b""
 
 
+def source_url(source: Path, page_dir: Path) -> str:
+    """The relative URL of ``source`` from the page's folder, percent-encoded: a file name holding
+    ``#``, ``?``, ``%`` or spaces is one path, not a path cut by a fragment or a query."""
+    return quote(Path(os.path.relpath(source, page_dir)).as_posix())
+
+
 def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_dir: Path,
                thumbnails: int) -> dict:
     """What the viewer shows of one video: detections (best first, the first ``thumbnails`` with
@@ -79,31 +86,31 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             frames = [bytes_uri(shot, "image/jpeg") if shot else None for shot in shots]
         detections.append([round(start, 3), round(stop, 3), round(float(curve.scores[i]), 4),
                            classes.index(curve.labels[i]), frames])
-    return {"id": curve.video, "duration": round(end, 3),
-            "source": Path(os.path.relpath(source, page_dir)).as_posix() if reachable else None,
+    return {"id": record.name, "duration": round(end, 3),
+            "source": source_url(source, page_dir) if reachable else None,
             "missing": None if reachable else (str(source) if source else "no source recorded"),
             "detections": detections,
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
                        for label, values in curve.curves.items()],
-            "captions": caption_runs(record, end)}
+            "captions": caption_runs(record, end), "n_captions": len(record.caption_texts)}
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],
-                  thumbnails: int) -> list[dict]:
-    """The view of every localized video of a run (those with a saved curve), in the run's order."""
+                  thumbnails: int, page_dir: Path | None = None) -> list[dict]:
+    """The view of every localized video of a run (those with a saved curve in ``run_dir``), in the
+    run's order, for a page in ``page_dir`` (default ``run_dir``)."""
     views = []
     for video in videos:
         record = reader.video(video)
-        path = run_dir / "curves" / f"{record.name}.npz"
+        path = run_dir / "curves" / f"{record.video_id}.npz"
         if path.is_file():
-            views.append(video_view(read_curve(path), record, classes, run_dir, thumbnails))
+            views.append(video_view(read_curve(path), record, classes, page_dir or run_dir, thumbnails))
     return views
 
 
 def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str]) -> Path:
-    """Write the viewer page of ``views`` to ``path`` (everything inside the page; the video files
-    it plays are reached by their relative paths)."""
+    """Write the viewer page of ``views`` to ``path`` whole (everything inside the page; the video
+    files it plays are reached by their relative paths); an OSError leaves ``path`` as it was."""
     data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE}
-    path.write_text(render("viewer.html", "t3al.localize", title=title, details=list(details), data=data),
-                    encoding="utf-8")
-    return path
+    return write_atomically(path, render("viewer.html", "t3al.localize", title=title, details=list(details),
+                                         data=data))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .datasets import THUMOS14, dataset_rules
-from .manifest import Manifest, ManifestError
+from .manifest import Manifest, ManifestError, class_name_problem
 from .textfile import read_text
 
 N_SPLITS = 10
@@ -53,6 +53,9 @@ def read_class_list(path: str | Path) -> list[str]:
     names = [line for line in lines if line]
     if not names:
         raise ManifestError(f"{path}: no class names")
+    for name in names:
+        if problem := class_name_problem(name):
+            raise ManifestError(f"{path}: class name {ascii(name)} {problem}")
     return names
 
 

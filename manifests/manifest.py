@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t3al.cache import write_atomically
 from t3al.cache.schema import CacheError, check_video_name
 
 from .textfile import read_text
@@ -94,7 +96,7 @@ class Manifest:
         """Validate, then write the JSON (one annotation per line keeps diffs readable)."""
         self.validate(str(path))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(_dumps(self.to_dict()))
+        write_atomically(path, _dumps(self.to_dict()))
 
     def validate(self, source: str = "manifest") -> None:
         """Check every field; raise ManifestError naming ``source`` and the first bad field."""
@@ -153,12 +155,25 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def class_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a class (a prompt, a string in the cache's head); '' when it can.
+    It needs a visible character, and no control character (a NUL, a tab, a line break)."""
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        return f"holds a control character (U+{ord(control):04X})"
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in name):
+        return "has no visible character"
+    return ""
+
+
 def _validate_classes(classes: Any, source: str) -> None:
     if not isinstance(classes, list) or not classes:
         raise ManifestError(f"{source}: field 'classes' must be a non-empty list")
     for i, name in enumerate(classes):
         if not isinstance(name, str) or not name.strip():
             raise ManifestError(f"{source}: classes[{i}] must be a non-empty string, got {name!r}")
+        if problem := class_name_problem(name):
+            raise ManifestError(f"{source}: classes[{i}] {ascii(name)} {problem}")
     duplicates = sorted({c for c in classes if classes.count(c) > 1})
     if duplicates:
         raise ManifestError(f"{source}: field 'classes' repeats {', '.join(duplicates)}")

@@ -166,7 +166,7 @@ def _full_disk_after(limit: int):
 def test_a_full_disk_is_one_error_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     writer = CacheWriter(tmp_path, CacheInfo(model=ModelIdentity("m")))
     writer.write_video(_record("a"))
-    monkeypatch.setattr("t3al.cache.store._write_file", _full_disk_after(500))
+    monkeypatch.setattr("t3al.cache.files.write_all", _full_disk_after(500))
     with pytest.raises(DiskFullError, match="no space left on device"):
         writer.write_video(_record("b"))
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.h5"]
@@ -239,7 +239,7 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         os.write(fd, bytes(data[:100]))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("t3al.cache.store._write_file", interrupted)
+    monkeypatch.setattr("t3al.cache.files.write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         writer.write_video(_record("b"))
     assert not list((tmp_path / "videos").iterdir())

@@ -397,7 +397,7 @@ def _disk_full_on_hdf5_write(number: int):
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_complete_videos(models, good_videos, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr("t3al.cache.store._write_file", _disk_full_on_hdf5_write(3))
+    monkeypatch.setattr("t3al.cache.files.write_all", _disk_full_on_hdf5_write(3))
     result = _extract(models, good_videos, cache, "--caption-fps", "0")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "1 done, 0 skipped, 0 failed before the disk filled up" in result.output

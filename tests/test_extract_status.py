@@ -47,7 +47,7 @@ def _job_array_midway(tmp_path):
 def test_each_video_gets_one_state_and_its_reason(tmp_path):
     cache, videos = _job_array_midway(tmp_path)
     status = cache_status(cache, videos)
-    assert status.counts() == {"done": 1, "stale": 1, "in_progress": 2, "failed": 1, "missing": 3}
+    assert status.counts() == {"done": 1, "stale": 1, "in_progress": 1, "failed": 1, "missing": 4}
     assert status.expected == 8
     assert [e.video_id for e in status.done] == ["a"]
     assert status.stale[0].video_id == "b" and "source changed since extraction (size 7 -> 18 bytes" in \
@@ -55,8 +55,8 @@ def test_each_video_gets_one_state_and_its_reason(tmp_path):
     assert status.failed[0].video_id == "c" and status.failed[0].detail.endswith("c.mp4: no video stream")
     in_progress = {e.video_id: e.detail for e in status.in_progress}
     assert in_progress["d"].startswith("being extracted, started 0 s ago")
-    assert in_progress["f"].startswith("no write for 2.0 h: left by a stopped job, the next run removes it")
     missing = {e.video_id: e.detail for e in status.missing}
+    assert missing["f"].startswith("left by a stopped job (no write for 2.0 h; the next run removes")
     assert missing["e"] == "" and missing["gone"].startswith("dangling symbolic link")
     assert Entry(safe_video_id("bad name"), "", "bad name") in status.missing
 
@@ -75,10 +75,10 @@ def test_status_command_prints_a_summary_lists_and_json(tmp_path):
     result = CliRunner().invoke(main, ["status", str(cache), str(videos), "--limit", "1"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == f"{cache}: 1 done, 1 stale, 2 in progress, 1 failed, 3 missing of 8 expected"
-    assert "  ... and 2 more (--limit 0 lists all, --json for scripts)" in lines
+    assert lines[0] == f"{cache}: 1 done, 1 stale, 1 in progress, 1 failed, 4 missing of 8 expected"
+    assert "  ... and 3 more (--limit 0 lists all, --json for scripts)" in lines
     document = json.loads(CliRunner().invoke(main, ["status", str(cache), str(videos), "--json"]).output)
-    assert document["counts"]["missing"] == 3 and document["failed"][0]["video_id"] == "c"
+    assert document["counts"]["missing"] == 4 and document["failed"][0]["video_id"] == "c"
     missing = CliRunner().invoke(main, ["status", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "no such cache directory" in missing.output
 
@@ -106,9 +106,10 @@ def test_odd_names_and_videos_kept_with_warnings_are_done_under_the_writers_rule
 
 def test_a_writer_removes_exactly_the_temporaries_status_calls_left_behind(tmp_path):
     cache, videos = _job_array_midway(tmp_path)
-    left = {e.video_id for e in cache_status(cache, videos).in_progress if "left by a stopped job" in e.detail}
+    left = {e.video_id for e in cache_status(cache, videos).missing if "left by a stopped job" in e.detail}
     CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
     assert left == {"f"} and {e.video_id for e in cache_status(cache, videos).in_progress} == {"d"}
+    assert not [e for e in cache_status(cache, videos).missing if "left by a stopped job" in e.detail]
 
 
 def _cache_of(tmp_path, *video_ids):
@@ -175,3 +176,29 @@ def test_the_video_being_extracted_is_in_progress(tmp_path):
         assert states() == (["c"], [])
     assert states() == ([], ["c"])
     assert not list((tmp_path / "cache" / "videos").glob(".*"))
+
+
+def test_a_writer_killed_with_sigkill_is_not_in_progress_and_its_mark_goes_at_the_next_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"video a")
+    cache = tmp_path / "cache"
+    CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    code = ("import sys, time; from t3al.cache import CacheInfo, CacheWriter, ModelIdentity\n"
+            "writer = CacheWriter(sys.argv[1], CacheInfo(ModelIdentity('m', 't'), feature_dtype='float32'))\n"
+            "with writer.in_progress(['a']):\n    print('working', flush=True); time.sleep(60)\n")
+    job = subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True)
+    assert job.stdout.readline() == "working\n"
+    assert [e.video_id for e in cache_status(cache, videos).in_progress] == ["a"]
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    (mark,) = (cache / "videos").glob(".*.tmp")  # what kill -9 leaves
+    status = cache_status(cache, videos)
+    assert status.in_progress == [] and status.missing[0].video_id == "a"
+    assert status.missing[0].detail.startswith("left by a stopped job (its process has ended; the next run removes")
+    CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
+    assert not mark.exists()

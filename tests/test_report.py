@@ -217,13 +217,13 @@ def test_a_report_into_a_read_only_folder_is_one_line_before_any_plot(out_dir, m
     out, manifest = out_dir
     (out / "report").mkdir()
 
-    def read_only(self, *args, **kwargs):
-        raise OSError(30, "Read-only file system", str(self))
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(kwargs.get("dir")))
 
     def no_plot(*args, **kwargs):
         raise AssertionError("plotted")
 
-    monkeypatch.setattr(html_module.Path, "write_text", read_only)
+    monkeypatch.setattr(html_module.tempfile, "TemporaryFile", read_only)
     monkeypatch.setattr(html_module, "plot_class_ap", no_plot)
     result = CliRunner().invoke(main, ["report", str(out), "--manifest", str(manifest)])
     assert result.exit_code == 1 and result.output.splitlines() == [

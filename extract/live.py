@@ -3,8 +3,6 @@ rtsp://, http://) and the frames are encoded, and captioned at the chosen rate, 
 from __future__ import annotations
 
 import math
-import subprocess
-import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -13,7 +11,7 @@ import torch
 
 from t3al.cache import VideoRecord
 
-from .decode import DecodeError, FrameGeometry, _last_error, _read_pts, ffmpeg_binary
+from .decode import DecodeError, FrameGeometry, FrameStream, _last_error, _timestamps, ffmpeg_binary
 from .extractor import Extractor, caption_rows
 from .models import encode_frames, encode_texts
 
@@ -36,19 +34,12 @@ def live_command(source: str, geometry: FrameGeometry, fps: float | None = None)
             "-vf", ",".join(filters), "-f", "rawvideo", "-pix_fmt", "gbrp", "-fps_mode", "passthrough", "pipe:"]
 
 
-class LiveDecoder:
+class LiveDecoder(FrameStream):
     """ffmpeg decoding a stream into a pipe; ``pieces`` yields the frames as they come."""
 
     def __init__(self, source: str, geometry: FrameGeometry, fps: float | None = None) -> None:
-        self.source, self.geometry, self.fps = source, geometry, fps
-        self.process = subprocess.Popen(live_command(source, geometry, fps), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
-        self.times: list[float] = []
-        self.log: list[str] = []
-        self.errors: list[str] = []
-        self.reader = threading.Thread(target=_read_pts, daemon=True,
-                                       args=(self.process.stderr, self.times, self.log, self.errors))
-        self.reader.start()
+        self.source = source
+        self._start(live_command(source, geometry, fps), geometry, fps)
 
     def pieces(self, frames_per_piece: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(frames, timestamps)``: uint8 (B, size, size, 3) and seconds, ``frames_per_piece`` at a
@@ -62,33 +53,14 @@ class LiveDecoder:
             n = got // frame_bytes
             if n:
                 planes = np.frombuffer(buffer, np.uint8, count=n * frame_bytes)
-                yield planes.reshape(n, 3, size, size).transpose(0, 2, 3, 1), self._times(sent, n)
+                yield (planes.reshape(n, 3, size, size).transpose(0, 2, 3, 1),
+                       _timestamps(self.times, self.reader, sent, n, self.fps or FALLBACK_FPS))
                 sent += n
             if got < len(buffer):
                 break
-        code = self.stop()
+        code = self.close()
         if sent == 0:
             raise DecodeError(f"{self.source}: no video frames (ffmpeg: {_last_error(self.log)}, exit {code})")
-
-    def _times(self, start: int, n: int) -> np.ndarray:
-        """Presentation times of frames ``start .. start+n-1``, waiting for showinfo to report them."""
-        while len(self.times) < start + n and self.reader.is_alive():
-            self.reader.join(0.005)
-        found = np.array(self.times[start:start + n], dtype=np.float64)
-        fallback = (start + np.arange(n)) / (self.fps or FALLBACK_FPS)
-        found = np.concatenate([found, fallback[len(found):]])
-        return np.where(np.isfinite(found), found, fallback)
-
-    def stop(self) -> int:
-        """Stop ffmpeg (it ends on the closed pipe, or is terminated); its exit status."""
-        self.process.stdout.close()
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            code = self.process.wait()
-        self.reader.join()
-        return code
 
 
 @dataclass

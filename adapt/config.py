@@ -107,8 +107,9 @@ class AdaptConfig:
                           "sets its settings for the preset; --config and the other options apply over them.",
                           choices=METHODS)
     protocol: str = setting("reset", "stream", "reset: each video starts from the model (independent, parallel); "
-                            "stream: the public code's one optimiser over the videos in order; online: each video "
-                            "consumed in chunks, never looking ahead, detections emitted once certain (docs/online.md).",
+                            "stream: the public code's one optimiser over the videos in order; online: each "
+                            "video consumed in chunks, never looking ahead, detections emitted once certain "
+                            "(docs/online.md).",
                             choices=("reset", "stream", "online"))
     implementation: str = setting("fast", "adaptation", "fast (re-associated products) or direct (full V @ Pv every "
                                   "step, as the public code).", choices=("fast", "direct"))

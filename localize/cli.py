@@ -96,38 +96,6 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
     return options
 
 
-def _live(live: str | None, source: Path | None, names: list[str], cache_dir: Path | None, out: Path | None,
-          settings: dict, preset: str | None, config_file: Path | None, seed: int, model_name: str | None,
-          pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None,
-          overwrite: bool, progress: bool) -> None:
-    """``--live SOURCE``: stage one and causal T3AL on the stream (localize/live.py), then the viewer."""
-    from t3al.extract.decode import DecodeError
-
-    from .live import localize_live
-
-    if live is None or source is not None:
-        raise click.UsageError("give a folder of videos or a cache, or --live SOURCE (with --cache), not both")
-    if cache_dir is None:
-        raise click.UsageError("--live needs --cache DIR: the stream's features are appended there")
-    if settings.get("protocol") not in (None, "online"):
-        raise click.UsageError("--live runs the online protocol: leave out --protocol")
-    try:
-        run, folder = localize_live(live, names, cache_dir, out, settings, preset=preset or DEFAULT_PRESET,
-                                    config_file=config_file, seed=seed, model_name=model_name, pretrained=pretrained,
-                                    model_configs=model_configs, extract_device=extract_device,
-                                    caption_fps=caption_fps, overwrite=overwrite, progress=progress)
-    except (CacheError, ConfigError, OutputError, DecodeError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    reader = CacheReader(cache_dir)
-    page = write_viewer(folder / "index.html", collect_views(folder, reader, names, [run.video_id], 0), names,
-                        f"t3al-localize --live: {run.video_id}", [f"stream {live}, {run.frames} frames, "
-                                                                  f"{run.stream_s:.1f} s"])
-    ended = "stopped by a signal" if run.stopped else "end of stream"
-    click.echo(f"{run.detections} detection(s) in {run.stream_s:.1f} s of stream ({ended}; real-time factor "
-               f"{run.stream_s / run.wall_s:.2f}): {folder / 'detections.jsonl'}")
-    click.echo(f"viewer: {page}")
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", metavar="VIDEOS_OR_CACHE", required=False,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -154,7 +122,8 @@ def _live(live: str | None, source: Path | None, names: list[str], cache_dir: Pa
 @click.option("--caption-fps", type=click.FloatRange(min=0), help="Stage one: captions per second (default: "
                                                                   "t3al-extract's).")
 @execution_options
-def main(source: Path | None, live: str | None, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
+def main(source: Path | None, live: str | None, actions_text: str | None, actions_file: Path | None,
+         cache_dir: Path | None,
          video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
          model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, preset: str | None,
          config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
@@ -178,8 +147,10 @@ def main(source: Path | None, live: str | None, actions_text: str | None, action
         click.echo(f"note: {note}", err=True)
     settings = setting_options(options)
     if live is not None or source is None:
-        _live(live, source, actions.names, cache_dir, out, settings, preset, config_file, seed, model_name, pretrained,
-              model_configs, extract_device, caption_fps, overwrite, progress)
+        from .live import live_main
+
+        live_main(live, source, actions.names, cache_dir, out, settings, preset, config_file, seed, model_name,
+                  pretrained, model_configs, extract_device, caption_fps, overwrite, progress)
         return
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache_dir is not None and cache_dir.resolve() != source.resolve():

@@ -13,17 +13,27 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlparse
 
+import click
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from t3al.adapt.config import AdaptConfig
+from t3al.adapt.config import DEFAULT_PRESET, AdaptConfig, ConfigError
 from t3al.adapt.online import OnlineT3AL, emission_rows
-from t3al.adapt.output import claimed, what_it_replaces
+from t3al.adapt.output import OutputError, claimed, what_it_replaces
 from t3al.adapt.pipeline import split_detections
 from t3al.adapt.runner import video_seed
+from t3al.adapt.spec import resolve_configs
 from t3al.adapt.vocabulary import VocabularySpec, vocabulary_record
-from t3al.cache import CacheReader, CacheWriter
+from t3al.cache import CacheError, CacheReader, CacheWriter
+from t3al.extract.cli import _ensure_prompts, _load
+from t3al.extract.decode import DecodeError, FrameGeometry
+from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from t3al.extract.extractor import Extractor, Settings
 from t3al.extract.live import LiveDecoder, LiveVideo
+from t3al.extract.provenance import cache_info, open_cache
+
+from .viewer import collect_views, write_viewer
 
 CHECKPOINT_S = 30.0  # stream seconds between rewrites of the video's cache file (and at the end)
 JSONL = "detections.jsonl"
@@ -73,7 +83,7 @@ def check_live_folder(folder: Path, record: dict, overwrite: bool) -> None:
     earlier stream's detections.jsonl unless ``overwrite``."""
     what_it_replaces(folder, record, overwrite)
     if (folder / JSONL).exists() and not overwrite:
-        raise ValueError(f"{folder / JSONL} exists (an earlier stream's); choose another --out, or --overwrite")
+        raise OutputError(f"{folder / JSONL} exists (an earlier stream's); choose another --out, or --overwrite")
 
 
 def run_live(source: str, decoder: LiveDecoder, video: LiveVideo, writer: CacheWriter, spec: VocabularySpec,
@@ -133,24 +143,18 @@ def localize_live(source: str, names: list[str], cache: Path, out: Path | None, 
                   progress: bool) -> tuple[LiveRun, Path]:
     """The whole ``--live`` command: model, cache and prompts, the folder checked, then ``run_live``
     with a progress line in stream time; returns the run and its folder."""
-    from tqdm import tqdm
-
-    from t3al.adapt.spec import resolve_configs
-    from t3al.extract.cli import _ensure_prompts, _load
-    from t3al.extract.decode import FrameGeometry
-    from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
-    from t3al.extract.extractor import Extractor, Settings
-    from t3al.extract.provenance import cache_info, open_cache
-
     configs = resolve_configs(preset, config_file, {**options, "protocol": "online"}, seed=seed)
     loaded = _load(model_name or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, model_configs, extract_device, "auto")
     settings = Settings(caption_fps=Settings.caption_fps if caption_fps is None else caption_fps)
+    if next(iter(configs.values())).suppression and not (settings.caption_fps > 0 and loaded.can_caption):
+        raise ConfigError("suppression needs captions, and this stream gets none (--caption-fps 0, or a model without "
+                          "a caption decoder): pass --no-suppression", "suppression")
     writer = open_cache(cache, cache_info(loaded, settings, "float16"))
     _ensure_prompts(writer, loaded, names)
     reader = CacheReader(cache)
     video_id = live_video_id(source)
     if video_id in reader and not overwrite:
-        raise ValueError(f"{cache} already holds a video {video_id}: choose another --cache, or --overwrite")
+        raise CacheError(f"{cache} already holds a video {video_id}: choose another --cache, or --overwrite")
     spec = VocabularySpec(reader, tuple(names), (video_id,), preset, configs, seed)
     folder = out or Path("runs") / cache.resolve().name / "localize" / f"live_{video_id}_{spec.name}"
     check_live_folder(folder, vocabulary_record(spec), overwrite)
@@ -164,3 +168,34 @@ def localize_live(source: str, names: list[str], cache: Path, out: Path | None, 
         run = run_live(source, decoder, LiveVideo(Extractor(loaded, settings)), writer, spec, video_id, folder,
                        on_piece)
     return run, folder
+
+
+def live_main(live: str | None, source: Path | None, names: list[str], cache_dir: Path | None, out: Path | None,
+              settings: dict, preset: str | None, config_file: Path | None, seed: int, model_name: str | None,
+              pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None,
+              overwrite: bool, progress: bool) -> None:
+    """``t3al-localize --live SOURCE``'s work once the names are parsed: checks, ``localize_live``,
+    then the viewer and the summary lines."""
+    if live is None:
+        raise click.UsageError("give VIDEOS_OR_CACHE (a folder of videos or a cache), or --live SOURCE")
+    if source is not None:
+        raise click.UsageError(f"give {source} or --live {live}, not both")
+    if cache_dir is None:
+        raise click.UsageError("--live needs --cache DIR: the stream's features are appended there")
+    if settings.get("protocol") not in (None, "online"):
+        raise click.UsageError("--live runs the online protocol: leave out --protocol")
+    try:
+        run, folder = localize_live(live, names, cache_dir, out, settings, preset=preset or DEFAULT_PRESET,
+                                    config_file=config_file, seed=seed, model_name=model_name, pretrained=pretrained,
+                                    model_configs=model_configs, extract_device=extract_device,
+                                    caption_fps=caption_fps, overwrite=overwrite, progress=progress)
+    except (CacheError, ConfigError, OutputError, DecodeError) as err:
+        raise click.ClickException(str(err)) from None
+    reader = CacheReader(cache_dir)
+    page = write_viewer(folder / "index.html", collect_views(folder, reader, names, [run.video_id], 0), names,
+                        f"t3al-localize --live: {run.video_id}", [f"stream {live}, {run.frames} frames, "
+                                                                  f"{run.stream_s:.1f} s"])
+    ended = "stopped by a signal" if run.stopped else "end of stream"
+    click.echo(f"{run.detections} detection(s) in {run.stream_s:.1f} s of stream ({ended}; real-time factor "
+               f"{run.stream_s / run.wall_s:.2f}): {folder / 'detections.jsonl'}")
+    click.echo(f"viewer: {page}")

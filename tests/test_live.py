@@ -71,9 +71,9 @@ def test_a_stream_in_a_named_pipe_is_localized_while_it_plays(tmp_path):
     assert [(d["segment"], d["label"], d["score"]) for d in written] == \
         [([i["start"], i["end"]], i["label"], i["score"]) for i in final]
     assert (out / "index.html").is_file() and (tmp_path / "cache" / "videos" / "feed.h5").is_file()
-    later = CliRunner().invoke(main, [str(tmp_path / "cache"), "--actions", ", ".join(manifest["classes"]), "--videos",
-                                      "feed", "--protocol", "online", "--no-suppression", "--out", str(tmp_path / "later"),
-                                      "--thumbnails", "0", "--no-progress"])
+    later = CliRunner().invoke(main, [str(tmp_path / "cache"), "--actions", ", ".join(manifest["classes"]),
+                                      "--videos", "feed", "--protocol", "online", "--no-suppression", "--out",
+                                      str(tmp_path / "later"), "--thumbnails", "0", "--no-progress"])
     assert later.exit_code == 0, later.output  # the cached stream, localized offline later: the same detections
     assert json.loads((tmp_path / "later" / "detections.json").read_text())["results"]["feed"] == written
 
@@ -111,11 +111,18 @@ def test_live_needs_a_cache_and_no_folder_beside_it(tmp_path):
     assert result.exit_code == 2 and "--live needs --cache DIR" in result.output
     result = CliRunner().invoke(main, [str(tmp_path), "--live", "x.ts", "--actions", "a", "--cache", "c"])
     assert result.exit_code == 2 and "not both" in result.output
+    result = CliRunner().invoke(main, ["--actions", "a"])
+    assert result.exit_code == 2 and "or --live SOURCE" in result.output
+    result = CliRunner().invoke(main, ["--live", "x.ts", "--actions", "a", "--cache", str(tmp_path / "c"), "--model",
+                                       MODEL_NAME, "--pretrained", str(CHECKPOINT), "--extract-device", "cpu",
+                                       "--caption-fps", "0"])
+    assert result.exit_code == 1 and "suppression needs captions" in result.output
     result = CliRunner().invoke(main, ["--live", "x.ts", "--actions", "a", "--cache", "c", "--protocol", "reset"])
     assert result.exit_code == 2 and "leave out --protocol" in result.output
 
 
 @pytest.mark.parametrize("source, video_id", [("/tmp/feed", "feed"), ("cam 1.ts", "cam_1"),
-                                              ("rtsp://host:554/live/main", "main"), ("udp://127.0.0.1:1234", "127.0.0.1_1234")])
+                                              ("rtsp://host:554/live/main", "main"),
+                                              ("udp://127.0.0.1:1234", "127.0.0.1_1234")])
 def test_a_stream_is_cached_under_its_stem_or_host(source, video_id):
     assert live_video_id(source) == video_id

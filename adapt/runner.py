@@ -260,10 +260,10 @@ def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None
 
 
 def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: list[int],
-                    on_video: Callable[[int], None], task: Callable = _localize_chunk) -> None:
-    """The per-video-reset configs over all splits, one ``task`` per few videos (the online
-    protocol's, whose videos are independent too, runs the same way) (the cache's path made
-    absolute, as tasks may run on other machines' workers)."""
+                    on_video: Callable[[int], None], task: Callable | None = None) -> None:
+    """The per-video-reset configs over all splits, one task per few videos (the cache's path made
+    absolute, as tasks may run on other machines' workers): ``_localize_chunk``, or ``task`` (the
+    online protocol's, whose videos are independent too)."""
     reader, splits, configs = plan.reader, plan.splits, [plan.configs[i] for i in positions]
     membership: dict[str, list[int]] = {}
     for s, split in enumerate(splits):
@@ -279,6 +279,7 @@ def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: l
                 for s in membership[video_id]]
 
     cache = str(reader.root.resolve())
+    task = task or _localize_chunk
     tasks = ((chunk, joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, plan.seed, plan.device,
                                           plan.jobs)) for chunk in chunks)
     done_videos = iter(videos)

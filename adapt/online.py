@@ -110,7 +110,7 @@ class OnlineT3AL:
         if self.finished:
             return []
         self.finished = True
-        return self._update(self.seen, end=True) if self.seen >= 2 else []
+        return self._update(self.seen, end=True) if self.seen else []
 
     def _update(self, n: int, end: bool) -> list[Emission]:
         """One chunk: step 1 and ``chunk_steps`` adaptation steps on the window of frames before
@@ -209,7 +209,7 @@ def localize_online_chunk(cache: str, video_ids: list[str], splits: list[list[tu
     """The online configs on a few cached videos (the signature of the reset protocol's task, run
     by the same scheduler): each video streamed once per split and config, each stream from the
     model and the video's seed; ``device`` and ``workers`` are not used (one video, one thread)."""
-    from .runner import _class_features, _load, single_thread, video_seed
+    from .runner import _class_features, _load, single_thread, video_seed  # here: runner imports this module
 
     reader = CacheReader(cache)
     head = reader.head()

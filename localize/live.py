@@ -50,7 +50,7 @@ def live_video_id(source: str) -> str:
 @dataclass
 class LiveRun:
     """What a live run leaves: the video's id, the frames and stream seconds received, the emitted
-    detections' count, whether it was stopped by a signal, and how far behind real time it ended."""
+    detections' count, whether a signal stopped it, and the wall seconds from its start to the outputs."""
 
     video_id: str
     frames: int

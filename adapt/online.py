@@ -62,6 +62,7 @@ class OnlineT3AL:
     def __init__(self, config: AdaptConfig, head: Head, class_features: torch.Tensor, generator: torch.Generator,
                  video_id: str = "") -> None:
         self.config, self.video_id, self.generator = config, video_id, generator
+        self.localizer = T3AL(config)
         self.class_features = class_features
         self.params = Projections(*head_tensors(head, config))
         self.optimizer = make_optimizer(self.params, config) if config.chunk_steps else None
@@ -120,9 +121,9 @@ class OnlineT3AL:
         start = max(0, n - cfg.online_window)
         window = VideoInput(self.video_id, self.frames.rows(start, n), np.asarray(self.times[start:n]),
                             torch.zeros(0, dtype=torch.long), self.captions.rows(0, 0))
-        localizer = T3AL(cfg)
-        self.label, self.probabilities, background = localizer.pseudo_label(window, self.params, self.class_features,
-                                                                            self.label_embeddings)
+        self.label, self.probabilities, background = self.localizer.pseudo_label(window, self.params,
+                                                                                 self.class_features,
+                                                                                 self.label_embeddings)
         problem = Problem(window, self.class_features[self.label], background, self.generator)
         adapted = self.adapter.adapt([problem], self.params, self.optimizer)[0]
         self.losses += adapted.adaptation.losses
@@ -164,13 +165,13 @@ class OnlineT3AL:
             return []
         self.candidates.append((first, last))
         text_projection = adapted.adaptation.before_last["text_projection"]
-        if self.config.suppression and len(self.candidates) >= 2 and (first, last) not in T3AL(self.config)._suppress(
+        if self.config.suppression and len(self.candidates) >= 2 and (first, last) not in self.localizer._suppress(
                 self._captioned(), self.candidates, text_projection):
             return []
         with torch.no_grad():
             r = (self.frames.rows(first, last) @ adapted.adaptation.before_last["visual_proj"]).mean(dim=0) - background
-            label, score = T3AL(self.config).label_and_score(r, self.class_features @ self.params.text_projection,
-                                                             self.params.logit_scale, self.label)
+            label, score = self.localizer.label_and_score(r, self.class_features @ self.params.text_projection,
+                                                          self.params.logit_scale, self.label)
         emission = Emission(first, last, self.times[first], self.times[last], label, score, self.times[n - 1])
         self.emissions.append(emission)
         return [emission]

@@ -53,7 +53,7 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
 _DEFAULTS = _read_preset(DEFAULT_PRESET)
 
 
-GROUPS = ("method", "adaptation", "proposals", "scoring", "stream")
+GROUPS = ("method", "adaptation", "proposals", "scoring", "stream", "online")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,10 @@ class AdaptConfig:
                           "sets its settings for the preset; --config and the other options apply over them.",
                           choices=METHODS)
     protocol: str = setting("reset", "stream", "reset: each video starts from the model (independent, parallel); "
-                            "stream: the public code's one optimiser over the videos in order.",
-                            choices=("reset", "stream"))
+                            "stream: the public code's one optimiser over the videos in order; online: each "
+                            "video consumed in chunks, never looking ahead, detections emitted once certain "
+                            "(docs/online.md).",
+                            choices=("reset", "stream", "online"))
     implementation: str = setting("fast", "adaptation", "fast (re-associated products) or direct (full V @ Pv every "
                                   "step, as the public code).", choices=("fast", "direct"))
     steps: int = setting(_DEFAULTS["steps"], "adaptation", "Adaptation steps T (0 with --no-suppression gives "
@@ -164,6 +166,12 @@ class AdaptConfig:
     restore: str = setting("before_last", "stream", "Stream protocol, after each video: before_last (back to before "
                            "the last step, T3AL) or none (every update carries over, AdaZAD).",
                            choices=("before_last", "none"))
+    chunk: int = setting(30, "online", "Online protocol: frames consumed per chunk (the state is updated once per "
+                         "chunk).", low=1)
+    chunk_steps: int = setting(2, "online", "Online protocol: adaptation steps per chunk, carried over from chunk to "
+                               "chunk (--steps is the offline protocols' count; 0 = no adaptation).", low=0)
+    online_window: int = setting(900, "online", "Online protocol: the last this many frames give the pseudo-label, the "
+                                 "background, the samples and the threshold.", low=2)
     project_visual: bool = setting(True, "adaptation", "Use the visual projection Pv; --no-project-visual: raw "
                                    "pre-projection features everywhere (the public Table 6 row and the public "
                                    "baseline's from_features path).")
@@ -183,19 +191,33 @@ class AdaptConfig:
             raise ConfigError("separation and representation are both 'none': nothing to adapt with", "separation")
         if not self.adapt and self.steps > 0:
             raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model", "adapt")
-        if self.labels_per_video > 1 and (self.protocol == "stream" or self.oracle or self.method == "naive"):
+        if self.protocol == "online":
+            self._check_online()
+        if self.labels_per_video > 1 and (self.protocol != "reset" or self.oracle or self.method == "naive"):
             raise ConfigError("labels_per_video above 1 needs the per-video reset protocol, an adapting method and no "
                               "oracle (each label gets its own adaptation of the video)", "labels_per_video")
         if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
             raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt",
                               "project_visual")
 
+    def _check_online(self) -> None:
+        """The online protocol runs T3AL's own steps causally (docs/online.md); what it has no causal
+        form for is refused."""
+        if self.method == "naive" or self.scoring != "region" or self.positives != "pool" or self.oracle:
+            raise ConfigError("protocol online runs T3AL's steps (method t3al or t3al0, region scoring, pool "
+                              "positives, no oracle)", "protocol")
+        if self.online_window < self.chunk + self.window:
+            raise ConfigError(f"online_window must hold a chunk and a smoothing window (at least "
+                              f"{self.chunk + self.window} frames), got {self.online_window}", "online_window")
+
     def replace(self, **changes: Any) -> "AdaptConfig":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Every setting, except the online protocol's when the protocol is another (they are not read)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if self.protocol == "online" or SETTINGS[f.name].group != "online"}
 
     def group(self, name: str) -> dict[str, Any]:
         """The settings of one group (``GROUPS``), by name."""

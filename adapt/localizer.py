@@ -196,10 +196,9 @@ class T3AL:
             means = [means[i] for i in sorted(order.tolist())]
         labels, scores = [], []
         for r in means:
-            q = class_probabilities(r, class_embeddings, params.logit_scale)
-            chosen = label if cfg.label_rule == "pseudo" else int(q.argmax())
+            chosen, score = self.label_and_score(r, class_embeddings, params.logit_scale, label)
             labels.append(chosen)
-            scores.append(float(q[chosen]))
+            scores.append(score)
         if cfg.scoring == "logoic":
             scores = freezad_scores(raw, residual, segments)
         return VideoResult(
@@ -213,6 +212,14 @@ class T3AL:
             scores=scores,
             warnings=warnings,
         )
+
+    def label_and_score(self, r: torch.Tensor, class_embeddings: torch.Tensor, logit_scale: torch.Tensor,
+                        label: int) -> tuple[int, float]:
+        """Step 5 for one segment of region mean ``r``: its label (the pseudo-label, or the argmax by
+        ``label_rule``) and that label's probability."""
+        q = class_probabilities(r, class_embeddings, logit_scale)
+        chosen = label if self.config.label_rule == "pseudo" else int(q.argmax())
+        return chosen, float(q[chosen])
 
     def _suppress(self, video: VideoInput, segments, text_projection) -> list[tuple[int, int]]:
         """Keep segments whose captions agree with the majority of segments (docs/method.md, step 4)."""

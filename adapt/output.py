@@ -170,6 +170,16 @@ class RunOutput:
         except OSError as err:
             raise _unwritable(self.folder, err) from None
 
+    def write_emissions(self, index: int | None, rows: list[dict]) -> None:
+        """An online run's detections in the order they were emitted, one JSON line each with its
+        emission time (``emitted.jsonl`` beside split ``index``'s detections)."""
+        folder = self.temporary if index is None else self.temporary / f"split_{index}"
+        try:
+            folder.mkdir(exist_ok=True)
+            (folder / "emitted.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        except OSError as err:
+            raise _unwritable(self.folder, err) from None
+
     def commit(self, document: dict | None = None) -> None:
         """Write ``results.json`` (an evaluated run's ``document``) and put the complete run in the
         folder's place; a replaced folder's files that are not a run's join the new one."""

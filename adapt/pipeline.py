@@ -14,6 +14,7 @@ from t3al.evaluate.splits import evaluate_setting
 
 from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
+from .online import delay_summary, emission_rows
 from .output import RunOutput, claimed
 from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
@@ -99,6 +100,7 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
         outcomes = localize_splits(Plan(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs,
                                         spec.device), on_video)
     for position, (name, run_) in enumerate(runs.items()):
+        online = spec.configs[name].protocol == "online"
         detections = {}
         for index, split_outcomes in zip(spec.indices, outcomes):
             outcome = split_outcomes[position]
@@ -108,8 +110,12 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
             if name in outputs:
                 outputs[name].write_split(index, detections[index], outcome.results, classes, curves)
+                if online:
+                    outputs[name].write_emissions(index, emission_rows(outcome.results, classes))
         run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
                                          spec.round_ap, spec.indices)
+        if online:
+            run_.document["online"] = delay_summary([r for split in outcomes for r in split[position].results])
         for split, split_outcomes in zip(run_.document["splits"], outcomes):
             split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
         run_.document["run"] = records[name]

@@ -17,6 +17,7 @@ from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_ten
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
 from .localizer import T3AL, chosen_labels, localizer_for, merged, split_dependent
+from .online import localize_online_chunk
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
@@ -245,7 +246,8 @@ def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None
                                         if v not in reader]) for _ in configs] for split in plan.splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
     stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and localizer_for(c).adapts]
-    reset = [i for i in range(len(configs)) if i not in stream]
+    online = [i for i, c in enumerate(configs) if c.protocol == "online"]
+    reset = [i for i in range(len(configs)) if i not in stream + online]
     for split, split_outcomes in zip(plan.splits, outcomes):
         if stream:
             present = [v for v in split.video_ids if v in reader]
@@ -254,13 +256,16 @@ def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None
             _collect(split_outcomes, stream, items)
     if reset:
         _localize_reset(plan, outcomes, reset, on_video)
+    if online:
+        _localize_reset(plan, outcomes, online, on_video, localize_online_chunk)
     return outcomes
 
 
 def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: list[int],
-                    on_video: Callable[[int], None]) -> None:
+                    on_video: Callable[[int], None], task: Callable | None = None) -> None:
     """The per-video-reset configs over all splits, one task per few videos (the cache's path made
-    absolute, as tasks may run on other machines' workers)."""
+    absolute, as tasks may run on other machines' workers): ``_localize_chunk``, or ``task`` (the
+    online protocol's, whose videos are independent too)."""
     reader, splits, configs = plan.reader, plan.splits, [plan.configs[i] for i in positions]
     membership: dict[str, list[int]] = {}
     for s, split in enumerate(splits):
@@ -276,8 +281,9 @@ def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: l
                 for s in membership[video_id]]
 
     cache = str(reader.root.resolve())
-    tasks = ((chunk, joblib.delayed(_localize_chunk)(cache, chunk, [work(v) for v in chunk], configs, plan.seed,
-                                                      plan.device, plan.jobs)) for chunk in chunks)
+    task = task or _localize_chunk
+    tasks = ((chunk, joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, plan.seed, plan.device,
+                                          plan.jobs)) for chunk in chunks)
     done_videos = iter(videos)
     for done in parallel_videos(tasks, plan.jobs):
         for item in done:

@@ -167,10 +167,11 @@ def shown_value(value: Any) -> str:
 
 def config_changes(config: AdaptConfig, preset: str) -> list[str]:
     """The settings in which ``config`` differs from its method's settings over ``preset``, as
-    ``name=value`` (method left out)."""
+    ``name=value`` (method left out); a setting the base does not record (the online protocol's)
+    against its default."""
     base = make_config(preset, method=config.method).to_dict()
     return [f"{name}={shown_value(value)}" for name, value in config.to_dict().items()
-            if name != "method" and value != base[name]]
+            if name != "method" and value != base.get(name, getattr(AdaptConfig, name))]
 
 
 def config_hash(config: AdaptConfig, seed: int = 0) -> str:

@@ -98,6 +98,7 @@ class VideoResult:
     losses: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     curves: dict[int, np.ndarray] = field(default_factory=dict)  # label -> curve, when several labels were localized
+    emitted: list[float] = field(default_factory=list)  # online protocol: stream time each segment was emitted at
 
     def seconds(self) -> np.ndarray:
         """Segments as (S, 2) start/end times from the decoder's timestamps."""

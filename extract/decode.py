@@ -305,9 +305,13 @@ class FrameStream:
     """
 
     def __init__(self, info: VideoInfo, geometry: FrameGeometry, fps: float | None = None) -> None:
-        self.info, self.geometry, self.fps = info, geometry, fps
-        self.process = subprocess.Popen(ffmpeg_command(info, geometry, fps), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
+        self.info = info
+        self._start(ffmpeg_command(info, geometry, fps), geometry, fps)
+
+    def _start(self, command: list[str], geometry: FrameGeometry, fps: float | None) -> None:
+        """Run ``command`` (ffmpeg writing raw frames to stdout) and read its frame times meanwhile."""
+        self.geometry, self.fps = geometry, fps
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.times: list[float] = []
         self.log: list[str] = []
         self.errors: list[str] = []

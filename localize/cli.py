@@ -117,7 +117,12 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("source", metavar="VIDEOS_OR_CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", metavar="VIDEOS_OR_CACHE", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--live", metavar="SOURCE", help="Localize a stream as it arrives (anything ffmpeg reads: a named "
+                                               "pipe, a growing file, udp://, rtsp://, http://) into --cache, with "
+                                               "the online protocol; each detection is appended to "
+                                               "detections.jsonl when emitted (docs/online.md).")
 @click.option("--actions", "actions_text", metavar='"A, B"',
               help='Action names, comma-separated; a name with a comma in double quotes ("pick up, put down").')
 @click.option("--actions-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -162,7 +167,7 @@ def main(**options: Any) -> None:
         localize(**options)
 
 
-def localize(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
+def localize(source: Path | None, live: str | None, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
              video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None,
              pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, fps: float,
              caption_fps: float, preset: str | None, config_file: Path | None, seed: int, jobs: int | None,
@@ -180,6 +185,12 @@ def localize(source: Path, actions_text: str | None, actions_file: Path | None, 
     for note in actions.notes:
         click.echo(f"note: {note}", err=True)
     settings = setting_options(options)
+    if live is not None or source is None:
+        from .live import live_main
+
+        live_main(live, source, actions.names, cache_dir, out, settings, preset, config_file, seed, model_name,
+                  pretrained, model_configs, extract_device, caption_fps, overwrite, progress)
+        return
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache_dir is not None and cache_dir.resolve() != source.resolve():
         raise click.UsageError(f"{source} is a cache itself: leave out --cache {cache_dir}")

@@ -104,6 +104,26 @@ def test_tables_and_report_are_written(demo):
     assert (plan.run_dir("75_25", "T3AL") / "report" / "index.html").exists()
 
 
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_online_protocol_on_the_demo_world_emits_each_detection_after_its_end(demo, setting):
+    """``--protocol online`` on the demo cache: a finite mAP, and every detection emitted at or after
+    its end and no later than the end of its video (the data seen)."""
+    from t3al.adapt.cli import main as adapt_main
+    from t3al.demo.cli import run_command
+
+    plan, _, manifest = demo
+    out = plan.out / "runs" / setting / "online"
+    run_command("t3al-adapt", adapt_main, [str(plan.cache), "--split", setting, "--protocol", "online", "--out",
+                                           str(out), "--jobs", "1", "--no-progress"])
+    document = json.loads((out / "results.json").read_text())
+    assert all(math.isfinite(v) for v in document["mean"]["map"] + [document["mean"]["avg"]])
+    assert document["online"]["detections"] > 0
+    duration = {video: entry["duration"] for video, entry in manifest["videos"].items()}
+    for lines in out.glob("split_*/emitted.jsonl"):
+        for item in map(json.loads, lines.read_text().splitlines()):
+            assert item["end"] <= item["emitted_at"] <= duration[item["video"]] + 1e-6
+
+
 @pytest.mark.parametrize("args", [["--videos", "0"], ["--classes", "13"], ["--durations", "5", "nan"],
                                   ["--durations", "9", "3"], ["--caption-fps", "-1"], ["--jobs", "0"],
                                   ["--plots", "-1"]])

@@ -37,15 +37,28 @@ def _changed(config: AdaptConfig, name: str) -> AdaptConfig:
     return config.replace(**{name: _other_value(name, getattr(config, name))})
 
 
+def _base_for(name: str, base: AdaptConfig = BASE) -> AdaptConfig:
+    """The config a setting is read in: the online protocol's settings only under that protocol."""
+    return base.replace(protocol="online") if SETTINGS[name].group == "online" else base
+
+
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_each_setting_changed_alone_changes_the_hash_and_the_name_shows_it(name):
-    changed = _changed(BASE, name)
-    assert config_hash(changed) != config_hash(BASE)
+    base = _base_for(name)
+    changed = _changed(base, name)
+    assert config_hash(changed) != config_hash(base)
     named = run_name(changed, PRESET)
     if name == "method":
-        assert named.startswith(f"{changed.method}_") and not run_name(BASE, PRESET).startswith(f"{changed.method}_")
+        assert named.startswith(f"{changed.method}_") and not run_name(base, PRESET).startswith(f"{changed.method}_")
     else:
         assert f"_{name}={shown_value(getattr(changed, name))}_" in named
+
+
+@pytest.mark.parametrize("name", [n for n in SETTINGS if SETTINGS[n].group == "online"])
+def test_an_online_setting_leaves_the_other_protocols_runs_as_they_were(name):
+    """Settings the reset and stream protocols never read are not part of their record or hash."""
+    assert config_hash(_changed(BASE, name)) == config_hash(BASE)
+    assert run_name(_changed(BASE, name), PRESET) == run_name(BASE, PRESET)
 
 
 FIVE_CHANGES = {"steps": 30, "k": 5, "pool": 50, "window": 10, "stride": 10}  # more than the name spells out
@@ -53,7 +66,7 @@ FIVE_CHANGES = {"steps": 30, "k": 5, "pool": 50, "window": 10, "stride": 10}  # 
 
 @pytest.mark.parametrize("name", [n for n in SETTINGS if n not in FIVE_CHANGES])
 def test_a_setting_the_name_leaves_out_still_changes_the_hash_and_the_name(name):
-    crowded = BASE.replace(**FIVE_CHANGES)
+    crowded = _base_for(name, BASE.replace(**FIVE_CHANGES))
     changed = _changed(crowded, name)
     assert len(FIVE_CHANGES) > MAX_NAMED_CHANGES
     assert config_hash(changed) != config_hash(crowded)

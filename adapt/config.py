@@ -150,6 +150,11 @@ class AdaptConfig:
     label_threshold: float = setting(0.0, "adaptation", "With --labels-per-video above 1, only the further labels "
                                      "whose video-level probability is at least this (0: all of them).", low=0.0,
                                      high=1.0, range_text="[0, 1] (a probability)")
+    presence_threshold: float | None = setting(None, "scoring", "Open-set rule (docs/presence.md): a label keeps its "
+                                               "detections only where its presence in the video reaches this, each "
+                                               "scored presence x segment score; unset: the closed-world rule (every "
+                                               "video its pseudo-label).", adapts=False, low=0.0, high=1.0,
+                                               range_text="[0, 1] (a presence)")
     naive_threshold: float = _proposal(0.8, "Frame probability threshold of the naive baseline.", low=0.0, high=1.0,
                                        range_text="[0, 1] (a probability)")
     oracle: tuple[str, ...] = setting((), "adaptation", "Ground-truth oracle (repeat): class, count, selection (paper "
@@ -176,7 +181,8 @@ class AdaptConfig:
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
         for name, declared in SETTINGS.items():
-            declared.check(name, getattr(self, name))
+            if getattr(self, name) is not None:  # None: 'mean' (threshold), off (presence_threshold)
+                declared.check(name, getattr(self, name))
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ConfigError(f"threshold must be a finite number or 'mean', got {self.threshold!r}", "threshold")
         if self.separation == "none" and self.representation == "none" and self.steps > 0:
@@ -195,7 +201,10 @@ class AdaptConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Every setting by name; the open-set rule only when it is on, so that closed-world runs keep
+        the records, names and folders they had before the rule existed."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.name != "presence_threshold" or self.presence_threshold is not None}
 
     def group(self, name: str) -> dict[str, Any]:
         """The settings of one group (``GROUPS``), by name."""
@@ -211,11 +220,11 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _type_name(kind: Any) -> str:
+def _type_name(name: str, kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         return "a list of names"
     if kind == (float | None):
-        return "a number or 'mean'"
+        return "a number or 'mean'" if name == "threshold" else "a number"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a name"}[kind]
 
 
@@ -232,7 +241,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise ConfigError(f"{name} must be {_type_name(kind)}, got {value!r}", name)
+        raise ConfigError(f"{name} must be {_type_name(name, kind)}, got {value!r}", name)
 
 
 def preset_names() -> list[str]:

@@ -17,6 +17,7 @@ from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_ten
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
 from .localizer import T3AL, chosen_labels, localizer_for, merged, split_dependent
+from .presence import distractors_for, open_set, presence
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
@@ -90,6 +91,36 @@ def _groups(configs: Sequence[AdaptConfig]) -> list[list[int]]:
 
 def _class_features(head: Head, classes: list[str]) -> torch.Tensor:
     return torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
+
+
+def _check_distractors(head: Head, splits: Sequence["SplitWork"], configs: Sequence[AdaptConfig]) -> None:
+    """The open-set rule compares each action with the distractor prompts: the cache must hold them."""
+    if all(c.presence_threshold is None for c in configs):
+        return
+    needed = dict.fromkeys(d for split in splits for d in distractors_for(split.classes))
+    missing = [d for d in needed if d not in head.class_names]
+    if missing:
+        raise ConfigError(f"presence_threshold compares each action with {len(needed)} distractor actions "
+                          f"(t3al.adapt.presence.DISTRACTORS) and the cache lacks the prompts of {len(missing)} "
+                          f"(e.g. {missing[0]!r}): add them with t3al-extract prompts CACHE_DIR --classes "
+                          f"\"{','.join(missing)}\"", "presence_threshold")
+
+
+def video_presence(head: Head, video: VideoInput, classes: list[str], config: AdaptConfig) -> np.ndarray:
+    """The presence of each class of ``classes`` in ``video`` with the model's own projections."""
+    visual, text, scale = head_tensors(head, config)
+    return presence(video.features, video.timestamps, visual, text, scale, _class_features(head, classes),
+                    _class_features(head, distractors_for(classes)))
+
+
+def _open_set(head: Head, video: VideoInput, classes: list[str], configs: Sequence[AdaptConfig],
+              results: list[VideoResult]) -> list[VideoResult]:
+    """``results`` (one per config) with the open-set rule applied where a config asks for it."""
+    if all(c.presence_threshold is None for c in configs):
+        return results
+    presences = video_presence(head, video, classes, configs[0])
+    return [r if c.presence_threshold is None else open_set(r, presences, c.presence_threshold)
+            for c, r in zip(configs, results)]
 
 
 @dataclass
@@ -172,6 +203,11 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
         for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
                                                          hint)):
             out[i][s][j] = result if out[i][s][j] is None else merged([out[i][s][j], result])
+    for i, video in videos.items():
+        for s, (classes, _) in enumerate(splits[i]):
+            results = _open_set(head, video, classes, chosen, [out[i][s][j] for j in positions])
+            for j, result in zip(positions, results):
+                out[i][s][j] = result
 
 
 @dataclass
@@ -218,8 +254,8 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
                 video = _load(reader, video_id)
                 results: list[VideoResult | None] = [None] * len(configs)
                 for stream in streams:
-                    for i, result in zip(stream.positions, stream.localize(video, class_features, label_embeddings,
-                                                                           truths)):
+                    for i, result in zip(stream.positions, _open_set(head, video, classes, stream.configs, stream.localize(
+                            video, class_features, label_embeddings, truths))):
                         results[i] = result
                 out.append(results)
             except VideoProblem as problem:
@@ -239,6 +275,7 @@ def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None
     """
     reader, configs = plan.reader, list(plan.configs)
     _check_widths(reader.head(), configs)
+    _check_distractors(reader.head(), plan.splits, configs)
     outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
                                         if v not in reader]) for _ in configs] for split in plan.splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))

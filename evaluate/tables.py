@@ -155,16 +155,22 @@ class Detections:
             writer.writerows(zip(self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
                                  (f"{s:.6f}" for s in self.score), self.label))
 
-    def to_activitynet(self, external_data: Mapping[str, Any] | None = None) -> dict:
+    def to_activitynet(self, external_data: Mapping[str, Any] | None = None,
+                       presence: Mapping[str, Mapping[str, float]] | None = None) -> dict:
         """The ActivityNet results object (videos in first-seen order, segments in seconds);
-        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``)."""
+        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``);
+        ``presence`` (video -> action -> presence, the open-set rule's) goes beside the results."""
         results: dict[str, list] = {}
         for v, s, e, c, lab in zip(self.video, self.start, self.end, self.score, self.label):
             results.setdefault(v, []).append({"label": lab, "score": float(c), "segment": [float(s), float(e)]})
-        return {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
+        document = {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
+        if presence is not None:
+            document["presence"] = {video: dict(row) for video, row in presence.items()}
+        return document
 
-    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None) -> None:
-        Path(path).write_text(json.dumps(self.to_activitynet(external_data)))
+    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None,
+                   presence: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        Path(path).write_text(json.dumps(self.to_activitynet(external_data, presence)))
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -150,11 +150,11 @@ class AdaptConfig:
     label_threshold: float = setting(0.0, "adaptation", "With --labels-per-video above 1, only the further labels "
                                      "whose video-level probability is at least this (0: all of them).", low=0.0,
                                      high=1.0, range_text="[0, 1] (a probability)")
-    presence_threshold: float | None = setting(None, "scoring", "Open-set rule (docs/presence.md): a label keeps its "
-                                               "detections only where its presence in the video reaches this, each "
-                                               "scored presence x segment score; unset: the closed-world rule (every "
-                                               "video its pseudo-label).", adapts=False, low=0.0, high=1.0,
-                                               range_text="[0, 1] (a presence)")
+    presence_threshold: float | None = setting(None, "scoring", "Open-set rule (docs/presence.md): a video's labels "
+                                               "are the actions whose presence reaches this (most present first, up "
+                                               "to --labels-per-video), each detection scored presence x segment "
+                                               "score; unset: the closed-world rule (every video its pseudo-label).",
+                                               low=0.0, high=1.0, range_text="[0, 1] (a presence)")
     naive_threshold: float = _proposal(0.8, "Frame probability threshold of the naive baseline.", low=0.0, high=1.0,
                                        range_text="[0, 1] (a probability)")
     oracle: tuple[str, ...] = setting((), "adaptation", "Ground-truth oracle (repeat): class, count, selection (paper "

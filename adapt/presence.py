@@ -21,7 +21,8 @@ import torch
 from .ops import l2norm, moving_average
 from .video import VideoResult
 
-PEAK_SECONDS = 1.0  # the stretch an action must hold for: shorter than any instance, longer than a frame's noise
+DEFAULT_THRESHOLD = 0.5  # t3al-localize's: the action beats the best distractor (docs/presence.md, figures)
+PEAK_SECONDS = 2.0  # the stretch an action must hold for: about a short instance, far longer than a frame
 # Everyday and sports actions: texts of things that happen in videos, none of them the user's action.
 DISTRACTORS = (
     "walking", "running", "jumping", "dancing", "swimming", "cooking", "talking", "eating", "drinking", "reading",
@@ -70,9 +71,11 @@ def presence(features: torch.Tensor, timestamps: np.ndarray, visual_proj: torch.
     return torch.sigmoid(scale * (actions.double() - reference.double())).numpy()
 
 
-def present(presences: np.ndarray, threshold: float) -> np.ndarray:
-    """Which classes count as present: presence at or above ``threshold``."""
-    return np.asarray(presences) >= threshold
+def present_labels(presences: np.ndarray, threshold: float, count: int) -> list[int]:
+    """The classes localized under the open-set rule: those of presence at or above ``threshold``,
+    most present first (ties: class order), at most ``count``."""
+    order = np.argsort(-np.asarray(presences), kind="stable")
+    return [int(c) for c in order if presences[c] >= threshold][:count]
 
 
 def open_set(result: VideoResult, presences: np.ndarray, threshold: float) -> VideoResult:

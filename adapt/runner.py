@@ -16,8 +16,8 @@ from .adam import Adam
 from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
-from .localizer import T3AL, chosen_labels, localizer_for, merged, split_dependent
-from .presence import distractors_for, open_set, presence
+from .localizer import T3AL, NaiveBaseline, Pending, chosen_labels, localizer_for, merged, split_dependent
+from .presence import distractors_for, open_set, present_labels, presence
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
@@ -115,7 +115,8 @@ def video_presence(head: Head, video: VideoInput, classes: list[str], config: Ad
 
 def _open_set(head: Head, video: VideoInput, classes: list[str], configs: Sequence[AdaptConfig],
               results: list[VideoResult]) -> list[VideoResult]:
-    """``results`` (one per config) with the open-set rule applied where a config asks for it."""
+    """``results`` (one per config) with the open-set rule applied where a config asks for it (the
+    stream protocol's: its pseudo-label is kept or dropped, no other label is localized)."""
     if all(c.presence_threshold is None for c in configs):
         return results
     presences = video_presence(head, video, classes, configs[0])
@@ -170,30 +171,53 @@ def _localize_chunk(cache: str, video_ids: list[str], splits: list[list[tuple[li
     return out
 
 
+def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, video: VideoInput, classes: list[str],
+                    params: Projections, class_features: torch.Tensor, hint: GroundTruthHint | None, seed: int,
+                    presences: np.ndarray | None) -> list[Pending]:
+    """Step 1 of each video-level label localized: the pseudo-label, then (``labels_per_video``) the
+    next most probable classes; under the open-set rule (``presences``) the present classes instead,
+    most present first, and the pseudo-label when none is (its detections are then dropped)."""
+    generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+    first = localizer.start(video, params, class_features, generator, hint)
+    if presences is not None and localizer.adapts:
+        labels = present_labels(presences, config.presence_threshold, config.labels_per_video) or [first.label]
+    elif config.labels_per_video > 1:
+        labels = chosen_labels(first.probabilities, first.label, config.labels_per_video, config.label_threshold)
+    else:
+        return [first]
+    pendings = []
+    for rank, label in enumerate(labels):
+        if rank == 0 and label == first.label:
+            pendings.append(first)
+            continue
+        generator = torch.Generator().manual_seed(video_seed(seed, video.video_id if rank == 0
+                                                             else f"{video.video_id}/{classes[label]}"))
+        pendings.append(first.relabelled(label, class_features, generator))
+    return pendings
+
+
 def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list[tuple[list[str], Truths]]],
                     chosen: list[AdaptConfig], positions: list[int], seed: int, device: str, budget: int | None,
                     out: list) -> None:
     """One config group on a chunk's videos, results written into ``out[video][split][config]``.
     Splits that give a video the same pseudo-label share its adaptation, since with per-video reset
     and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared.
-    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged."""
+    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged;
+    under the open-set rule the labels are the present ones, and absent ones lose their detections."""
     first = chosen[0]
     localizer = localizer_for(first)
     params = Projections(*head_tensors(head, first))
     problems: dict[tuple, Problem] = {}
     pending = []
+    presences: dict[tuple[int, int], np.ndarray] = {}
     for i, video in videos.items():
         for s, (classes, truths) in enumerate(splits[i]):
             class_features = _class_features(head, classes)
             hint = _hint(chosen, video, truths)
-            generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-            started = [localizer.start(video, params, class_features, generator, hint)]
-            further = chosen_labels(started[0].probabilities, started[0].label, first.labels_per_video,
-                                    first.label_threshold)[1:] if first.labels_per_video > 1 else []
-            for label in further:
-                generator = torch.Generator().manual_seed(video_seed(seed, f"{video.video_id}/{classes[label]}"))
-                started.append(started[0].relabelled(label, class_features, generator))
-            for rank, one in enumerate(started):
+            if first.presence_threshold is not None:
+                presences[i, s] = video_presence(head, video, classes, first)
+            for rank, one in enumerate(_label_pendings(localizer, first, video, classes, params, class_features, hint,
+                                                       seed, presences.get((i, s)))):
                 key = (i, classes[one.label], rank, s if split_dependent(first) else None)
                 if one.problem is not None:
                     problems.setdefault(key, one.problem)
@@ -203,11 +227,9 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
         for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
                                                          hint)):
             out[i][s][j] = result if out[i][s][j] is None else merged([out[i][s][j], result])
-    for i, video in videos.items():
-        for s, (classes, _) in enumerate(splits[i]):
-            results = _open_set(head, video, classes, chosen, [out[i][s][j] for j in positions])
-            for j, result in zip(positions, results):
-                out[i][s][j] = result
+    for (i, s), video_presences in presences.items():
+        for j in positions:
+            out[i][s][j] = open_set(out[i][s][j], video_presences, first.presence_threshold)
 
 
 @dataclass

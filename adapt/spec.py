@@ -170,7 +170,7 @@ def config_changes(config: AdaptConfig, preset: str) -> list[str]:
     ``name=value`` (method left out)."""
     base = make_config(preset, method=config.method).to_dict()
     return [f"{name}={shown_value(value)}" for name, value in config.to_dict().items()
-            if name != "method" and value != base[name]]
+            if name != "method" and value != base.get(name)]
 
 
 def config_hash(config: AdaptConfig, seed: int = 0) -> str:

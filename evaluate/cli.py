@@ -10,6 +10,7 @@ import click
 from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
+from .presence import presence_quality, read_presences, video_flags
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
 from .tables import Detections, EvaluationError, GroundTruth
@@ -88,22 +89,36 @@ def main() -> None:
 @_json_option
 @_overwrite_option
 @click.option("--per-class", is_flag=True, help="Also print the AP of each class.")
+@click.option("--open-set", is_flag=True,
+              help="Count every video of the ground truth (a detection in a video without that action is a false "
+                   "positive), and print how many videos without the classes got detections, how many with them "
+                   "were found, and the presences' AP and ROC AUC over video-action pairs.")
+@click.option("--presence", "presence_file", type=_EXISTING,
+              help="With --open-set: the presences (presence.csv or a detection JSON); default: DETECTIONS' own "
+                   "'presence' object, when it has one.")
 def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_values: tuple[str, ...],
-          round_ap: bool, json_out: Path | None, overwrite: bool, per_class: bool) -> None:
+          round_ap: bool, json_out: Path | None, overwrite: bool, per_class: bool, open_set: bool,
+          presence_file: Path | None) -> None:
     """mAP of DETECTIONS (CSV video-id,t-start,t-end,score,label or ActivityNet detection JSON)."""
     with _errors():
+        if presence_file and not open_set:
+            raise EvaluationError("--presence is read with --open-set")
         gt = GroundTruth.read(ground_truth)
         classes = read_class_list(class_file) if class_file else sorted(set(gt.label.tolist()))
         tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
-        result = evaluate_detections(Detections.read(detections), gt, classes, tious, round_ap=round_ap)
-        click.echo(format_table({detections.name: result.to_dict()}))
-        click.echo(describe_tious(tious))
+        found = Detections.read(detections)
+        result = evaluate_detections(found, gt, classes, tious, round_ap=round_ap, open_set=open_set)
+        document = result.to_dict()
+        click.echo(format_table({detections.name: document}))
+        click.echo(describe_tious(tious) + ("; every video of the ground truth counted" if open_set else ""))
         if per_class:
             click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
                                      for c, ap in result.per_class.items()}))
         _notes(result)
+        if open_set:
+            document["open_set"] = _open_set_figures(found, gt, classes, presence_file or detections)
         if json_out:
-            _write_output(json_out, _json_text(result.to_dict()), overwrite)
+            _write_output(json_out, _json_text(document), overwrite)
 
 
 @main.command("setting")
@@ -224,6 +239,28 @@ def _read_results(path: Path) -> dict:
     if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
         raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")
     return data
+
+
+def _open_set_figures(detections: Detections, gt: GroundTruth, classes: list[str], presence_source: Path) -> dict:
+    """Print and return the video flags and (when the presences can be read) the presence quality."""
+    flags = video_flags(detections, gt, classes)
+    figures = {"videos": flags}
+    if flags["videos_without"]:
+        click.echo(f"videos without any of the classes: {flags['videos_without']}, with detections: "
+                   f"{flags['flagged_without']:.1f} %")
+    if flags["videos_with"]:
+        click.echo(f"videos with one of the classes: {flags['videos_with']}, with a detection of one they hold: "
+                   f"{flags['found_with']:.1f} %")
+    has_presence = presence_source.suffix.lower() == ".csv" or "presence" in json.loads(
+        read_text(presence_source, EvaluationError))
+    if has_presence:
+        quality = presence_quality(read_presences(presence_source), gt, classes)
+        figures["presence"] = quality
+        click.echo(f"presence over {quality['pairs']} video-action pairs ({quality['positive_pairs']} holding the "
+                   f"action): AP {quality['ap']:.1f}, ROC AUC {quality['auc']:.1f}")
+    else:
+        click.echo(f"note: {presence_source.name} holds no presences (a closed-world run): no presence AP or AUC")
+    return figures
 
 
 def _notes(result: MAPResult) -> None:

@@ -13,10 +13,12 @@ from t3al.adapt.cli import execution_options, report_runs, setting_options
 from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.output import OutputError
+from t3al.adapt.presence import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.spec import check_execution, resolve_configs
 from t3al.adapt.vocabulary import VocabularySpec, build_vocabulary_spec, localize_vocabulary
 from t3al.cache import CacheError, CacheReader
 from t3al.cache.schema import INFO_FILE
+from t3al.evaluate.presence import read_presences
 
 from .actions import ActionsError, parse_actions
 from .viewer import collect_views, write_viewer
@@ -116,10 +118,14 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
 @click.option("--extract-device", default="auto", show_default=True, help="Stage one's device (auto, cpu, cuda:N).")
 @click.option("--caption-fps", type=click.FloatRange(min=0), help="Stage one: captions per second (default: "
                                                                   "t3al-extract's).")
+@click.option("--closed-world", is_flag=True,
+              help="The benchmark's rule: every video gets detections of its most likely action, present or not "
+                   f"(default: open set, --presence-threshold {DEFAULT_THRESHOLD:g}).")
 @execution_options
 def main(source: Path, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
          video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None, pretrained: str | None,
-         model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, preset: str | None,
+         model_configs: tuple[str, ...], extract_device: str, caption_fps: float | None, closed_world: bool,
+         preset: str | None,
          config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
          overwrite: bool, allow_failures: bool, progress: bool, **options: Any) -> None:
     """Find the named actions in your videos: no manifest, no splits, no ground truth.
@@ -131,6 +137,11 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     folder gets detections.json (ActivityNet results), detections.csv, config.json, the curves and
     index.html, the viewer.
 
+    Open set by default: each action's presence in each video (docs/presence.md) is compared with
+    --presence-threshold, and only present actions get detections, scored presence x segment score;
+    the presences are in detections.json and presence.csv. --closed-world gives every video its
+    most likely action, as the benchmarks do.
+
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
     try:
@@ -140,6 +151,12 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     for note in actions.notes:
         click.echo(f"note: {note}", err=True)
     settings = setting_options(options)
+    if closed_world and settings.get("presence_threshold") is not None:
+        raise click.UsageError("--closed-world gives every video its most likely action: leave out "
+                               "--presence-threshold")
+    if not closed_world and settings.get("presence_threshold") is None:
+        settings["presence_threshold"] = DEFAULT_THRESHOLD
+    prompts = actions.names + ([] if closed_world else distractors_for(actions.names))
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache_dir is not None and cache_dir.resolve() != source.resolve():
         raise click.UsageError(f"{source} is a cache itself: leave out --cache {cache_dir}")
@@ -153,9 +170,9 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     failed = 0
     cache = source if is_cache else cache_dir or Path("caches") / source.resolve().name
     if is_cache:
-        _add_prompts(cache, actions.names, pretrained, model_configs, extract_device)
+        _add_prompts(cache, prompts, pretrained, model_configs, extract_device)
     else:
-        failed = _stage_one(source, cache, actions.names, _extract_options(model_name, pretrained, model_configs,
+        failed = _stage_one(source, cache, prompts, _extract_options(model_name, pretrained, model_configs,
                                                                            extract_device, caption_fps))
     try:
         chosen = [v.strip() for v in video_list.split(",") if v.strip()] if video_list else []
@@ -168,13 +185,21 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     except (CacheError, ClusterError, ConfigError, OutputError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs({spec.name: run}, {spec.name: folder})
+    threshold = spec.config.presence_threshold
+    presences = None if threshold is None else read_presences(folder / "detections.json")
+    rule = ("closed world: every video its most likely action" if threshold is None
+            else f"open set: actions of presence {threshold:g} or more")
     details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
-               f"run {spec.name}, model {spec.reader.info.model.key()}"]
+               f"run {spec.name}, model {spec.reader.info.model.key()}, {rule}"]
     page = write_viewer(folder / "index.html", collect_views(folder, spec.reader, spec.classes, spec.videos,
-                                                             thumbnails),
-                        spec.classes, f"t3al-localize: {spec.name}", details)
+                                                             thumbnails, presences),
+                        spec.classes, f"t3al-localize: {spec.name}", details, threshold)
     click.echo(f"{run.document['n_detections']} detection(s) in {run.document['n_videos']} video(s): "
                f"{folder / 'detections.json'}")
+    if presences is not None:
+        absent = sum(all(p < threshold for p in row.values()) for row in presences.values())
+        click.echo(f"{absent} of {len(presences)} video(s) hold none of the named actions (presence below "
+                   f"{threshold:g}); presences: {folder / 'presence.csv'}")
     click.echo(f"viewer: {page}")
     if (problems or failed) and not allow_failures:
         click.echo("some videos failed (listed above); rerun with --allow-failures to accept", err=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -63,9 +63,10 @@ def thumbnail(source: Path, time: float) -> bytes:
 
 
 def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_dir: Path,
-               thumbnails: int) -> dict:
+               thumbnails: int, presence: Mapping[str, float] | None = None) -> dict:
     """What the viewer shows of one video: detections (best first, the first ``thumbnails`` with
-    frames at start, middle and end), the curves, the captions and the source, when still there."""
+    frames at start, middle and end), the curves, the captions and the source, when still there,
+    and (open set) the presence of each action."""
     end = float(record.duration) if np.isfinite(record.duration) else float(curve.timestamps[-1])
     source = Path(record.source_path) if record.source_path else None
     reachable = source is not None and source.is_file()
@@ -85,25 +86,28 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             "detections": detections,
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
                        for label, values in curve.curves.items()],
-            "captions": caption_runs(record, end)}
+            "captions": caption_runs(record, end),
+            "presence": None if presence is None else [round(float(presence[c]), 4) for c in classes]}
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],
-                  thumbnails: int) -> list[dict]:
+                  thumbnails: int, presences: Mapping[str, Mapping[str, float]] | None = None) -> list[dict]:
     """The view of every localized video of a run (those with a saved curve), in the run's order."""
     views = []
     for video in videos:
         record = reader.video(video)
         path = run_dir / "curves" / f"{record.name}.npz"
         if path.is_file():
-            views.append(video_view(read_curve(path), record, classes, run_dir, thumbnails))
+            presence = None if presences is None else presences[record.name]
+            views.append(video_view(read_curve(path), record, classes, run_dir, thumbnails, presence))
     return views
 
 
-def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str]) -> Path:
+def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str],
+                 presence_threshold: float | None = None) -> Path:
     """Write the viewer page of ``views`` to ``path`` (everything inside the page; the video files
-    it plays are reached by their relative paths)."""
-    data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE}
+    it plays are reached by their relative paths); ``presence_threshold``: the open-set rule's."""
+    data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE, "threshold": presence_threshold}
     path.write_text(render("viewer.html", "t3al.localize", title=title, details=list(details), data=data),
                     encoding="utf-8")
     return path

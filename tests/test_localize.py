@@ -22,7 +22,7 @@ def _cache(tmp_path: Path, classes=CLASSES) -> Path:
     """Two videos: v1 holds class 0 on frames 30-70, v2 class 1 on frames 10-50 (120 frames each)."""
     videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1),
               "v2": synthetic_features(120, actions=((10, 50, 1),), seed=2)}
-    return write_tiny_cache(tmp_path / "cache", videos, classes, fps=FPS)
+    return write_tiny_cache(tmp_path / "cache", videos, classes, fps=FPS, distractors=True)
 
 
 def _rewrite(cache: Path, record: VideoRecord) -> None:
@@ -121,7 +121,7 @@ def test_markup_and_non_ascii_in_names_and_captions_are_escaped_in_the_viewer(tm
     evil = "<script>alert(1)</script>"
     classes = [f"jump {evil}", "Sprung über Hürden"]
     features = synthetic_features(120, actions=((30, 70, 0),), seed=1)
-    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, classes, fps=FPS)
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, classes, fps=FPS, distractors=True)
     _rewrite(cache, VideoRecord("v1", features, np.arange(120) / FPS, FPS, caption_frames=np.array([0, 60]),
                                    caption_texts=[f"a caption {evil}", "über"], caption_features=features[[0, 60]],
                                    duration=12.0))

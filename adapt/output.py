@@ -220,7 +220,7 @@ def result_presences(results: list[VideoResult], classes: list[str]) -> dict[str
     """video -> class -> presence of results under the open-set rule (None: a closed-world run)."""
     if not results or results[0].presence is None:
         return None
-    return {r.video_id: {c: round(float(p), 6) for c, p in zip(classes, r.presence)} for r in results}
+    return {r.video_id: {c: float(p) for c, p in zip(classes, r.presence)} for r in results}
 
 
 def _write_curve(path: Path, result: VideoResult, classes: list[str]) -> None:

@@ -233,3 +233,36 @@ def test_bad_settings_are_refused_before_stage_one_runs(tmp_path, monkeypatch, a
     result = CliRunner().invoke(main, [str(videos), "--actions", "pole vault", "--no-progress", *args])
     assert result.exit_code == 2 and message in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]
+
+
+def test_localize_is_open_set_by_default_and_closed_world_on_request(tmp_path):
+    videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1),
+              "v2": synthetic_features(120, actions=((10, 50, 2),), seed=2)}  # v2: a third, unnamed action
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS, distractors=True)
+    opened = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "open"),
+                       "--thumbnails", "0")
+    assert opened.exit_code == 0, opened.output
+    assert "1 of 2 video(s) hold none of the named actions (presence below 0.5)" in opened.output
+    document = json.loads((tmp_path / "open" / "detections.json").read_text())
+    assert set(document["results"]) == {"v1"} and document["external_data"]["config"]["presence_threshold"] == 0.5
+    assert document["presence"]["v1"]["pole vault"] > 0.99 and max(document["presence"]["v2"].values()) < 0.5
+    assert (tmp_path / "open" / "presence.csv").read_text().splitlines()[0] == "video-id,label,presence"
+    assert '"threshold": 0.5' in (tmp_path / "open" / "index.html").read_text(encoding="utf-8")
+    closed = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "closed"),
+                       "--thumbnails", "0", "--closed-world")
+    assert closed.exit_code == 0, closed.output
+    document = json.loads((tmp_path / "closed" / "detections.json").read_text())
+    assert set(document["results"]) == {"v1", "v2"} and "presence" not in document
+    assert "presence_threshold" not in document["external_data"]["config"]
+    assert not (tmp_path / "closed" / "presence.csv").exists()
+    stricter = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "strict"),
+                         "--thumbnails", "0", "--presence-threshold", "1")
+    assert stricter.exit_code == 0, stricter.output
+    assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in stricter.output
+
+
+def test_closed_world_and_a_presence_threshold_together_are_refused(tmp_path):
+    result = _localize(str(_cache(tmp_path)), "--actions", "pole vault", "--closed-world", "--presence-threshold",
+                       "0.5", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "--closed-world gives every video its most likely action" in result.output
+    assert not (tmp_path / "run").exists()

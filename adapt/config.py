@@ -192,6 +192,9 @@ class AdaptConfig:
         if self.labels_per_video > 1 and (self.protocol == "stream" or self.oracle or self.method == "naive"):
             raise ConfigError("labels_per_video above 1 needs the per-video reset protocol, an adapting method and no "
                               "oracle (each label gets its own adaptation of the video)", "labels_per_video")
+        if self.presence_threshold is not None and "class" in self.oracle:
+            raise ConfigError("presence_threshold chooses a video's labels from the presences and the class oracle "
+                              "from the ground truth: use one of them", "presence_threshold")
         if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
             raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt",
                               "project_visual")

@@ -1,15 +1,15 @@
 """Presence of each named action in a video, without ground truth: the open-set rule (docs/presence.md).
 
-An action's presence is the model's own two-way probability that the video's best one-second
+An action's presence is the model's own two-way probability that the video's best two-second
 stretch for the action is better described by the action's prompt than by the best of a shipped
 vocabulary of distractor actions at their own best stretches:
 
-    peak(t) = max over frames of the one-second moving average of cos(V @ Pv, T_t @ Pt)
+    peak(t) = max over frames of the two-second moving average of cos(V @ Pv, T_t @ Pt)
     presence(c) = sigmoid(exp(s) * (peak(c) - max over distractors d of peak(d)))
 
 A difference of cosines of the same frames, in the model's logit units: no similarity value of one
-model is built in. A label of a video keeps its detections only where its presence reaches the
-threshold, and each detection's score becomes presence x segment score.
+model is built in. Under the open-set rule a video is localized for the actions whose presence
+reaches the threshold, and each detection's score becomes presence x segment score.
 """
 from __future__ import annotations
 

@@ -276,8 +276,8 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
                 video = _load(reader, video_id)
                 results: list[VideoResult | None] = [None] * len(configs)
                 for stream in streams:
-                    for i, result in zip(stream.positions, _open_set(head, video, classes, stream.configs, stream.localize(
-                            video, class_features, label_embeddings, truths))):
+                    localized = stream.localize(video, class_features, label_embeddings, truths)
+                    for i, result in zip(stream.positions, _open_set(head, video, classes, stream.configs, localized)):
                         results[i] = result
                 out.append(results)
             except VideoProblem as problem:

@@ -101,7 +101,8 @@ def _presence_page(tmp_path: Path) -> Path:
                 "detections": detections, "curves": [], "presence": presence}
 
     views = [view("v-mid", [0.6, 0.1], [[1.0, 2.0, 0.3, 0, []]]), view("v-low", [0.2, 0.4], []),
-             view("v-high", [0.1, 0.9], [[3.0, 5.0, 0.45, 1, []]]), view("v-both", [0.8, 0.7], [[1.0, 3.0, 0.8, 0, []]])]
+             view("v-high", [0.1, 0.9], [[3.0, 5.0, 0.45, 1, []]]),
+             view("v-both", [0.8, 0.7], [[1.0, 3.0, 0.8, 0, []]])]
     return write_viewer(tmp_path / "index.html", views, ["pole vault", "high jump"], "open set", [], 0.5)
 
 

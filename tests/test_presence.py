@@ -173,3 +173,8 @@ def test_presences_go_beside_the_detections_of_a_vocabulary_run(tmp_path):
                for c, p in row.items())
     with np.load(tmp_path / "run" / "curves" / "v1.npz") as curve:
         assert curve["presence"].shape == (3,)
+
+
+def test_the_open_set_rule_and_the_class_oracle_are_refused_together():
+    with pytest.raises(ConfigError, match="use one of them"):
+        AdaptConfig(presence_threshold=0.5, oracle=("class",))

@@ -151,12 +151,6 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     for note in actions.notes:
         click.echo(f"note: {note}", err=True)
     settings = setting_options(options)
-    if closed_world and settings.get("presence_threshold") is not None:
-        raise click.UsageError("--closed-world gives every video its most likely action: leave out "
-                               "--presence-threshold")
-    if not closed_world and settings.get("presence_threshold") is None:
-        settings["presence_threshold"] = DEFAULT_THRESHOLD
-    prompts = actions.names + ([] if closed_world else distractors_for(actions.names))
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache_dir is not None and cache_dir.resolve() != source.resolve():
         raise click.UsageError(f"{source} is a cache itself: leave out --cache {cache_dir}")
@@ -167,6 +161,12 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
         raise click.UsageError(str(err)) from None
     if config.suppression and caption_fps == 0:
         raise click.UsageError("--caption-fps 0 gives no captions and suppression needs them: add --no-suppression")
+    if closed_world and config.presence_threshold is not None:
+        raise click.UsageError("--closed-world gives every video its most likely action: leave out "
+                               "--presence-threshold (and presence_threshold from --config)")
+    if not closed_world and config.presence_threshold is None:  # the open set, unless --config set its threshold
+        settings["presence_threshold"] = DEFAULT_THRESHOLD
+    prompts = actions.names + ([] if closed_world else distractors_for(actions.names))
     failed = 0
     cache = source if is_cache else cache_dir or Path("caches") / source.resolve().name
     if is_cache:

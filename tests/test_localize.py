@@ -259,6 +259,10 @@ def test_localize_is_open_set_by_default_and_closed_world_on_request(tmp_path):
                          "--thumbnails", "0", "--presence-threshold", "1")
     assert stricter.exit_code == 0, stricter.output
     assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in stricter.output
+    (tmp_path / "strict.toml").write_text("presence_threshold = 1.0\n")  # a config file's threshold is kept
+    configured = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "configured"),
+                           "--thumbnails", "0", "--config", str(tmp_path / "strict.toml"))
+    assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in configured.output
 
 
 def test_closed_world_and_a_presence_threshold_together_are_refused(tmp_path):

@@ -139,6 +139,10 @@ def reports(plan: DemoPlan) -> Path:
     return index
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} %"
+
+
 def _open_set_row(rule: str, detections_file: Path, manifest: Path, classes: list[str]) -> str:
     """One row of the open-set table: mAP with every video counted and under the zero-shot protocol,
     the videos flagged and found, and the presences' AP and AUC (when the run has presences and the
@@ -157,9 +161,8 @@ def _open_set_row(rule: str, detections_file: Path, manifest: Path, classes: lis
         presence = f"{quality['ap']:11.1f} {quality['auc']:12.1f}"
     except EvaluationError:  # a closed-world run, or a world without action-less pairs
         presence = f"{'-':>11} {'-':>12}"
-    share = lambda value: f"{value:.0f} %" if value is not None else "-"  # noqa: E731
-    return (f"{rule:<13} {every:15.2f} {protocol:12.2f} {share(flags['flagged_without']):>18} "
-            f"{share(flags['found_with']):>13} {presence}")
+    return (f"{rule:<13} {every:15.2f} {protocol:12.2f} {_percent(flags['flagged_without']):>19} "
+            f"{_percent(flags['found_with']):>13} {presence}")
 
 
 def open_set_table(plan: DemoPlan) -> str:
@@ -176,7 +179,7 @@ def open_set_table(plan: DemoPlan) -> str:
             str(plan.cache), "--actions", ", ".join(classes), "--pretrained", str(plan.checkpoint), "--out", str(out),
             "--thumbnails", "0", "--jobs", str(plan.jobs), "--no-progress", "--overwrite", *extra])
         rows.append(_open_set_row(rule, out / "detections.json", manifest, classes))
-    header = (f"{'rule':<13} {'mAP all videos':>15} {'mAP protocol':>12} {'action-less flagged':>18} "
+    header = (f"{'rule':<13} {'mAP all videos':>15} {'mAP protocol':>12} {'action-less flagged':>19} "
               f"{'holders found':>13} {'presence AP':>11} {'presence AUC':>12}")
     return (f"open set: t3al-localize over all {plan.videos} videos, actions {', '.join(classes)} (Avg mAP %; "
             "'all videos' counts a detection in a video without the action as a false positive)\n"

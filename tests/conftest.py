@@ -98,13 +98,14 @@ def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180
 
 def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int, int, int, int]],
                     splits: list[list[str]], fps: float = 10.0, broken: str | None = None,
-                    noise: float = 0.3, logit_scale: float = 100.0) -> Path:
+                    noise: float = 0.3, logit_scale: float = 100.0, distractors: bool = False) -> Path:
     """A cache and its attached manifest: video -> (frames, action start, action end, class index).
 
     Each video holds one action on frames [start, end) (ground truth in seconds), splits are the
     75_25 setting's unseen-class lists; ``broken`` names a video given one NaN feature; ``noise``
     and ``logit_scale`` as in synthetic_features and write_tiny_cache (more noise and a smaller
-    scale give spread scores, which tests comparing two paths' scores need).
+    scale give spread scores, which tests comparing two paths' scores need); ``distractors`` as in
+    write_tiny_cache.
     """
     from t3al.manifests import Manifest
 
@@ -114,7 +115,7 @@ def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int
         annotations.append({"video": video_id, "start": start / fps, "end": (end - 1) / fps, "label": classes[c]})
     if broken:
         videos[broken][5] = np.nan
-    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps, logit_scale=logit_scale)
+    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps, logit_scale=logit_scale, distractors=distractors)
     manifest = Manifest("toy", classes, {v: {"subset": "test", "duration": actions[v][0] / fps, "fps": fps}
                                          for v in videos}, annotations, {"75_25": splits}, [0.3, 0.5, 0.7])
     manifest.save(root / "manifest.json")

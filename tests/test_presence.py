@@ -178,3 +178,22 @@ def test_presences_go_beside_the_detections_of_a_vocabulary_run(tmp_path):
 def test_the_open_set_rule_and_the_class_oracle_are_refused_together():
     with pytest.raises(ConfigError, match="use one of them"):
         AdaptConfig(presence_threshold=0.5, oracle=("class",))
+
+
+def test_an_evaluated_run_under_the_rule_reports_each_splits_presence_quality(tmp_path):
+    from conftest import write_toy_world
+    from t3al.adapt.pipeline import run
+    from t3al.adapt.spec import build_spec
+
+    classes = ["Jump", "Throw", "Swim"]
+    actions = {"v0": (100, 20, 60, 0), "v1": (100, 30, 70, 1), "v2": (100, 10, 50, 2), "v3": (100, 40, 90, 0)}
+    cache = write_toy_world(tmp_path, classes, actions, [["Jump", "Throw"], ["Swim"]], distractors=True)
+    rows = {"closed": {"steps": 2, "suppression": False}, "open": {"steps": 2, "suppression": False,
+                                                                    "presence_threshold": 0.5}}
+    runs = run(build_spec(cache, "75_25", rows=rows, jobs=1))
+    opened, closed = runs["open"].document, runs["closed"].document
+    # split 0: v0, v1, v3 x Jump, Throw, each video holding its one class, the presences perfect
+    assert opened["splits"][0]["presence"] == {"pairs": 6, "positive_pairs": 3, "ap": 100.0, "auc": 100.0}
+    assert opened["splits"][1]["presence"] is None  # one class that its one video holds: no negative pair
+    assert opened["presence"] == {"ap": 100.0, "auc": 100.0}
+    assert "presence" not in closed and all("presence" not in s for s in closed["splits"])

@@ -116,7 +116,7 @@ def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_va
                                      for c, ap in result.per_class.items()}))
         _notes(result)
         if open_set:
-            document["open_set"] = _open_set_figures(found, gt, classes, presence_file or detections)
+            document["open_set"] = _open_set_figures(found, gt, classes, presence_file or _own_presences(detections))
         if json_out:
             _write_output(json_out, _json_text(document), overwrite)
 
@@ -241,8 +241,16 @@ def _read_results(path: Path) -> dict:
     return data
 
 
-def _open_set_figures(detections: Detections, gt: GroundTruth, classes: list[str], presence_source: Path) -> dict:
-    """Print and return the video flags and (when the presences can be read) the presence quality."""
+def _own_presences(detections: Path) -> Path | None:
+    """``detections`` when it is a detection JSON with a ``presence`` object, else None."""
+    if detections.suffix.lower() != ".json":
+        return None
+    return detections if "presence" in json.loads(read_text(detections, EvaluationError)) else None
+
+
+def _open_set_figures(detections: Detections, gt: GroundTruth, classes: list[str],
+                      presence_source: Path | None) -> dict:
+    """Print and return the video flags and (when there are presences) the presence quality."""
     flags = video_flags(detections, gt, classes)
     figures = {"videos": flags}
     if flags["videos_without"]:
@@ -251,15 +259,14 @@ def _open_set_figures(detections: Detections, gt: GroundTruth, classes: list[str
     if flags["videos_with"]:
         click.echo(f"videos with one of the classes: {flags['videos_with']}, with a detection of one they hold: "
                    f"{flags['found_with']:.1f} %")
-    has_presence = presence_source.suffix.lower() == ".csv" or "presence" in json.loads(
-        read_text(presence_source, EvaluationError))
-    if has_presence:
+    if presence_source is not None:
         quality = presence_quality(read_presences(presence_source), gt, classes)
         figures["presence"] = quality
         click.echo(f"presence over {quality['pairs']} video-action pairs ({quality['positive_pairs']} holding the "
                    f"action): AP {quality['ap']:.1f}, ROC AUC {quality['auc']:.1f}")
     else:
-        click.echo(f"note: {presence_source.name} holds no presences (a closed-world run): no presence AP or AUC")
+        click.echo("note: no presences (a closed-world run, or detections as CSV: give --presence presence.csv), "
+                   "so no presence AP or AUC")
     return figures
 
 

@@ -92,3 +92,10 @@ def test_score_open_set_prints_and_writes_every_figure(tmp_path):
     assert "100.00" in protocol.output and "presence" not in protocol.output
     refused = CliRunner().invoke(main, [*args, "--presence", str(tmp_path / "d.json")])
     assert refused.exit_code == 1 and "--presence is read with --open-set" in refused.output
+    Detections.read(tmp_path / "d.json").write_csv(tmp_path / "d.csv")  # a CSV has no presences of its own
+    write_presence_csv(tmp_path / "presence.csv", {"a": {"A": 0.9}, "b": {"A": 0.6}, "c": {"A": 0.4}})
+    csv_args = [str(tmp_path / "d.csv"), *args[1:], "--open-set"]
+    bare = CliRunner().invoke(main, csv_args)
+    assert bare.exit_code == 0 and "note: no presences" in bare.output
+    given = CliRunner().invoke(main, [*csv_args, "--presence", str(tmp_path / "presence.csv")])
+    assert given.exit_code == 0 and "AP 83.3, ROC AUC 50.0" in given.output

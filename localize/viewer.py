@@ -87,7 +87,8 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
                        for label, values in curve.curves.items()],
             "captions": caption_runs(record, end),
-            "presence": None if presence is None else [round(float(presence[c]), 4) for c in classes]}
+            # unrounded, as the page compares them with the threshold as the rule did
+            "presence": None if presence is None else [float(presence[c]) for c in classes]}
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],

@@ -170,7 +170,13 @@ def main(source: Path, actions_text: str | None, actions_file: Path | None, cach
     failed = 0
     cache = source if is_cache else cache_dir or Path("caches") / source.resolve().name
     if is_cache:
-        _add_prompts(cache, prompts, pretrained, model_configs, extract_device)
+        try:
+            _add_prompts(cache, prompts, pretrained, model_configs, extract_device)
+        except StageError as error:
+            if closed_world:
+                raise
+            raise StageError(f"{error.format_message()} (the open set compares each action with distractor "
+                             "actions whose prompts the cache lacks; --closed-world needs none)") from None
     else:
         failed = _stage_one(source, cache, prompts, _extract_options(model_name, pretrained, model_configs,
                                                                            extract_device, caption_fps))

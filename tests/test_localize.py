@@ -265,6 +265,16 @@ def test_localize_is_open_set_by_default_and_closed_world_on_request(tmp_path):
     assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in configured.output
 
 
+def test_a_cache_without_the_distractors_and_without_its_model_says_why_the_model_is_needed(tmp_path):
+    videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)}
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)  # the names, no distractor
+    result = _localize(str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "stage one: unknown model 'test-model'" in result.output
+    assert "distractor actions whose prompts the cache lacks; --closed-world needs none" in result.output
+    closed = _localize(str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"), "--closed-world")
+    assert closed.exit_code == 0, closed.output  # no prompt to encode, no model loaded
+
+
 def test_closed_world_and_a_presence_threshold_together_are_refused(tmp_path):
     result = _localize(str(_cache(tmp_path)), "--actions", "pole vault", "--closed-world", "--presence-threshold",
                        "0.5", "--out", str(tmp_path / "run"))

@@ -40,7 +40,8 @@ class ThresholdType(click.ParamType):
 def preset_defaults(name: str) -> str:
     """The effective default of setting ``name`` under each preset: '[default: thumos14 60,
     activitynet 15]', or '[default: 100]' when every preset agrees."""
-    values = {preset: shown_value(getattr(make_config(preset), name)) for preset in preset_names()}
+    values = {preset: shown_value(getattr(make_config(preset), name)) if name != "presence_threshold" else "off"
+              for preset in preset_names()}
     if len(set(values.values())) == 1:
         return f"[default: {next(iter(values.values()))}]"
     order = sorted(values, key=lambda preset: preset != DEFAULT_PRESET)
@@ -64,6 +65,8 @@ def config_options(command):
             option = click.option(f"--{flag}", name, type=click.Choice(declared.choices), help=text)
         elif name == "threshold":
             option = click.option("--threshold", "threshold", type=ThresholdType(), help=text)
+        elif kind == (float | None):
+            option = click.option(f"--{flag}", name, type=float, default=None, help=text)
         else:
             option = click.option(f"--{flag}", name, type=kind, default=None, help=text)
         command = option(command)

@@ -152,6 +152,11 @@ class AdaptConfig:
     label_threshold: float = setting(0.0, "adaptation", "With --labels-per-video above 1, only the further labels "
                                      "whose video-level probability is at least this (0: all of them).", low=0.0,
                                      high=1.0, range_text="[0, 1] (a probability)")
+    presence_threshold: float | None = setting(None, "scoring", "Open-set rule (docs/presence.md): a video's labels "
+                                               "are the actions whose presence reaches this (most present first, up "
+                                               "to --labels-per-video), each detection scored presence x segment "
+                                               "score; unset: the closed-world rule (every video its pseudo-label).",
+                                               low=0.0, high=1.0, range_text="[0, 1] (a presence)")
     naive_threshold: float = _proposal(0.8, "Frame probability threshold of the naive baseline.", low=0.0, high=1.0,
                                        range_text="[0, 1] (a probability)")
     oracle: tuple[str, ...] = setting((), "adaptation", "Ground-truth oracle (repeat): class, count, selection (paper "
@@ -184,7 +189,8 @@ class AdaptConfig:
         object.__setattr__(self, "adapt", tuple(self.adapt))
         object.__setattr__(self, "oracle", tuple(self.oracle))
         for name, declared in SETTINGS.items():
-            declared.check(name, getattr(self, name))
+            if getattr(self, name) is not None:  # None: 'mean' (threshold), off (presence_threshold)
+                declared.check(name, getattr(self, name))
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ConfigError(f"threshold must be a finite number or 'mean', got {self.threshold!r}", "threshold")
         if self.separation == "none" and self.representation == "none" and self.steps > 0:
@@ -196,6 +202,9 @@ class AdaptConfig:
         if self.labels_per_video > 1 and (self.protocol != "reset" or self.oracle or self.method == "naive"):
             raise ConfigError("labels_per_video above 1 needs the per-video reset protocol, an adapting method and no "
                               "oracle (each label gets its own adaptation of the video)", "labels_per_video")
+        if self.presence_threshold is not None and "class" in self.oracle:
+            raise ConfigError("presence_threshold chooses a video's labels from the presences and the class oracle "
+                              "from the ground truth: use one of them", "presence_threshold")
         if not self.project_visual and self.adapt == ("visual",) and self.steps > 0:
             raise ConfigError("project_visual = false leaves no Pv to adapt: add text or scale to adapt",
                               "project_visual")
@@ -206,6 +215,9 @@ class AdaptConfig:
         if self.method == "naive" or self.scoring != "region" or self.positives != "pool" or self.oracle:
             raise ConfigError("protocol online runs T3AL's steps (method t3al or t3al0, region scoring, pool "
                               "positives, no oracle)", "protocol")
+        if self.presence_threshold is not None:
+            raise ConfigError("protocol online has no open-set rule yet (presences are computed on whole videos): "
+                              "leave out presence_threshold", "presence_threshold")
         if self.online_window < self.chunk + self.window:
             raise ConfigError(f"online_window must hold a chunk and a smoothing window (at least "
                               f"{self.chunk + self.window} frames), got {self.online_window}", "online_window")
@@ -215,9 +227,12 @@ class AdaptConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, except the online protocol's when the protocol is another (they are not read)."""
+        """Every setting by name, but those the run does not read, so that runs keep the records, names
+        and folders they had before the setting existed: the online protocol's settings under another
+        protocol, and the open-set rule when it is off."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
-                if self.protocol == "online" or SETTINGS[f.name].group != "online"}
+                if (self.protocol == "online" or SETTINGS[f.name].group != "online")
+                and (f.name != "presence_threshold" or self.presence_threshold is not None)}
 
     def group(self, name: str) -> dict[str, Any]:
         """The settings of one group (``GROUPS``), by name."""
@@ -233,11 +248,11 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _type_name(kind: Any) -> str:
+def _type_name(name: str, kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         return "a list of names"
     if kind == (float | None):
-        return "a number or 'mean'"
+        return "a number or 'mean'" if name == "threshold" else "a number"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a name"}[kind]
 
 
@@ -254,7 +269,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise ConfigError(f"{name} must be {_type_name(kind)}, got {value!r}", name)
+        raise ConfigError(f"{name} must be {_type_name(name, kind)}, got {value!r}", name)
 
 
 def preset_names() -> list[str]:

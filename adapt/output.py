@@ -24,12 +24,13 @@ import numpy as np
 from t3al.cache import write_atomically
 from t3al.cache.files import process_alive
 from t3al.evaluate import Detections
+from t3al.evaluate.presence import write_presence_csv
 
 if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
     from .video import VideoResult
 
 RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's (t3al-localize) own files:
-             "detections.json", "detections.csv", "curves", "index.html")
+             "detections.json", "detections.csv", "presence.csv", "curves", "index.html")
 _NAME_ROOM = 100  # characters of the folder's name kept in its lock and temporary names
 
 
@@ -147,14 +148,19 @@ class RunOutput:
             raise _unwritable(self.folder, err) from None
 
     def write_split(self, index: int | None, detections: Detections, results: list[VideoResult],
-                    classes: list[str], curves: bool = True) -> None:
+                    classes: list[str], curves: bool = True, names: Mapping[str, str] | None = None) -> None:
         """Split ``index``'s detections (None: a vocabulary run's, in the folder itself) as ActivityNet
-        JSON naming the model and method, and CSV, and (``curves``) each video's curve and segments."""
+        JSON naming the model and method, and CSV, and (``curves``) each video's curve and segments.
+        Under the open-set rule the presence of every class in every video goes beside them, in the
+        JSON and in presence.csv, under the videos' ``names`` where the results carry cache ids."""
         folder = self.temporary if index is None else self.temporary / f"split_{index}"
+        presence = result_presences(results, classes, names or {})
         try:
             folder.mkdir(exist_ok=True)
-            detections.write_json(folder / "detections.json", external_data(self.record))
+            detections.write_json(folder / "detections.json", external_data(self.record), presence)
             detections.write_csv(folder / "detections.csv")
+            if presence is not None:
+                write_presence_csv(folder / "presence.csv", presence)
             if curves:
                 (folder / "curves").mkdir(exist_ok=True)
                 for result in results:
@@ -221,11 +227,23 @@ class RunOutput:
             self._locked = False
 
 
+def result_presences(results: list[VideoResult], classes: list[str],
+                     names: Mapping[str, str]) -> dict[str, dict[str, float]] | None:
+    """video (its name in ``names``, else its id) -> class -> presence of results under the open-set
+    rule (None: a closed-world run)."""
+    if not results or results[0].presence is None:
+        return None
+    return {names.get(r.video_id, r.video_id): {c: float(p) for c, p in zip(classes, r.presence)} for r in results}
+
+
 def _write_curve(path: Path, result: VideoResult, classes: list[str]) -> None:
-    """A video's curve, segments and scores; with several labels, each label's curve as well."""
+    """A video's curve, segments and scores; with several labels, each label's curve as well; under
+    the open-set rule, the presence of every class."""
     curves = result.curves or {result.pseudo_label: result.similarity}
+    extra = {} if result.presence is None else {"presence": np.asarray(result.presence, dtype=np.float64)}
     np.savez_compressed(
         path,
+        **extra,
         timestamps=result.timestamps,
         similarity=result.similarity,
         pseudo_label=np.array(classes[result.pseudo_label]),

@@ -8,14 +8,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 
-from t3al.evaluate import Detections
+from t3al.evaluate import Detections, EvaluationError, GroundTruth
+from t3al.evaluate.presence import presence_quality
 from t3al.evaluate.splits import evaluate_setting
 
 from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
 from .online import delay_summary, emission_rows
-from .output import RunOutput, claimed
+from .output import RunOutput, claimed, result_presences
 from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
 from .spec import RunSpec
 from .video import VideoProblem, VideoResult
@@ -61,6 +63,24 @@ def _truths(evaluation) -> Truths:
     for a in evaluation.annotations:
         truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
     return truths
+
+
+def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list) -> None:
+    """Under the open-set rule, each split's presence AP and ROC AUC over its (video, class) pairs,
+    and their mean over the splits that have pairs both with and without the class (a split of one
+    class whose videos all hold it has none: its figures are null)."""
+    qualities = []
+    for split, index, outcome in zip(document["splits"], spec.indices, outcomes):
+        evaluation = spec.evaluation(index)
+        presences = result_presences(outcome.results, evaluation.classes, {}) or {}
+        try:
+            split["presence"] = presence_quality(presences, GroundTruth.from_records(evaluation.annotations),
+                                                 evaluation.classes)
+            qualities.append(split["presence"])
+        except EvaluationError:
+            split["presence"] = None
+    document["presence"] = {key: float(np.mean([q[key] for q in qualities])) if qualities else None
+                            for key in ("ap", "auc")}
 
 
 def split_detections(results: list[VideoResult], classes: list[str], source: str) -> Detections:
@@ -118,6 +138,8 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
             run_.document["online"] = delay_summary([r for split in outcomes for r in split[position].results])
         for split, split_outcomes in zip(run_.document["splits"], outcomes):
             split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
+        if spec.configs[name].presence_threshold is not None:
+            _add_presence_quality(run_.document, spec, [o[position] for o in outcomes])
         run_.document["run"] = records[name]
         if name in outputs:
             outputs[name].commit(run_.document)

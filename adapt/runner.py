@@ -16,8 +16,10 @@ from .adam import Adam
 from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
-from .localizer import T3AL, chosen_labels, localizer_for, merged, split_dependent
+from .distractors import distractors_for
+from .localizer import T3AL, NaiveBaseline, Pending, chosen_labels, localizer_for, merged, split_dependent
 from .online import localize_online_chunk
+from .presence import open_set, present_labels, presence
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
 
 CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
@@ -95,6 +97,37 @@ def _class_features(head: Head, classes: list[str]) -> torch.Tensor:
     return torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
 
 
+def _check_distractors(head: Head, splits: Sequence["SplitWork"], configs: Sequence[AdaptConfig]) -> None:
+    """The open-set rule compares each action with the distractor prompts: the cache must hold them."""
+    if all(c.presence_threshold is None for c in configs):
+        return
+    needed = dict.fromkeys(d for split in splits for d in distractors_for(split.classes))
+    missing = [d for d in needed if d not in head.class_names]
+    if missing:
+        raise ConfigError(f"presence_threshold compares each action with {len(needed)} distractor actions "
+                          f"(t3al.adapt.distractors.DISTRACTORS) and the cache lacks the prompts of {len(missing)} "
+                          f"(e.g. {missing[0]!r}): add them with t3al-extract prompts CACHE_DIR --classes "
+                          f"\"{','.join(missing)}\"", "presence_threshold")
+
+
+def video_presence(head: Head, video: VideoInput, classes: list[str], config: AdaptConfig) -> np.ndarray:
+    """The presence of each class of ``classes`` in ``video`` with the model's own projections."""
+    visual, text, scale = head_tensors(head, config)
+    return presence(video.features, video.timestamps, visual, text, scale, _class_features(head, classes),
+                    _class_features(head, distractors_for(classes)))
+
+
+def _open_set(head: Head, video: VideoInput, classes: list[str], configs: Sequence[AdaptConfig],
+              results: list[VideoResult]) -> list[VideoResult]:
+    """``results`` (one per config) with the open-set rule applied where a config asks for it (the
+    stream protocol's: its pseudo-label is kept or dropped, no other label is localized)."""
+    if all(c.presence_threshold is None for c in configs):
+        return results
+    presences = video_presence(head, video, classes, configs[0])
+    return [r if c.presence_threshold is None else open_set(r, presences, c.presence_threshold)
+            for c, r in zip(configs, results)]
+
+
 @dataclass
 class SplitWork:
     """One split to localize: its videos in order, its class vocabulary and (for oracles) truths."""
@@ -142,30 +175,53 @@ def _localize_chunk(cache: str, video_ids: list[str], splits: list[list[tuple[li
     return out
 
 
+def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, video: VideoInput, classes: list[str],
+                    params: Projections, class_features: torch.Tensor, hint: GroundTruthHint | None, seed: int,
+                    presences: np.ndarray | None) -> list[Pending]:
+    """Step 1 of each video-level label localized: the pseudo-label, then (``labels_per_video``) the
+    next most probable classes; under the open-set rule (``presences``) the present classes instead,
+    most present first, and the pseudo-label when none is (its detections are then dropped)."""
+    generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
+    first = localizer.start(video, params, class_features, generator, hint)
+    if presences is not None and localizer.adapts:
+        labels = present_labels(presences, config.presence_threshold, config.labels_per_video) or [first.label]
+    elif config.labels_per_video > 1:
+        labels = chosen_labels(first.probabilities, first.label, config.labels_per_video, config.label_threshold)
+    else:
+        return [first]
+    pendings = []
+    for rank, label in enumerate(labels):
+        if rank == 0 and label == first.label:
+            pendings.append(first)
+            continue
+        generator = torch.Generator().manual_seed(video_seed(seed, video.video_id if rank == 0
+                                                             else f"{video.video_id}/{classes[label]}"))
+        pendings.append(first.relabelled(label, class_features, generator))
+    return pendings
+
+
 def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list[tuple[list[str], Truths]]],
                     chosen: list[AdaptConfig], positions: list[int], seed: int, device: str, budget: int | None,
                     out: list) -> None:
     """One config group on a chunk's videos, results written into ``out[video][split][config]``.
     Splits that give a video the same pseudo-label share its adaptation, since with per-video reset
     and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared.
-    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged."""
+    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged;
+    under the open-set rule the labels are the present ones, and absent ones lose their detections."""
     first = chosen[0]
     localizer = localizer_for(first)
     params = Projections(*head_tensors(head, first))
     problems: dict[tuple, Problem] = {}
     pending = []
+    presences: dict[tuple[int, int], np.ndarray] = {}
     for i, video in videos.items():
         for s, (classes, truths) in enumerate(splits[i]):
             class_features = _class_features(head, classes)
             hint = _hint(chosen, video, truths)
-            generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
-            started = [localizer.start(video, params, class_features, generator, hint)]
-            further = chosen_labels(started[0].probabilities, started[0].label, first.labels_per_video,
-                                    first.label_threshold)[1:] if first.labels_per_video > 1 else []
-            for label in further:
-                generator = torch.Generator().manual_seed(video_seed(seed, f"{video.video_id}/{classes[label]}"))
-                started.append(started[0].relabelled(label, class_features, generator))
-            for rank, one in enumerate(started):
+            if first.presence_threshold is not None:
+                presences[i, s] = video_presence(head, video, classes, first)
+            for rank, one in enumerate(_label_pendings(localizer, first, video, classes, params, class_features, hint,
+                                                       seed, presences.get((i, s)))):
                 key = (i, classes[one.label], rank, s if split_dependent(first) else None)
                 if one.problem is not None:
                     problems.setdefault(key, one.problem)
@@ -175,6 +231,9 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
         for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
                                                          hint)):
             out[i][s][j] = result if out[i][s][j] is None else merged([out[i][s][j], result])
+    for (i, s), video_presences in presences.items():
+        for j in positions:
+            out[i][s][j] = open_set(out[i][s][j], video_presences, first.presence_threshold)
 
 
 @dataclass
@@ -221,8 +280,8 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
                 video = _load(reader, video_id)
                 results: list[VideoResult | None] = [None] * len(configs)
                 for stream in streams:
-                    for i, result in zip(stream.positions, stream.localize(video, class_features, label_embeddings,
-                                                                           truths)):
+                    localized = stream.localize(video, class_features, label_embeddings, truths)
+                    for i, result in zip(stream.positions, _open_set(head, video, classes, stream.configs, localized)):
                         results[i] = result
                 out.append(results)
             except VideoProblem as problem:
@@ -242,6 +301,7 @@ def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None
     """
     reader, configs = plan.reader, list(plan.configs)
     _check_widths(reader.head(), configs)
+    _check_distractors(reader.head(), plan.splits, configs)
     outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
                                         if v not in reader]) for _ in configs] for split in plan.splits]
     on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))

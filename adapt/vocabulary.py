@@ -114,7 +114,7 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
         names = {v: spec.reader.video_name(v) for v in spec.videos}
         named = [replace(result, video_id=names[result.video_id]) for result in outcome.results]
         detections = split_detections(named, list(spec.classes), str(folder / "detections.json"))
-        output.write_split(None, detections, outcome.results, list(spec.classes))
+        output.write_split(None, detections, outcome.results, list(spec.classes), names=names)
         if pages is not None:
             output.add(pages)
         output.commit()

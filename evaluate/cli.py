@@ -11,6 +11,7 @@ from t3al.cache import write_atomically, write_problem
 from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
+from .presence import presence_quality, read_presences, video_flags
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
 from .tables import Detections, EvaluationError, GroundTruth
@@ -89,24 +90,37 @@ def main() -> None:
 @_json_option
 @_overwrite_option
 @click.option("--per-class", is_flag=True, help="Also print the AP of each class.")
+@click.option("--open-set", is_flag=True,
+              help="Count every video of the ground truth (a detection in a video without that action is a false "
+                   "positive), and print how many videos without the classes got detections, how many with them "
+                   "were found, and the presences' AP and ROC AUC over video-action pairs.")
+@click.option("--presence", "presence_file", type=_EXISTING,
+              help="With --open-set: the presences (presence.csv or a detection JSON); default: DETECTIONS' own "
+                   "'presence' object, when it has one.")
 def score(detections: Path, ground_truth: Path, class_file: Path | None, tiou_values: tuple[str, ...],
-          round_ap: bool, json_out: Path | None, overwrite: bool, per_class: bool) -> None:
+          round_ap: bool, json_out: Path | None, overwrite: bool, per_class: bool, open_set: bool,
+          presence_file: Path | None) -> None:
     """mAP of DETECTIONS (CSV video-id,t-start,t-end,score,label or ActivityNet detection JSON)."""
     with _errors():
+        if presence_file and not open_set:
+            raise EvaluationError("--presence is read with --open-set")
         gt = GroundTruth.read(ground_truth)
         classes = read_class_list(class_file) if class_file else sorted(set(gt.label.tolist()))
         tious = _parse_tious(tiou_values) or _ground_truth_tious(ground_truth)
         found = Detections.read(detections)
-        result = evaluate_detections(found, gt, classes, tious, round_ap=round_ap)
-        click.echo(format_table({detections.name: result.to_dict()}))
+        result = evaluate_detections(found, gt, classes, tious, round_ap=round_ap, open_set=open_set)
+        document = result.to_dict()
+        click.echo(format_table({detections.name: document}))
         _outside_notes(found, _durations(ground_truth))
-        click.echo(describe_tious(tious))
+        click.echo(describe_tious(tious) + ("; every video of the ground truth counted" if open_set else ""))
         if per_class:
             click.echo(format_table({c: {"tiou": result.tiou, "map": ap, "avg": float(ap.mean())}
                                      for c, ap in result.per_class.items()}))
         _notes(result)
+        if open_set:
+            document["open_set"] = _open_set_figures(found, gt, classes, presence_file or _own_presences(detections))
         if json_out:
-            _write_output(json_out, _json_text(result.to_dict()), overwrite)
+            _write_output(json_out, _json_text(document), overwrite)
 
 
 @main.command("setting")
@@ -248,6 +262,35 @@ def _read_results(path: Path) -> dict:
     if not isinstance(data, dict) or "tiou" not in data or not ("mean" in data or "map" in data):
         raise EvaluationError(f"{path}: not a results file (needs 'tiou' and 'mean' or 'map')")
     return data
+
+
+def _own_presences(detections: Path) -> Path | None:
+    """``detections`` when it is a detection JSON with a ``presence`` object, else None."""
+    if detections.suffix.lower() != ".json":
+        return None
+    return detections if "presence" in json.loads(read_text(detections, EvaluationError)) else None
+
+
+def _open_set_figures(detections: Detections, gt: GroundTruth, classes: list[str],
+                      presence_source: Path | None) -> dict:
+    """Print and return the video flags and (when there are presences) the presence quality."""
+    flags = video_flags(detections, gt, classes)
+    figures = {"videos": flags}
+    if flags["videos_without"]:
+        click.echo(f"videos without any of the classes: {flags['videos_without']}, with detections: "
+                   f"{flags['flagged_without']:.1f} %")
+    if flags["videos_with"]:
+        click.echo(f"videos with one of the classes: {flags['videos_with']}, with a detection of one they hold: "
+                   f"{flags['found_with']:.1f} %")
+    if presence_source is not None:
+        quality = presence_quality(read_presences(presence_source), gt, classes)
+        figures["presence"] = quality
+        click.echo(f"presence over {quality['pairs']} video-action pairs ({quality['positive_pairs']} holding the "
+                   f"action): AP {quality['ap']:.1f}, ROC AUC {quality['auc']:.1f}")
+    else:
+        click.echo("note: no presences (a closed-world run, or detections as CSV: give --presence presence.csv), "
+                   "so no presence AP or AUC")
+    return figures
 
 
 def _notes(result: MAPResult) -> None:

@@ -7,7 +7,9 @@ else a false positive; AP = area under the interpolated (monotone) precision/rec
 Documented rules for imperfect input:
 - ground truth of classes outside the evaluated list is ignored (the zero-shot protocol);
 - the evaluated videos are those with ground truth of an evaluated class; detections on other videos
-  are dropped and counted in ``MAPResult.n_dropped`` (the CLI prints the count);
+  are dropped and counted in ``MAPResult.n_dropped`` (the CLI prints the count); with ``open_set``
+  every video of the ground truth is evaluated, so a detection in a video without that action is a
+  false positive (only detections on videos the ground truth does not list are dropped);
 - a detection label outside the evaluated classes is an error, as is an evaluated class without any
   ground-truth instance (its AP would be undefined);
 - an evaluated class without detections has AP 0, counts in the mean and is listed in
@@ -126,11 +128,13 @@ def _check_labels(detections: Detections, classes: Sequence[str]) -> None:
 
 
 def evaluate_detections(detections: Detections, ground_truth: GroundTruth, classes: Sequence[str],
-                        tious: Sequence[float] = THUMOS14_TIOUS, round_ap: bool = False) -> MAPResult:
+                        tious: Sequence[float] = THUMOS14_TIOUS, round_ap: bool = False,
+                        open_set: bool = False) -> MAPResult:
     """mAP (percent) of ``detections`` over ``classes`` at each tIoU threshold.
 
     ``round_ap`` rounds each class AP to 0.1 percent before averaging, like the public T3AL/FreeZAD
-    scripts, for comparison with printed tables; the default is the unrounded figure.
+    scripts, for comparison with printed tables; the default is the unrounded figure. ``open_set``
+    evaluates every video of the ground truth, not only those holding an evaluated class.
     """
     classes = list(dict.fromkeys(classes))
     tious = tuple(float(t) for t in tious)
@@ -142,8 +146,8 @@ def evaluate_detections(detections: Detections, ground_truth: GroundTruth, class
         raise EvaluationError(f"{ground_truth.source}: class(es) {', '.join(empty)} have no ground-truth instance; "
                               "their AP is undefined")
     _check_labels(detections, classes)
-    on_videos = np.isin(detections.video.astype(str), np.unique(gt.video.astype(str)))
-    dets = detections.select(on_videos)
+    evaluated = np.unique((ground_truth if open_set else gt).video.astype(str))
+    dets = detections.select(np.isin(detections.video.astype(str), evaluated))
 
     class_code = {c: i for i, c in enumerate(classes)}
     det_class = np.array([class_code[c] for c in dets.label.tolist()], dtype=np.int64)
@@ -171,7 +175,7 @@ def evaluate_detections(detections: Detections, ground_truth: GroundTruth, class
     return MAPResult(
         tiou=tious, map=per_threshold, avg=float(per_threshold.mean()),
         per_class={c: ap[i] for i, c in enumerate(classes)},
-        n_detections=len(dets), n_ground_truth=len(gt), n_videos=len(np.unique(gt_video)),
+        n_detections=len(dets), n_ground_truth=len(gt), n_videos=len(evaluated),
         n_dropped=len(detections) - len(dets),
         classes_without_detections=[c for i, c in enumerate(classes) if bounds[i] == bounds[i + 1]],
         rounded=round_ap,

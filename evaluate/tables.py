@@ -95,7 +95,7 @@ class GroundTruth:
         return GroundTruth(self.video[mask], self.start[mask], self.end[mask], self.label[mask], self.source)
 
     def write_csv(self, path: str | Path) -> None:
-        write_atomically(path, _csv_text(GROUND_TRUTH_COLUMNS, zip(
+        write_atomically(path, csv_text(GROUND_TRUTH_COLUMNS, zip(
             self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end), self.label)))
 
 
@@ -147,23 +147,29 @@ class Detections:
                           self.source)
 
     def write_csv(self, path: str | Path) -> None:
-        write_atomically(path, _csv_text(DETECTION_COLUMNS, zip(
+        write_atomically(path, csv_text(DETECTION_COLUMNS, zip(
             self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
             (f"{s:.6f}" for s in self.score), self.label)))
 
-    def to_activitynet(self, external_data: Mapping[str, Any] | None = None) -> dict:
+    def to_activitynet(self, external_data: Mapping[str, Any] | None = None,
+                       presence: Mapping[str, Mapping[str, float]] | None = None) -> dict:
         """The ActivityNet results object (videos in first-seen order, segments in seconds);
-        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``)."""
+        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``);
+        ``presence`` (video -> action -> presence, the open-set rule's) goes beside the results."""
         results: dict[str, list] = {}
         for v, s, e, c, lab in zip(self.video, self.start, self.end, self.score, self.label):
             results.setdefault(v, []).append({"label": lab, "score": float(c), "segment": [float(s), float(e)]})
-        return {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
+        document = {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
+        if presence is not None:
+            document["presence"] = {video: dict(row) for video, row in presence.items()}
+        return document
 
-    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None) -> None:
-        write_atomically(path, json.dumps(self.to_activitynet(external_data)))
+    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None,
+                   presence: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        write_atomically(path, json.dumps(self.to_activitynet(external_data, presence)))
 
 
-def _csv_text(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
+def csv_text(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
     """A CSV table (the csv module's quoting: names with commas, quotes or line breaks survive)."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)

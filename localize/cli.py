@@ -14,6 +14,7 @@ from t3al.adapt.cli import execution_options, report_runs, setting_options
 from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.output import OutputError
+from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.spec import check_execution, resolve_configs
 from t3al.cache import CacheError, CacheReader
 from t3al.cache.schema import INFO_FILE
@@ -146,6 +147,9 @@ def _extract_options(model_name: str | None, pretrained: str | None, model_confi
                    "t3al-extract's default, every frame, is for GPUs).")
 @click.option("--caption-fps", type=click.FloatRange(min=0), default=CAPTION_FPS, show_default=True,
               help="Stage one: captions per second (t3al-extract's default: 10); 0: none, with --no-suppression.")
+@click.option("--closed-world", is_flag=True,
+              help="The benchmark's rule: every video gets detections of its most likely action, present or not "
+                   f"(default: open set, --presence-threshold {DEFAULT_THRESHOLD:g}).")
 @execution_options
 def main(**options: Any) -> None:
     """Find the named actions in your videos: no manifest, no splits, no ground truth.
@@ -159,6 +163,11 @@ def main(**options: Any) -> None:
     detections.json (ActivityNet results), detections.csv, config.json, the curves and
     index.html, the viewer.
 
+    Open set by default: each action's presence in each video (docs/presence.md) is compared with
+    --presence-threshold, and only present actions get detections, scored presence x segment score;
+    the presences are in detections.json and presence.csv. --closed-world gives every video its
+    most likely action, as the benchmarks do.
+
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
     from t3al.extract.cli import terminated_cleanly
@@ -167,14 +176,16 @@ def main(**options: Any) -> None:
         localize(**options)
 
 
-def localize(source: Path | None, live: str | None, actions_text: str | None, actions_file: Path | None, cache_dir: Path | None,
-             video_list: str | None, out: Path | None, thumbnails: int, model_name: str | None,
-             pretrained: str | None, model_configs: tuple[str, ...], extract_device: str, fps: float,
-             caption_fps: float, preset: str | None, config_file: Path | None, seed: int, jobs: int | None,
-             scheduler: str | None, device: str | None, overwrite: bool, allow_failures: bool, progress: bool,
+def localize(source: Path | None, live: str | None, actions_text: str | None, actions_file: Path | None,
+             cache_dir: Path | None, video_list: str | None, out: Path | None, thumbnails: int,
+             model_name: str | None, pretrained: str | None, model_configs: tuple[str, ...], extract_device: str,
+             fps: float, caption_fps: float, closed_world: bool, preset: str | None, config_file: Path | None,
+             seed: int, jobs: int | None, scheduler: str | None, device: str | None, overwrite: bool,
+             allow_failures: bool, progress: bool,
              **options: Any) -> None:
     """``t3al-localize`` with its options: names, stage one, stage two, the run folder and its viewer."""
     from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
+    from t3al.evaluate.presence import read_presences
 
     from .viewer import collect_views, write_viewer
 
@@ -204,25 +215,43 @@ def localize(source: Path | None, live: str | None, actions_text: str | None, ac
                    f"action(s): each video gets at most {len(actions.names)} label(s)", err=True)
     if config.suppression and caption_fps == 0:
         raise click.UsageError("--caption-fps 0 gives no captions and suppression needs them: add --no-suppression")
+    if closed_world and config.presence_threshold is not None:
+        raise click.UsageError("--closed-world gives every video its most likely action: leave out "
+                               "--presence-threshold (and presence_threshold from --config)")
+    if not closed_world and config.presence_threshold is None:  # the open set, unless --config set its threshold
+        settings["presence_threshold"] = DEFAULT_THRESHOLD
+    prompts = actions.names + ([] if closed_world else distractors_for(actions.names))
     failed = 0
     cache = source if is_cache else cache_dir or default_cache(source)
     if is_cache:
-        _add_prompts(cache, actions.names, pretrained, model_configs, extract_device)
+        try:
+            _add_prompts(cache, prompts, pretrained, model_configs, extract_device)
+        except StageError as error:
+            if closed_world:
+                raise
+            raise StageError(f"{error.format_message()} (the open set compares each action with distractor "
+                             "actions whose prompts the cache lacks; --closed-world needs none)") from None
     else:
-        failed = _stage_one(source, cache, actions.names, _extract_options(model_name, pretrained, model_configs,
-                                                                           extract_device, fps, caption_fps))
+        failed = _stage_one(source, cache, prompts, _extract_options(model_name, pretrained, model_configs,
+                                                                     extract_device, fps, caption_fps))
     try:
         chosen = [v.strip() for v in video_list.split(",") if v.strip()] if video_list else []
         spec = build_vocabulary_spec(cache, actions.names, videos=chosen, preset=preset, config_file=config_file,
                                      options=settings, seed=seed, jobs=jobs, scheduler=scheduler, device=device)
         _check_captions(spec)
         folder = out or Path("runs") / cache.resolve().name / "localize" / spec.name
+        threshold = spec.config.presence_threshold
+        rule = ("closed world: every video its most likely action" if threshold is None
+                else f"open set: actions of presence {threshold:g} or more")
         details = [f"{len(spec.videos)} video(s) of {cache}, actions: {', '.join(spec.classes)}",
-                   f"run {spec.name}; model {spec.reader.info.model.describe()}"]
+                   f"run {spec.name}; model {spec.reader.info.model.describe()}; {rule}"]
 
         def viewer(temporary: Path, final: Path) -> None:
-            views = collect_views(temporary, spec.reader, spec.classes, spec.videos, thumbnails, page_dir=final)
-            write_viewer(temporary / "index.html", views, spec.classes, f"t3al-localize: {spec.name}", details)
+            presences = None if threshold is None else read_presences(temporary / "detections.json")
+            views = collect_views(temporary, spec.reader, spec.classes, spec.videos, thumbnails, presences,
+                                  page_dir=final)
+            write_viewer(temporary / "index.html", views, spec.classes, f"t3al-localize: {spec.name}", details,
+                         threshold)
 
         with tqdm(total=len(spec.videos), unit="video", disable=not progress, desc="localize") as bar:
             run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update, pages=viewer)
@@ -231,6 +260,11 @@ def localize(source: Path | None, live: str | None, actions_text: str | None, ac
     problems = report_runs({spec.name: run}, {spec.name: folder})
     click.echo(f"{run.document['n_detections']} detection(s) in {run.document['n_videos']} video(s): "
                f"{folder / 'detections.json'}")
+    if threshold is not None:
+        presences = read_presences(folder / "detections.json")
+        absent = sum(all(p < threshold for p in row.values()) for row in presences.values())
+        click.echo(f"{absent} of {len(presences)} video(s) hold none of the named actions (presence below "
+                   f"{threshold:g}); presences: {folder / 'presence.csv'}")
     click.echo(f"viewer: {folder / 'index.html'}")
     if (problems or failed) and not allow_failures:
         click.echo("some videos failed (listed above); rerun with --allow-failures to accept", err=True)

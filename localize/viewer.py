@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -70,9 +70,10 @@ def source_url(source: Path, page_dir: Path) -> str:
 
 
 def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_dir: Path,
-               thumbnails: int) -> dict:
+               thumbnails: int, presence: Mapping[str, float] | None = None) -> dict:
     """What the viewer shows of one video: detections (best first, the first ``thumbnails`` with
-    frames at start, middle and end), the curves, the captions and the source, when still there."""
+    frames at start, middle and end), the curves, the captions and the source, when still there,
+    and (open set) the presence of each action."""
     end = float(record.duration) if np.isfinite(record.duration) else float(curve.timestamps[-1])
     source = Path(record.source_path) if record.source_path else None
     reachable = source is not None and source.is_file()
@@ -92,25 +93,31 @@ def video_view(curve: Curve, record: VideoRecord, classes: Sequence[str], page_d
             "detections": detections,
             "curves": [[classes.index(label), *_curve_points(curve.timestamps, values)]
                        for label, values in curve.curves.items()],
-            "captions": caption_runs(record, end), "n_captions": len(record.caption_texts)}
+            "captions": caption_runs(record, end), "n_captions": len(record.caption_texts),
+            # unrounded, as the page compares them with the threshold as the rule did
+            "presence": None if presence is None else [float(presence[c]) for c in classes]}
 
 
 def collect_views(run_dir: Path, reader: CacheReader, classes: Sequence[str], videos: Sequence[str],
-                  thumbnails: int, page_dir: Path | None = None) -> list[dict]:
+                  thumbnails: int, presences: Mapping[str, Mapping[str, float]] | None = None,
+                  page_dir: Path | None = None) -> list[dict]:
     """The view of every localized video of a run (those with a saved curve in ``run_dir``), in the
-    run's order, for a page in ``page_dir`` (default ``run_dir``)."""
+    run's order, for a page in ``page_dir`` (default ``run_dir``); ``presences``: the open set's."""
     views = []
     for video in videos:
         record = reader.video(video)
         path = run_dir / "curves" / f"{record.video_id}.npz"
         if path.is_file():
-            views.append(video_view(read_curve(path), record, classes, page_dir or run_dir, thumbnails))
+            presence = None if presences is None else presences[record.name]
+            views.append(video_view(read_curve(path), record, classes, page_dir or run_dir, thumbnails, presence))
     return views
 
 
-def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str]) -> Path:
+def write_viewer(path: Path, views: list[dict], classes: Sequence[str], title: str, details: Sequence[str],
+                 presence_threshold: float | None = None) -> Path:
     """Write the viewer page of ``views`` to ``path`` whole (everything inside the page; the video
-    files it plays are reached by their relative paths); an OSError leaves ``path`` as it was."""
-    data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE}
+    files it plays are reached by their relative paths); ``presence_threshold``: the open-set rule's.
+    An OSError leaves ``path`` as it was."""
+    data = {"classes": list(classes), "videos": views, "page_size": PAGE_SIZE, "threshold": presence_threshold}
     return write_atomically(path, render("viewer.html", "t3al.localize", title=title, details=list(details),
                                          data=data))

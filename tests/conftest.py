@@ -37,23 +37,34 @@ def models(tmp_path_factory):
 
 
 def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[str], seed: int = 0,
-                     fps: float = 10.0, caption_every: int = 5, logit_scale: float = 100.0) -> Path:
+                     fps: float = 10.0, caption_every: int = 5, logit_scale: float = 100.0,
+                     distractors: bool = False) -> Path:
     """A cache with identity projections (Dv = Dt = E = width) and the given per-video features.
 
     Prompt features are one-hot rows, so frame features can be built by hand to point at a class;
     ``logit_scale`` is exp(s): at 100 class probabilities are 0 or 1, a few units spread them.
+    ``distractors`` adds the open-set rule's distractor prompts, all pointing half-way between the
+    last two axes (synthetic_features' background is the last): a class the frames point at beats
+    them, one they never point at does not.
     """
+    from t3al.adapt.distractors import DISTRACTORS
+
     rng = np.random.default_rng(seed)
     width = next(iter(videos.values())).shape[1] if videos else len(classes)
     writer = CacheWriter(root, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
     prompts = np.zeros((len(classes), width), dtype=np.float32)
     prompts[np.arange(len(classes)), np.arange(len(classes)) % width] = 1.0
+    names = list(classes)
+    if distractors:
+        extra = np.zeros((len(DISTRACTORS), width), dtype=np.float32)
+        extra[:, width - 2:] = np.sqrt(0.5)
+        prompts, names = np.concatenate([prompts, extra]), names + list(DISTRACTORS)
     writer.write_head(Head(
         visual_proj=np.eye(width, dtype=np.float32),
         text_projection=np.eye(width, dtype=np.float32),
         logit_scale=np.log(logit_scale),
-        class_names=list(classes),
-        prompts=[f"a video of action {c}" for c in classes],
+        class_names=names,
+        prompts=[f"a video of action {c}" for c in names],
         prompt_features=prompts,
     ))
     for video_id, features in videos.items():
@@ -87,13 +98,14 @@ def synthetic_features(n: int = 300, width: int = 8, actions: tuple = ((100, 180
 
 def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int, int, int, int]],
                     splits: list[list[str]], fps: float = 10.0, broken: str | None = None,
-                    noise: float = 0.3, logit_scale: float = 100.0) -> Path:
+                    noise: float = 0.3, logit_scale: float = 100.0, distractors: bool = False) -> Path:
     """A cache and its attached manifest: video -> (frames, action start, action end, class index).
 
     Each video holds one action on frames [start, end) (ground truth in seconds), splits are the
     75_25 setting's unseen-class lists; ``broken`` names a video given one NaN feature; ``noise``
     and ``logit_scale`` as in synthetic_features and write_tiny_cache (more noise and a smaller
-    scale give spread scores, which tests comparing two paths' scores need).
+    scale give spread scores, which tests comparing two paths' scores need); ``distractors`` as in
+    write_tiny_cache.
     """
     from t3al.manifests import Manifest
 
@@ -103,7 +115,7 @@ def write_toy_world(root: Path, classes: list[str], actions: dict[str, tuple[int
         annotations.append({"video": video_id, "start": start / fps, "end": (end - 1) / fps, "label": classes[c]})
     if broken:
         videos[broken][5] = np.nan
-    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps, logit_scale=logit_scale)
+    cache = write_tiny_cache(root / "cache", videos, classes, fps=fps, logit_scale=logit_scale, distractors=distractors)
     manifest = Manifest("toy", classes, {v: {"subset": "test", "duration": actions[v][0] / fps, "fps": fps}
                                          for v in videos}, annotations, {"75_25": splits}, [0.3, 0.5, 0.7])
     manifest.save(root / "manifest.json")

@@ -124,6 +124,15 @@ def test_online_protocol_on_the_demo_world_emits_each_detection_after_its_end(de
             assert item["end"] <= item["emitted_at"] <= duration[item["video"]] + 1e-6
 
 
+def test_the_open_set_table_scores_both_rules_over_every_video(demo):
+    plan, summary, manifest = demo
+    lines = summary["open_set"].splitlines()
+    assert lines[0].startswith(f"open set: t3al-localize over all 3 videos, actions {manifest['splits']['75_25'][0][0]}")
+    assert [line.split()[0:2] for line in lines[3:]] == [["closed", "world"], ["open", "set"]]
+    opened = json.loads((plan.out / "open_set" / "open_set" / "detections.json").read_text())
+    assert set(opened["presence"]) == set(manifest["videos"])
+
+
 @pytest.mark.parametrize("args", [["--videos", "0"], ["--classes", "13"], ["--durations", "5", "nan"],
                                   ["--durations", "9", "3"], ["--caption-fps", "-1"], ["--jobs", "0"],
                                   ["--plots", "-1"]])

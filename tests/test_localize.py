@@ -22,7 +22,7 @@ def _cache(tmp_path: Path, classes=CLASSES) -> Path:
     """Two videos: v1 holds class 0 on frames 30-70, v2 class 1 on frames 10-50 (120 frames each)."""
     videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1),
               "v2": synthetic_features(120, actions=((10, 50, 1),), seed=2)}
-    return write_tiny_cache(tmp_path / "cache", videos, classes, fps=FPS)
+    return write_tiny_cache(tmp_path / "cache", videos, classes, fps=FPS, distractors=True)
 
 
 def _rewrite(cache: Path, record: VideoRecord) -> None:
@@ -115,7 +115,7 @@ def test_markup_and_non_ascii_in_names_and_captions_are_escaped_in_the_viewer(tm
     evil = "<script>alert(1)</script>"
     classes = [f"jump {evil}", "Sprung über Hürden"]
     features = synthetic_features(120, actions=((30, 70, 0),), seed=1)
-    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, classes, fps=FPS)
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, classes, fps=FPS, distractors=True)
     _rewrite(cache, VideoRecord("v1", features, np.arange(120) / FPS, FPS, caption_frames=np.array([0, 60]),
                                    caption_texts=[f"a caption {evil}", "über"], caption_features=features[[0, 60]],
                                    duration=12.0))
@@ -227,3 +227,50 @@ def test_bad_settings_are_refused_before_stage_one_runs(tmp_path, monkeypatch, a
     result = CliRunner().invoke(main, [str(videos), "--actions", "pole vault", "--no-progress", *args])
     assert result.exit_code == 2 and message in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]
+
+
+def test_localize_is_open_set_by_default_and_closed_world_on_request(tmp_path):
+    videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1),
+              "v2": synthetic_features(120, actions=((10, 50, 2),), seed=2)}  # v2: a third, unnamed action
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS, distractors=True)
+    opened = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "open"),
+                       "--thumbnails", "0")
+    assert opened.exit_code == 0, opened.output
+    assert "1 of 2 video(s) hold none of the named actions (presence below 0.5)" in opened.output
+    document = json.loads((tmp_path / "open" / "detections.json").read_text())
+    assert set(document["results"]) == {"v1"} and document["external_data"]["config"]["presence_threshold"] == 0.5
+    assert document["presence"]["v1"]["pole vault"] > 0.99 and max(document["presence"]["v2"].values()) < 0.5
+    assert (tmp_path / "open" / "presence.csv").read_text().splitlines()[0] == "video-id,label,presence"
+    assert '"threshold": 0.5' in (tmp_path / "open" / "index.html").read_text(encoding="utf-8")
+    closed = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "closed"),
+                       "--thumbnails", "0", "--closed-world")
+    assert closed.exit_code == 0, closed.output
+    document = json.loads((tmp_path / "closed" / "detections.json").read_text())
+    assert set(document["results"]) == {"v1", "v2"} and "presence" not in document
+    assert "presence_threshold" not in document["external_data"]["config"]
+    assert not (tmp_path / "closed" / "presence.csv").exists()
+    stricter = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "strict"),
+                         "--thumbnails", "0", "--presence-threshold", "1")
+    assert stricter.exit_code == 0, stricter.output
+    assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in stricter.output
+    (tmp_path / "strict.toml").write_text("presence_threshold = 1.0\n")  # a config file's threshold is kept
+    configured = _localize(str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "configured"),
+                           "--thumbnails", "0", "--config", str(tmp_path / "strict.toml"))
+    assert "2 of 2 video(s) hold none of the named actions (presence below 1)" in configured.output
+
+
+def test_a_cache_without_the_distractors_and_without_its_model_says_why_the_model_is_needed(tmp_path):
+    videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)}
+    cache = write_tiny_cache(tmp_path / "cache", videos, CLASSES, fps=FPS)  # the names, no distractor
+    result = _localize(str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "stage one: unknown model 'test-model'" in result.output
+    assert "distractor actions whose prompts the cache lacks; --closed-world needs none" in result.output
+    closed = _localize(str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"), "--closed-world")
+    assert closed.exit_code == 0, closed.output  # no prompt to encode, no model loaded
+
+
+def test_closed_world_and_a_presence_threshold_together_are_refused(tmp_path):
+    result = _localize(str(_cache(tmp_path)), "--actions", "pole vault", "--closed-world", "--presence-threshold",
+                       "0.5", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "--closed-world gives every video its most likely action" in result.output
+    assert not (tmp_path / "run").exists()

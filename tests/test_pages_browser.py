@@ -33,12 +33,13 @@ def chromium() -> str:
     return found
 
 
-def browse(chromium: str, page: Path, profile: Path, screenshot: Path) -> str:
-    """The page's DOM after its scripts ran, and a screenshot of it."""
+def browse(chromium: str, page: Path, profile: Path, screenshot: Path, fragment: str = "") -> str:
+    """The page's DOM after its scripts ran (opened at ``#fragment`` when given), and a screenshot of it."""
     common = [chromium, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
-    dom = subprocess.run([*common, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+    address = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+    dom = subprocess.run([*common, "--dump-dom", address], capture_output=True, text=True,
                          timeout=TIMEOUT_S, check=True).stdout
-    subprocess.run([*common, "--window-size=1100,1300", f"--screenshot={screenshot}", page.resolve().as_uri()],
+    subprocess.run([*common, "--window-size=1100,1300", f"--screenshot={screenshot}", address],
                    capture_output=True, timeout=TIMEOUT_S, check=True)
     return dom
 
@@ -51,7 +52,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_viewer_shows_every_video_and_detection_without_script_errors(chromium, tmp_path):
     videos = {f"v{i}": synthetic_features(120, actions=((20 + 5 * i, 70, i % 2),), seed=i) for i in range(3)}
-    cache = write_tiny_cache(tmp_path / "cache", videos, ["pole vault", "high <jump>"], fps=10.0)
+    cache = write_tiny_cache(tmp_path / "cache", videos, ["pole vault", "high <jump>"], fps=10.0, distractors=True)
     out = tmp_path / "run"
     result = CliRunner().invoke(localize_main, [str(cache), "--actions", "pole vault, high <jump>", "--out", str(out),
                                                 "--jobs", "1", "--no-progress"])
@@ -89,3 +90,44 @@ def test_a_script_error_in_the_viewer_is_recorded_in_the_page(chromium, tmp_path
     page = write_viewer(tmp_path / "index.html", [view], ["a"], "broken", [])
     root = re.search(r"<html[^>]*>", browse(chromium, page, tmp_path / "profile", tmp_path / "shot.png")).group(0)
     assert "data-errors=" in root and "toFixed" in root and "data-ready" not in root
+
+
+def _presence_page(tmp_path: Path) -> Path:
+    """Four videos, two actions, threshold 0.5: v-low holds neither, v-mid and v-high one each, v-both both."""
+    from t3al.localize.viewer import write_viewer
+
+    def view(video, presence, detections):
+        return {"id": video, "duration": 10.0, "source": None, "missing": "gone.mp4", "captions": [],
+                "detections": detections, "curves": [], "presence": presence}
+
+    views = [view("v-mid", [0.6, 0.1], [[1.0, 2.0, 0.3, 0, []]]), view("v-low", [0.2, 0.4], []),
+             view("v-high", [0.1, 0.9], [[3.0, 5.0, 0.45, 1, []]]),
+             view("v-both", [0.8, 0.7], [[1.0, 3.0, 0.8, 0, []]])]
+    return write_viewer(tmp_path / "index.html", views, ["pole vault", "high jump"], "open set", [], 0.5)
+
+
+def test_viewer_shows_each_videos_presences_and_says_when_none_passed(chromium, tmp_path):
+    dom = browse(chromium, _presence_page(tmp_path), tmp_path / "profile", tmp_path / "shot.png")
+    root = re.search(r"<html[^>]*>", dom).group(0)
+    assert 'data-ready="1"' in root and "data-errors" not in root
+    cards = re.findall(r'<section class="video" data-video="([^"]+)">(.*?)</section>', dom, re.S)
+    assert [video for video, _ in cards] == ["v-mid", "v-low", "v-high", "v-both"]  # run order by default
+    text = dict(cards)
+    assert "none of the named actions" in text["v-low"] and "none of the named actions" not in text["v-mid"]
+    assert re.findall(r'class="presence present" data-label="([^"]+)"', text["v-mid"]) == ["pole vault"]
+    assert "pole vault 0.600" in text["v-mid"] and "high jump 0.100" in text["v-mid"]
+    # the hover text of a detection gives the combined score and its two factors
+    assert "score 0.450 = presence 0.900 × segment 0.500" in text["v-high"]
+    assert 'id="open-set">' in dom  # the presence filter and sort are shown (not hidden) in an open-set run
+
+
+def test_viewer_sorts_and_filters_by_presence(chromium, tmp_path):
+    page = _presence_page(tmp_path)
+    order = lambda dom: re.findall(r'<section class="video" data-video="([^"]+)"', dom)  # noqa: E731
+    assert order(browse(chromium, page, tmp_path / "p1", tmp_path / "s1.png", "sort=presence")) == [
+        "v-high", "v-both", "v-mid", "v-low"]  # by each video's highest presence
+    assert order(browse(chromium, page, tmp_path / "p2", tmp_path / "s2.png", "sort=presence&action=0")) == [
+        "v-both", "v-mid"]  # the videos with pole vault, by its presence
+    assert order(browse(chromium, page, tmp_path / "p3", tmp_path / "s3.png", "presence=none")) == ["v-low"]
+    dom = browse(chromium, page, tmp_path / "p4", tmp_path / "s4.png", "presence=present")
+    assert order(dom) == ["v-mid", "v-high", "v-both"] and "(3 of 4 videos)" in dom

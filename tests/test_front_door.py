@@ -30,7 +30,7 @@ def _localize(models, folder: Path, *extra: str):
     return CliRunner().invoke(main, [str(folder), "--actions", "pole vault, high jump", "--model", COCA,
                                      "--pretrained", str(checkpoints[COCA]), "--model-config", str(model_folder),
                                      "--extract-device", "cpu", "--jobs", "1", "--no-progress", "--thumbnails", "0",
-                                     *extra])
+                                     "--closed-world", *extra])
 
 
 def test_two_folders_of_one_name_get_two_caches_and_other_files_are_skipped_with_a_note(models, clip, tmp_path,
@@ -95,7 +95,7 @@ def test_the_viewer_shows_a_score_axis_the_model_and_the_cached_caption_count(ch
     from test_pages_browser import browse
 
     features = synthetic_features(120, actions=((30, 70, 0),), seed=1)
-    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, ["pole vault", "high jump"])
+    cache = write_tiny_cache(tmp_path / "cache", {"v1": features}, ["pole vault", "high jump"], distractors=True)
     writer = CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
     writer.video_path("v1").unlink()
     frames = np.arange(0, 120, 2)  # 60 captions, in 3 runs of one text each
@@ -134,7 +134,7 @@ def test_more_labels_per_video_than_actions_is_said(tmp_path):
     from conftest import synthetic_features, write_tiny_cache
 
     cache = write_tiny_cache(tmp_path / "cache", {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)},
-                             ["pole vault", "high jump"])
+                             ["pole vault", "high jump"], distractors=True)
     result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--labels-per-video", "3",
                                        "--out", str(tmp_path / "run"), "--jobs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -146,7 +146,7 @@ def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):
     from conftest import synthetic_features, write_tiny_cache
 
     cache = write_tiny_cache(tmp_path / "cache", {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)},
-                             ["pole vault", "high jump"])
+                             ["pole vault", "high jump"], distractors=True)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -173,7 +173,8 @@ def test_two_runs_on_one_folder_extract_each_video_once(models, tmp_path):
     runs = [subprocess.Popen([sys.executable, "-c", code, str(folder), "--actions", "pole vault", "--cache",
                               str(tmp_path / "cache"), "--out", str(tmp_path / f"run{i}"), "--model", COCA,
                               "--pretrained", str(checkpoints[COCA]), "--model-config", str(model_folder),
-                              "--extract-device", "cpu", "--jobs", "1", "--no-progress", "--thumbnails", "0"],
+                              "--extract-device", "cpu", "--jobs", "1", "--no-progress", "--thumbnails", "0",
+                              "--closed-world"],
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) for i in range(2)]
     outputs = [run.communicate(timeout=300)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs

@@ -72,7 +72,7 @@ def test_a_stream_in_a_named_pipe_is_localized_while_it_plays(tmp_path):
         [([i["start"], i["end"]], i["label"], i["score"]) for i in final]
     assert (out / "index.html").is_file() and (tmp_path / "cache" / "videos" / "feed.h5").is_file()
     later = CliRunner().invoke(main, [str(tmp_path / "cache"), "--actions", ", ".join(manifest["classes"]),
-                                      "--videos", "feed", "--protocol", "online", "--no-suppression", "--out",
+                                      "--videos", "feed", "--protocol", "online", "--no-suppression", "--closed-world", "--out",
                                       str(tmp_path / "later"), "--thumbnails", "0", "--no-progress"])
     assert later.exit_code == 0, later.output  # the cached stream, localized offline later: the same detections
     assert json.loads((tmp_path / "later" / "detections.json").read_text())["results"]["feed"] == written

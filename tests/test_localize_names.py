@@ -27,7 +27,8 @@ HOSTILE = ["my clip", "clip#1", "100%25 done", "what?", "Sprung über Hürden �
 def _named_cache(root: Path, names: list[str]) -> Path:
     """A tiny cache whose videos are known by ``names`` (their ids made safe, as stage one makes them)."""
     features = {name: synthetic_features(120, actions=((30, 70, i % 2),), seed=i) for i, name in enumerate(names)}
-    cache = write_tiny_cache(root, {"first": features[names[0]]}, ["pole vault", "high jump"], fps=10.0)
+    cache = write_tiny_cache(root, {"first": features[names[0]]}, ["pole vault", "high jump"], fps=10.0,
+                             distractors=True)
     writer = CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
     writer.video_path("first").unlink()
     for name, frames in features.items():
@@ -43,7 +44,8 @@ def test_videos_of_any_name_are_localized_and_reported_under_their_own_names(tmp
     result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--out", str(out),
                                        "--jobs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert set(json.loads((out / "detections.json").read_text())["results"]) == set(HOSTILE)
+    document = json.loads((out / "detections.json").read_text())
+    assert set(document["results"]) == set(document["presence"]) == set(HOSTILE)
     from t3al.evaluate import Detections
     assert set(Detections.read(out / "detections.csv").video.tolist()) == set(HOSTILE)
     assert sorted(p.stem for p in (out / "curves").iterdir()) == sorted(safe_video_id(n) for n in HOSTILE)
@@ -51,7 +53,7 @@ def test_videos_of_any_name_are_localized_and_reported_under_their_own_names(tmp
     chosen = CliRunner().invoke(main, [str(cache), "--actions", "pole vault", "--videos", "my clip,what?",
                                        "--out", str(tmp_path / "two"), "--jobs", "1", "--no-progress"])
     assert chosen.exit_code == 0, chosen.output
-    assert set(json.loads((tmp_path / "two" / "detections.json").read_text())["results"]) == {"my clip", "what?"}
+    assert set(json.loads((tmp_path / "two" / "detections.json").read_text())["presence"]) == {"my clip", "what?"}
 
 
 def test_adapt_reports_a_video_under_the_manifests_key_when_that_is_the_cache_id_of_a_long_name(tmp_path):
@@ -94,7 +96,7 @@ def _localize_folder(models, folder, cache, *extra):
     return CliRunner().invoke(main, [str(folder), "--actions", "pole vault, high jump", "--cache", str(cache),
                                      "--model", COCA, "--pretrained", str(checkpoints[COCA]), "--model-config",
                                      str(model_folder), "--extract-device", "cpu", "--caption-fps", "1",
-                                     "--jobs", "1", "--no-progress", "--thumbnails", "1", *extra])
+                                     "--jobs", "1", "--no-progress", "--thumbnails", "1", "--closed-world", *extra])
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_score_json_on_a_read_only_file_system_is_one_line(scored, tmp_path, mon
 
 def test_a_viewer_that_cannot_be_written_is_one_line_and_keeps_the_earlier_run_and_page(tmp_path, monkeypatch):
     cache = write_tiny_cache(tmp_path / "cache", {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)},
-                             ["pole vault", "high jump"])
+                             ["pole vault", "high jump"], distractors=True)
     out = tmp_path / "run"
     args = [str(cache), "--actions", "pole vault, high jump", "--out", str(out), "--jobs", "1", "--no-progress"]
     assert CliRunner().invoke(localize_main, args).exit_code == 0

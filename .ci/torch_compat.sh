@@ -8,7 +8,7 @@
 #   e.g. bash .ci/torch_compat.sh 3.12:2.11.0:0.26.0
 #   default: every torch minor version in setup.cfg's bounds, Pythons 3.10 to 3.12 in turn
 #
-# PYTHON is a version (3.12 finds python3.12 on PATH, else the newest pyenv 3.12.x) or a path.
+# PYTHON is a version (3.12: python3.12 on PATH if it runs, else the newest pyenv 3.12.x) or a path.
 # VENVS=DIR keeps each venv in DIR/py<P>-torch<T> and reuses it; else each is temporary and removed.
 # Prints one line per version ("python 3.12.1 torch 2.11.0+cu130: 236 passed in 140 s, install 210 s")
 # and exits 1 when any version failed.
@@ -24,11 +24,13 @@ versions=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-find_python() {  # find_python 3.12|PATH: an interpreter of that version
-  case "$1" in
-    */*) echo "$1" ;;
-    *) command -v "python$1" || ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 ;;
-  esac
+find_python() {  # find_python 3.12|PATH: an interpreter of that version that runs
+  local candidate
+  case "$1" in */*) echo "$1"; return ;; esac
+  for candidate in $(command -v "python$1") \
+      $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/python 2>/dev/null | sort -V | tail -n 1); do
+    "$candidate" -c "" 2> /dev/null && { echo "$candidate"; return; }
+  done
 }
 
 pip_q() { "$@" -q --disable-pip-version-check 2>&1 | grep -v "is ignored: it is neither a file nor a directory"; }

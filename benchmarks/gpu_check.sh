@@ -42,7 +42,7 @@
 #   adapt_setting, setting_target   bench_adapt.py setting (a THUMOS14-sized 75:25 setting, batched on
 #                   the device, --jobs 4): target under 20 s
 #   adapt_sweep, sweep_target   bench_sweep.py, Table 5 + 6 on that cache: target under 120 s
-# Each stage stops at 290 s: a step gets what is left of it at most, and one that cannot run fails
+# Each stage stops at 330 s: a step gets what is left of it at most, and one that cannot run fails
 # (--smoke: four times each step's time, 900 s a stage).
 # Exit status: 0 when every step of the stage(s) passed, else 1 (see $OUT/<stage>.txt).
 set -uo pipefail
@@ -53,7 +53,7 @@ elif [ -x "$ROOT/.venv/bin/python" ]; then PY=$ROOT/.venv/bin/python
 else PY=python3
 fi
 OUT="${OUT:-$ROOT/runs/gpu_check}"
-STAGES="" SMOKE=0 CACHE="/tmp/t3al-gpu-check-cache" BUDGET=290
+STAGES="" SMOKE=0 CACHE="/tmp/t3al-gpu-check-cache" BUDGET=330
 usage="usage: $0 stage1|stage2|--smoke [--smoke] [--cache DIR]"
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -225,7 +225,7 @@ def is_bench_cache(path: str, videos: int = THUMOS_VIDEOS) -> bool:
     """Whether ``path`` already holds the first ``videos`` of the benchmark cache, all of them."""
     try:
         reader = CacheReader(path)
-        return reader.model_id() == BENCH_MODEL.key() and len(reader.video_ids()) == videos
+        return reader.model_id == BENCH_MODEL.key() and len(reader.video_ids()) == videos
     except CacheError:
         return False
 
@@ -238,7 +238,7 @@ def ensure_bench_cache(path: str, videos: int = THUMOS_VIDEOS) -> None:
         return
     if Path(path).exists() and any(Path(path).iterdir()):
         try:
-            partial = CacheReader(path).model_id() == BENCH_MODEL.key()
+            partial = CacheReader(path).model_id == BENCH_MODEL.key()
         except CacheError:
             partial = False
         if not partial:

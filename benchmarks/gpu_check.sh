@@ -9,7 +9,8 @@
 #   (stage1 --smoke and stage2 --smoke run one of them on the CPU)
 #
 # Python: $PYTHON, else the repository's .venv, else python3. Wheels in .whl/ are installed with
-# pip --target into a temporary folder put first on PYTHONPATH; t3al is imported from this checkout.
+# pip --target into a folder of /tmp put first on PYTHONPATH (reused by the next run while the same
+# wheels are carried); t3al is imported from this checkout.
 # What it leaves in $OUT (default runs/gpu_check), three files per stage, rewritten after every step:
 #   <stage>.txt      the summary: each step's command, the end of its output, its verdict
 #   <stage>.json     every step's figures, by step
@@ -32,8 +33,10 @@
 #                   cosine 0.999 of the CPU's
 #   adapt_world     t3al-adapt on that cache with --jobs 2 --device: worker processes sharing the device
 # stage2 steps:
-#   bench_cache     (in the background from the start) the 413-video THUMOS14-sized cache, ~7 GB, kept in
-#                   --cache DIR (default /tmp/t3al-gpu-check-cache) and reused by a later run
+#   bench_cache     (in the background) the 413-video THUMOS14-sized cache, ~7 GB, in --cache DIR (default
+#                   /tmp/t3al-gpu-check-cache; --smoke: 4 of its videos, /tmp/t3al-gpu-check-smoke-cache),
+#                   reused when whole: stage1 starts writing it, in a session of its own that outlives
+#                   stage1's command, and stage2 waits for that writer (flock) or writes it itself
 #   one_video       one THUMOS-sized video (N = 6,000, T = 60) adapted as a batch of one on the device,
 #                   wall seconds, beside the CPU's one-thread fast path
 #   adapt_batched, agreement   bench_adapt.py batched: 32 videos on every split, batched on the device
@@ -53,7 +56,7 @@ elif [ -x "$ROOT/.venv/bin/python" ]; then PY=$ROOT/.venv/bin/python
 else PY=python3
 fi
 OUT="${OUT:-$ROOT/runs/gpu_check}"
-STAGES="" SMOKE=0 CACHE="/tmp/t3al-gpu-check-cache" BUDGET=330
+STAGES="" SMOKE=0 CACHE="" BUDGET=330
 usage="usage: $0 stage1|stage2|--smoke [--smoke] [--cache DIR]"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,10 +73,11 @@ if [ -z "$STAGES" ]; then
 fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-# import t3al from this checkout wherever it lies (a venv's editable install may name another path)
-mkdir -p "$WORK/shim/t3al"
-for folder in cache adapt evaluate extract manifests demo localize; do ln -s "$ROOT/$folder" "$WORK/shim/t3al/$folder"; done
-export PYTHONPATH="$WORK/shim:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"  # site: the carried wheels, once installed
+[ -n "$CACHE" ] || CACHE=/tmp/t3al-gpu-check-$([ $SMOKE -eq 1 ] && echo smoke-)cache
+# The carried wheels and t3al (links to this checkout's folders: a venv's editable install may name
+# another path) in one folder first on PYTHONPATH, kept for this checkout's next run on the machine.
+SITE="${TMPDIR:-/tmp}/t3al-gpu-check-site-$(echo "$ROOT" | md5sum | cut -c1-8)"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ $SMOKE -eq 1 ]; then
   DEVICE=cpu PRECISION=fp32 HALF="" ARCH=t3al-demo-coca IMAGES=4 REFERENCE=2 EXACT=2 SEQ=10 FEATURES=4
@@ -129,26 +133,46 @@ finish() {
   wait "$BACKGROUND"
   report "$1" $?
 }
-install_wheels() {  # the carried wheels into a temporary folder first on PYTHONPATH
-  mkdir -p "$WORK/site"
-  compgen -G "$ROOT/.whl/*.whl" > /dev/null || { echo "no wheels in $ROOT/.whl: the installed packages alone"; return; }
-  "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$WORK/site" "$ROOT"/.whl/*.whl || return 1
-  echo "installed $(ls "$ROOT"/.whl/*.whl | wc -l) wheels from $ROOT/.whl into $WORK/site"
+install_site() {  # the carried wheels into $SITE (unless the same ones are there), then t3al as links
+  local wheels; wheels=$(compgen -G "$ROOT/.whl/*.whl" | sort)
+  if [ -z "$wheels" ]; then
+    echo "no wheels in $ROOT/.whl: the installed packages alone"
+  elif [ "$(cat "$SITE/.wheels" 2> /dev/null)" = "$wheels" ]; then
+    echo "the $(echo "$wheels" | wc -l) wheels of $ROOT/.whl are installed in $SITE already"
+  else
+    rm -rf "$SITE"
+    # shellcheck disable=SC2086  # one argument per wheel
+    "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$SITE" $wheels || return 1
+    echo "$wheels" > "$SITE/.wheels"
+    echo "installed $(echo "$wheels" | wc -l) wheels from $ROOT/.whl into $SITE"
+  fi
+  mkdir -p "$SITE/t3al"
+  for folder in cache adapt evaluate extract manifests demo localize; do ln -sfn "$ROOT/$folder" "$SITE/t3al/$folder"; done
+  # and its metadata, as an install leaves it: the results record t3al's version
+  local version; version=$(sed -n 's/^version *= *//p' "$ROOT/setup.cfg")
+  rm -rf "$SITE"/t3al-*.dist-info && mkdir "$SITE/t3al-$version.dist-info"
+  printf 'Metadata-Version: 2.1\nName: t3al\nVersion: %s\n' "$version" > "$SITE/t3al-$version.dist-info/METADATA"
 }
 machine() {  # environment, then the wheels and the imports: a stage's first steps
   step environment 60 "$PY" benchmarks/gpu_checks.py environment --device "$DEVICE" --json-out "$DIR/environment.json" \
     || return 1
-  if [ ! -d "$WORK/site" ]; then  # once: --smoke's second stage finds them installed
-    say "== wheels ($(date +%T)): pip install --no-index --no-deps --target $WORK/site .whl/*.whl"
-    install_wheels > "$DIR/wheels.txt" 2>&1
-    report wheels $? || return 1
-  fi
+  say "== wheels ($(date +%T)): pip install --no-index --no-deps --target $SITE .whl/*.whl"
+  install_site > "$DIR/wheels.txt" 2>&1
+  report wheels $? || return 1
   step imports 60 "$PY" benchmarks/gpu_checks.py imports --json-out "$DIR/imports.json"
+}
+LOCK=() && command -v flock > /dev/null && LOCK=(flock "$CACHE.lock")  # one writer of the cache at a time
+start_bench_cache() {  # stage2's cache, written while stage1 runs, by a process that outlives stage1's command
+  command -v setsid > /dev/null && [ ${#LOCK[@]} -gt 0 ] || return 0
+  say "== bench_cache ($(date +%T)): for stage2, written meanwhile into $CACHE in a session of its own (log $CACHE.log)"
+  # shellcheck disable=SC2086  # BENCH_CACHE is a list of options
+  setsid "${LOCK[@]}" "$PY" benchmarks/bench_adapt.py cache --cache "$CACHE" $BENCH_CACHE > "$CACHE.log" 2>&1 < /dev/null &
 }
 
 stage1() {
   machine || return 1
+  start_bench_cache
   command -v nvidia-smi > /dev/null && nvidia-smi > "$DIR/nvidia-smi.txt" 2>&1
   step captions_fp32 60 "$PY" benchmarks/bench_captions.py --arch "$ARCH" --device "$DEVICE" --precision fp32 \
     --images "$EXACT" --reference-images "$EXACT" --seq-len "$SEQ" --feature-batch "$FEATURES" --require-same \
@@ -177,7 +201,7 @@ generate_world(Path('$WORK/world'), seed=11, n_videos=3, n_classes=3, durations=
 
 stage2() {
   machine || return 1
-  background bench_cache 200 "$PY" benchmarks/bench_adapt.py cache --cache "$CACHE" $BENCH_CACHE
+  background bench_cache 240 "${LOCK[@]}" "$PY" benchmarks/bench_adapt.py cache --cache "$CACHE" $BENCH_CACHE
   step one_video 45 "$PY" benchmarks/bench_adapt.py one-video --device "$DEVICE" $ONE --json-out "$DIR/one_video.json"
   step adapt_batched 90 "$PY" benchmarks/bench_adapt.py batched --device "$DEVICE" --tmp "$WORK" $BATCHED \
     --min-agreement "$AGREEMENT"

@@ -23,7 +23,8 @@ AGREEMENT = re.compile(r"same segments and labels on (\d+) of (\d+) video-splits
 IMPORTS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "open_clip": "open_clip_torch",
            "ftfy": "ftfy", "ffmpeg": "ffmpeg-python", "imageio_ffmpeg": "imageio-ffmpeg", "h5py": "h5py",
            "sklearn": "scikit-learn", "joblib": "joblib", "click": "click", "tqdm": "tqdm", "matplotlib": "matplotlib",
-           "jinja2": "jinja2", "cv2": "opencv-python-headless", "transformers": "transformers"}
+           "jinja2": "jinja2", "cv2": "opencv-python-headless", "transformers": "transformers",
+           "t3al.extract": "t3al"}  # its folder: the checkout t3al is imported from
 TIMINGS = {"setting": re.compile(r"video-splits .* in ([\d.]+) s with --jobs"),
            "sweep": re.compile(r"video-rows in ([\d.]+) s wall")}
 
@@ -51,7 +52,7 @@ def environment(args: argparse.Namespace) -> bool:
 
 def imports(args: argparse.Namespace) -> bool:
     """Every package the checks import, its version and the folder it came from (the image's or the
-    carried wheels'), and where t3al itself is imported from; False when one is missing."""
+    carried wheels'; t3al's checkout); False when one is missing."""
     import importlib
     from importlib.metadata import PackageNotFoundError, version
 
@@ -62,11 +63,9 @@ def imports(args: argparse.Namespace) -> bool:
             figures[distribution] = {"version": version(distribution), "from": str(where.parent)}
         except (ImportError, PackageNotFoundError) as err:
             missing.append(f"{distribution} ({err})")
-    import t3al.extract
-    figures["t3al"] = {"from": str(Path(t3al.extract.__file__).resolve().parents[1])}
     _write(args.json_out, {"packages": figures, "missing": missing})
     for name, found in figures.items():
-        print(f"{name} {found.get('version', '')} from {found['from']}")
+        print(f"{name} {found['version']} from {found['from']}")
     if missing:
         print("MISSING: " + ", ".join(missing))
     return not missing

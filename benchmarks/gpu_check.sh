@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first GPU session's check: two commands of at most 5 minutes each on a fresh CUDA machine that has
+# The first GPU session's check: two commands of at most 5.5 minutes each on a fresh CUDA machine that has
 # torch but maybe not the rest of t3al's packages (benchmarks/gpu_wheels.sh downloads those as wheels
 # into .whl/, carried with the repository). Each step prints one verdict line.
 #
@@ -19,7 +19,8 @@
 # steps of both stages:
 #   environment     Python, torch, CUDA, the GPU, CPUs, load (torch alone is imported): fails at once,
 #                   and ends the stage, when CUDA is absent
-#   imports         installs the carried wheels, then every package the checks use, its version and folder
+#   wheels, imports the carried wheels installed (see above), then every package the checks use, its
+#                   version and folder; a missing one ends the stage
 # stage1 steps:
 #   captions_fp32   the project's caption generator == open_clip's generate, token for token, beam and
 #                   greedy, fp32 with TF32 off (bench_captions.py --require-same); else the first differing

@@ -64,6 +64,7 @@ for spec in "${versions[@]}"; do
   line="python $("$py" -c 'import platform; print(platform.python_version())') torch $after: ${counts:-no tests ran}"
   line="$line (tests $(($(date +%s) - start)) s, install $installed s)"
   [ "$rc" -eq 0 ] || { line="$line FAILED"; status=1; }
+  echo "== $line"
   summary+=("$line")
   [ -n "${VENVS:-}" ] || rm -rf "$venv"
 done

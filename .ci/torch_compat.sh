@@ -10,6 +10,8 @@
 #
 # PYTHON is a version (3.12: python3.12 on PATH if it runs, else the newest pyenv 3.12.x) or a path.
 # VENVS=DIR keeps each venv in DIR/py<P>-torch<T> and reuses it; else each is temporary and removed.
+# pip's own settings apply: a find-links folder holding another build of that torch (a +cpu wheel, say)
+# can be chosen over PyPI's, and then torchvision does not import (the version's line says so).
 # Prints one line per version ("python 3.12.1 torch 2.11.0+cu130: 236 passed in 140 s, install 210 s")
 # and exits 1 when any version failed.
 set -uo pipefail
@@ -49,6 +51,11 @@ for spec in "${versions[@]}"; do
   [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
   py="$venv/bin/python"
   pip_q "$py" -m pip install "torch==$torch" "torchvision==$vision"
+  if ! "$py" -c "import torchvision" > "$work/log" 2>&1; then  # e.g. a CPU torch beside a CUDA torchvision
+    tail -n 3 "$work/log"
+    summary+=("python $python torch $torch: FAILED, torchvision $vision does not import beside it"); status=1
+    continue
+  fi
   before=$("$py" -c "import torch; print(torch.__version__)")
   pip_q "$py" -m pip install -e '.[test]'
   after=$("$py" -c "import torch; print(torch.__version__)")

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 from t3al.manifests import read_text
 

@@ -9,7 +9,7 @@ with a ``name`` and any AdaptConfig fields, applied over the preset::
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +21,11 @@ from t3al.evaluate.report import format_table
 from t3al.manifests import read_text
 
 from .config import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 ROW_NAME = re.compile(r"^[\w .,=+()\-]+$")  # also a folder name, on any system: no / \ : and no leading dot
 SWEEP_KEYS = {"description", "preset", "rows"}

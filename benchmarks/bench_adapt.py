@@ -3,6 +3,8 @@
     python benchmarks/bench_adapt.py per-video  [--frames 6000 --steps 60 --repeat 5 --batch 8]
     python benchmarks/bench_adapt.py setting    [--jobs 2 --split 75_25 --cache DIR --device cuda]
     python benchmarks/bench_adapt.py batched    [--videos 32 --device cpu --jobs 1 --steps 60]
+    python benchmarks/bench_adapt.py one-video  [--device cuda --frames 6000 --steps 60 --repeat 5]
+    python benchmarks/bench_adapt.py cache      --cache DIR [--videos 413]
 
 ``per-video`` times one video on one core with CoCa-sized heads (Dv = Dt = E = 768), K = 4, the
 floor: the operations alone that any exact implementation must run, the named methods T3AL_0,
@@ -14,10 +16,16 @@ batched path there).
 of the setting video by video (``--jobs`` processes) and batched on ``--device``, and checks both
 give the same detections: the share of video-splits with the same segments and labels must reach
 ``--min-agreement`` (all of them on the CPU, 98 % on a GPU), else it exits 1.
+``one-video`` adapts one such video as a batch of one on ``--device`` (wall seconds after a
+warm-up, the device synchronised), beside the CPU's one-thread fast path on the same video.
+``cache`` writes the benchmark cache to ``--cache DIR`` (the first ``--videos`` of it) unless it is
+there whole, for ``setting`` and ``bench_sweep.py`` to reuse.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +34,7 @@ import numpy as np
 import torch
 
 from t3al.adapt.config import make_config
-from t3al.adapt.adapter import Problem, Projections, adapt_problems, make_optimizer
+from t3al.adapt.adapter import Problem, Projections, adapt_problems, batch_bytes, make_optimizer
 from t3al.adapt.localizer import T3AL
 from t3al.adapt.pipeline import run
 from t3al.adapt.runner import Plan, SplitWork, localize_splits, single_thread
@@ -36,6 +44,8 @@ from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, Mo
 
 WIDTH = 768
 N_CLASSES = 20
+THUMOS_VIDEOS = 413
+BENCH_MODEL = ModelIdentity("bench-768", "random")
 REPO = Path(__file__).resolve().parents[1]
 # Video-splits with the per-video path's segments and labels a batched run must reach: all of them
 # on the CPU (exact), 98 % on a GPU, whose kernels round differently (a flip at a cut changes samples).
@@ -139,13 +149,51 @@ def time_batched(config, video: VideoInput, head: Head, count: int, repeat: int)
     return min(times)
 
 
-def class_lean(head: Head, manifest, video_id: str, strength: float = 20.0) -> np.ndarray | None:
-    """A frame offset whose projection points at the video's most annotated class, so that, as
-    with a real model, a video tends to get the same pseudo-label in every split it is in."""
+def one_video(args: argparse.Namespace) -> None:
+    """One video of ``--frames`` frames and ``--steps`` steps adapted as a batch of one on ``--device``
+    (the adaptation and its V @ Pv, wall seconds, best of ``--repeat`` after a warm-up), beside the
+    CPU's fast path on the same video (one thread, CPU seconds)."""
+    rng = np.random.default_rng(0)
+    head = random_head(rng, [f"class{i}" for i in range(N_CLASSES)])
+    video = VideoInput.from_record(random_record(rng, "bench", args.frames))
+    config = make_config("thumos14", steps=args.steps)
+    device = torch.device(args.device)
+    params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
+                         head.logit_scale)
+    with torch.no_grad():
+        background = video.features.mean(dim=0) @ params.visual_proj
+    times = []
+    for _ in range(args.repeat + 1):  # the first run warms the device up (kernels, allocator) and is not counted
+        problem = Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+                          torch.Generator().manual_seed(0))
+        start = time.perf_counter()
+        adapt_problems(config, head, [problem], device, budget=batch_bytes(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    seconds = min(times[1:])
+    cpu = time_video(config, video, head, args.repeat)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"one video, N={args.frames} D=E={WIDTH} K={config.k} T={args.steps}: adapted as a batch of one on "
+          f"{args.device} ({name}) in {seconds:.3f} s wall (best of {args.repeat} after a warm-up of "
+          f"{times[0]:.2f} s); the whole localization on the CPU's fast path, one thread: {cpu:.3f} CPU-s")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"frames": args.frames, "steps": args.steps, "device": args.device,
+                                             "device_name": name, "seconds": seconds, "warm_up_seconds": times[0],
+                                             "cpu_fast_path_seconds": cpu}, indent=1))
+
+
+def annotated_class(manifest, video_id: str) -> str | None:
+    """The video's most annotated class (of a tie, the first annotated: a set's order would change
+    with each process's string hashing), None when it has no annotation."""
     labels = [a["label"] for a in manifest.annotations if a["video"] == video_id]
-    if not labels:
-        return None
-    text = head.prompt_features[head.class_names.index(max(set(labels), key=labels.count))] @ head.text_projection
+    return max(dict.fromkeys(labels), key=labels.count) if labels else None
+
+
+def class_lean(head: Head, label: str, strength: float = 20.0) -> np.ndarray:
+    """A frame offset whose projection points at ``label``, so that, as with a real model, a video
+    leaning toward its annotated class tends to get the same pseudo-label in every split it is in."""
+    text = head.prompt_features[head.class_names.index(label)] @ head.text_projection
     direction = np.linalg.solve(head.visual_proj.T.astype(np.float64), text.astype(np.float64))
     return strength * direction / np.linalg.norm(direction)
 
@@ -158,31 +206,52 @@ def write_thumos_sized_cache(root: str, limit: int | None = None) -> None:
     manifest = Manifest.load(manifest_path)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    writer = CacheWriter(root, CacheInfo(ModelIdentity("bench-768", "random"), feature_dtype="float16"))
+    writer = CacheWriter(root, CacheInfo(BENCH_MODEL, feature_dtype="float16"))
     head = random_head(rng, manifest.classes)
     writer.write_head(head)
     writer.attach_manifest(manifest_path)
     frames = rng.integers(1000, 15001, size=len(manifest.videos))
+    leans: dict[str, np.ndarray] = {}  # one solve per class rather than per video (0.5 s each on a loaded core)
     for video_id, n in list(zip(manifest.videos, frames))[:limit]:
-        writer.write_video(random_record(rng, video_id, int(n), lean=class_lean(head, manifest, video_id)))
+        label = annotated_class(manifest, video_id)
+        if label is not None and label not in leans:
+            leans[label] = class_lean(head, label)
+        writer.write_video(random_record(rng, video_id, int(n), lean=leans.get(label)))
     print(f"cache of {len(frames[:limit])} videos, mean N {frames[:limit].mean():.0f}, written in "
           f"{time.perf_counter() - start:.1f} s")
 
 
-def is_bench_cache(path: str) -> bool:
-    """Whether ``path`` already holds the 413-video benchmark cache."""
+def is_bench_cache(path: str, videos: int = THUMOS_VIDEOS) -> bool:
+    """Whether ``path`` already holds the first ``videos`` of the benchmark cache, all of them."""
     try:
-        return len(CacheReader(path).video_ids()) == 413
+        reader = CacheReader(path)
+        return reader.model_id == BENCH_MODEL.key() and len(reader.video_ids()) == videos
     except CacheError:
         return False
+
+
+def ensure_bench_cache(path: str, videos: int = THUMOS_VIDEOS) -> None:
+    """The first ``videos`` of the benchmark cache at ``path``: reused when there whole, else
+    written (a part left by a stopped run is written anew; any other folder is refused)."""
+    if is_bench_cache(path, videos):
+        print(f"cache of {videos} videos reused: {path}")
+        return
+    if Path(path).exists() and any(Path(path).iterdir()):
+        try:
+            partial = CacheReader(path).model_id == BENCH_MODEL.key()
+        except CacheError:
+            partial = False
+        if not partial:
+            raise SystemExit(f"{path} holds something else than the benchmark cache: choose another --cache")
+        shutil.rmtree(path)
+    write_thumos_sized_cache(path, videos)
 
 
 def with_bench_cache(args: argparse.Namespace, run) -> None:
     """``run(cache)`` on ``--cache DIR`` (written there first unless it already holds the
     benchmark cache, and kept), else on a temporary one."""
     if args.cache:
-        if not is_bench_cache(args.cache):
-            write_thumos_sized_cache(args.cache)
+        ensure_bench_cache(args.cache)
         run(args.cache)
         return
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -295,11 +364,24 @@ def main() -> None:
     many.add_argument("--tmp", default=None, help="folder for the temporary cache")
     many.add_argument("--min-agreement", type=float, help="fraction of video-splits that must agree (exit 1 below "
                       "it); default: 1 on the CPU, 0.98 on a GPU")
+    single = sub.add_parser("one-video")
+    single.add_argument("--device", default="cuda")
+    single.add_argument("--frames", type=int, default=6000)
+    single.add_argument("--steps", type=int, default=60)
+    single.add_argument("--repeat", type=int, default=5)
+    single.add_argument("--json-out", type=Path, help="the figures as JSON")
+    write = sub.add_parser("cache")
+    write.add_argument("--cache", required=True, help="where to write and keep it (reused when there whole)")
+    write.add_argument("--videos", type=int, default=THUMOS_VIDEOS, help="its first VIDEOS videos only")
     args = parser.parse_args()
     if args.command == "per-video":
         per_video(args)
     elif args.command == "batched":
         batched(args)
+    elif args.command == "one-video":
+        one_video(args)
+    elif args.command == "cache":
+        ensure_bench_cache(args.cache, args.videos)
     else:
         with_bench_cache(args, lambda cache: time_setting(cache, args))
 

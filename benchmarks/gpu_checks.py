@@ -2,6 +2,7 @@
 its check fails, so that the script's exit status is the checks' verdict.
 
     python benchmarks/gpu_checks.py environment --device cuda --json-out OUT/environment.json
+    python benchmarks/gpu_checks.py imports --json-out OUT/imports.json
     python benchmarks/gpu_checks.py features DEVICE_CACHE CPU_CACHE --precision fp16 --min-cosine 0.999
     python benchmarks/gpu_checks.py agreement bench_adapt_batched.txt --min-share 0.95
     python benchmarks/gpu_checks.py target bench_adapt_setting.txt --what setting --seconds 20
@@ -18,23 +19,26 @@ from pathlib import Path
 # What the stage-two benchmarks print, and the figure each check reads from it.
 AGREEMENT = re.compile(r"same segments and labels on (\d+) of (\d+) video-splits.*?largest score difference on "
                        r"those (\S+)")
+# What the checks import (module: distribution), from the image or from the carried wheels.
+IMPORTS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "open_clip": "open_clip_torch",
+           "ftfy": "ftfy", "ffmpeg": "ffmpeg-python", "imageio_ffmpeg": "imageio-ffmpeg", "h5py": "h5py",
+           "sklearn": "scikit-learn", "joblib": "joblib", "click": "click", "tqdm": "tqdm", "matplotlib": "matplotlib",
+           "jinja2": "jinja2", "cv2": "opencv-python-headless", "transformers": "transformers",
+           "t3al.extract": "t3al"}  # its folder: the checkout t3al is imported from
 TIMINGS = {"setting": re.compile(r"video-splits .* in ([\d.]+) s with --jobs"),
            "sweep": re.compile(r"video-rows in ([\d.]+) s wall")}
 
 
 def environment(args: argparse.Namespace) -> bool:
-    """Versions, the device and its name; False when CUDA is asked for and torch finds none (torch
-    alone is imported, so that the refusal comes at once)."""
-    from importlib.metadata import version
+    """The machine: Python, torch and its CUDA, the device's name, CPUs and load; False when CUDA is
+    asked for and torch finds none (torch alone is imported, so that the refusal comes at once)."""
+    import platform
 
     import torch
 
-    import t3al.extract
-
     cuda = torch.cuda.is_available()
-    figures = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "open_clip": version("open_clip_torch"),
-               "t3al": str(Path(t3al.extract.__file__).resolve().parents[1]), "cpus": os.cpu_count(), "cuda": cuda,
-               "device": args.device,
+    figures = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+               "cpus": os.cpu_count(), "cuda": cuda, "device": args.device,
                "device_name": torch.cuda.get_device_name(torch.device(args.device)) if cuda and args.device != "cpu"
                else "cpu", "load": os.getloadavg()[0]}
     _write(args.json_out, figures)
@@ -44,6 +48,27 @@ def environment(args: argparse.Namespace) -> bool:
               f"torch {torch.__version__} built for CUDA {torch.version.cuda})")
         return False
     return True
+
+
+def imports(args: argparse.Namespace) -> bool:
+    """Every package the checks import, its version and the folder it came from (the image's or the
+    carried wheels'; t3al's checkout); False when one is missing."""
+    import importlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    figures, missing = {}, []
+    for module, distribution in IMPORTS.items():
+        try:
+            where = Path(importlib.import_module(module).__file__).resolve().parent
+            figures[distribution] = {"version": version(distribution), "from": str(where.parent)}
+        except (ImportError, PackageNotFoundError) as err:
+            missing.append(f"{distribution} ({err})")
+    _write(args.json_out, {"packages": figures, "missing": missing})
+    for name, found in figures.items():
+        print(f"{name} {found['version']} from {found['from']}")
+    if missing:
+        print("MISSING: " + ", ".join(missing))
+    return not missing
 
 
 def features(args: argparse.Namespace) -> bool:
@@ -118,6 +143,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="check", required=True)
     env = sub.add_parser("environment")
     env.add_argument("--device", default="cuda")
+    found = sub.add_parser("imports")
     feats = sub.add_parser("features")
     feats.add_argument("cache", help="the cache extracted on the device")
     feats.add_argument("reference", help="the same videos extracted on the CPU")
@@ -130,10 +156,10 @@ def main() -> None:
     timing.add_argument("output", type=Path, help="what the benchmark printed")
     timing.add_argument("--what", choices=sorted(TIMINGS), required=True)
     timing.add_argument("--seconds", type=float, required=True)
-    for each in (env, feats, agree, timing):
+    for each in (env, found, feats, agree, timing):
         each.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    checks = {"environment": environment, "features": features, "agreement": agreement, "target": target}
+    checks = {"environment": environment, "imports": imports, "features": features, "agreement": agreement, "target": target}
     sys.exit(0 if checks[args.check](args) else 1)
 
 

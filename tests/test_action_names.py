@@ -42,7 +42,7 @@ def test_control_characters_and_invisible_names_are_refused(tmp_path, name, prob
 
 def test_comments_quotes_and_bad_names_through_the_command_line(tmp_path):
     videos = {"v1": synthetic_features(120, actions=((30, 70, 0),), seed=1)}
-    cache = write_tiny_cache(tmp_path / "cache", videos, ["pick up, put down", "run"])
+    cache = write_tiny_cache(tmp_path / "cache", videos, ["pick up, put down", "run"], distractors=True)
     (tmp_path / "names.txt").write_text("# comment\nrun\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [str(cache), "--actions", '"pick up, put down"', "--actions-file",

@@ -54,7 +54,8 @@ def test_comments_quotes_and_bad_names_through_the_command_line(tmp_path):
                                     str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "action name 'ju\\x00mp' holds a control character (U+0000)" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "bad").exists()
-    assert CacheReader(cache).head().class_names == ["pick up, put down", "run"]
+    stored = CacheReader(cache).head().class_names  # the two names, then the open set's distractors
+    assert stored[:2] == ["pick up, put down", "run"] and "# comment" not in stored and "ju\0mp" not in stored
 
 
 def test_names_whose_prompts_the_text_tower_would_cut_are_refused_before_stage_one_writes(models, tmp_path):

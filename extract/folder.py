@@ -55,7 +55,8 @@ class FolderExtraction:
 
     @property
     def failed(self) -> int:
-        return self.summary.failed
+        """How many videos failed (listed in the cache's failures.jsonl)."""
+        return len(self.summary.failed)
 
     def lines(self) -> list[str]:
         """The closing report, as t3al-extract prints it."""

@@ -84,15 +84,23 @@ class Localization:
         from t3al.adapt.output import external_data
         from t3al.adapt.vocabulary import vocabulary_record
 
-        self.table.write_json(path, external_data(vocabulary_record(self.spec)), self.presences)
+        self.table.write_json(_folder_for(path), external_data(vocabulary_record(self.spec)), self.presences)
 
     def write_csv(self, path: str | Path) -> None:
         """The detections as CSV (video, start, end, score, label), as the run folder's detections.csv."""
-        self.table.write_csv(path)
+        self.table.write_csv(_folder_for(path))
 
     def write_viewer(self, path: str | Path, thumbnails: int = 3) -> None:
         """The viewer page of this run (thumbnails: detections per video shown with frames)."""
-        _viewer(self.spec, self.folder, Path(path), Path(path).parent, thumbnails, str(self.spec.reader.root))
+        page = _folder_for(path)
+        _viewer(self.spec, self.folder, page, page.parent, thumbnails, str(self.spec.reader.root))
+
+
+def _folder_for(path: str | Path) -> Path:
+    """``path``, its folder made if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def default_cache(folder: Path) -> Path:

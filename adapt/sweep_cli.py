@@ -14,7 +14,7 @@ from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 from t3al.manifests import ManifestError
 
-from .cli import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
+from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .cluster import ClusterError
 from .config import AdaptConfig, ConfigError
 from .spec import build_spec, config_hash

@@ -2,25 +2,20 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
 import math
-import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError, check_writable
+from t3al.cache import CacheError
 
 from .defaults import CAPTION_DECODINGS, CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
+from .folder import (ExtractError, ExtractUsageError, add_prompts, check_cache_dir, class_names, extract_folder, load,
+                     log_to_stderr, terminated_cleanly)
 
-if TYPE_CHECKING:  # torch and open_clip load inside the commands, so --help answers at once
-    from .models import LoadedModel
-
-log = logging.getLogger("t3al.extract")
 CAPTION_LENGTHS = click.IntRange(6, 77)  # open_clip's beam search needs more than 5 tokens; 77: the text context
 
 
@@ -37,23 +32,6 @@ class FiniteFloat(click.FloatRange):
 
 
 POSITIVE = FiniteFloat(min=0, min_open=True)
-
-
-@contextlib.contextmanager
-def terminated_cleanly() -> Iterator[None]:
-    """SIGTERM (a cluster's time limit, ``kill``) ends the run as an exception, so that temporary
-    files are removed and ffmpeg processes stopped on the way out; the exit status is the shell's
-    for a signal, 143 (and 130 for Ctrl-C)."""
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise SystemExit(128 + signal.SIGINT) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class DefaultGroup(click.Group):
@@ -93,70 +71,24 @@ def model_options(func=None, *, from_cache: bool = False):
     return func
 
 
-def _load(model_name: str, pretrained: str, model_configs: tuple[str, ...], device: str, precision: str) -> LoadedModel:
-    from .models import ModelLoadError, load_model, register_model_configs
-
-    try:
-        register_model_configs(*model_configs)
-        return load_model(model_name, pretrained, device, precision)
-    except ModelLoadError as err:
-        raise click.ClickException(str(err)) from None
-
-
-def _check_cache_dir(cache_dir: Path) -> None:
-    from .provenance import check_cache_dir
-
-    try:
-        check_cache_dir(cache_dir)
-        check_writable(cache_dir)
-    except CacheError as err:
-        raise click.ClickException(str(err)) from None
-
-
 def _class_names(classes: str | None, class_file: str | None, manifest: str | None) -> list[str]:
     """Class names from --classes, --class-file and --manifest, in that order, without repeats."""
-    from t3al.manifests import Manifest, ManifestError, read_class_list
+    return class_names(classes.split(",") if classes else (), class_file, manifest)
 
-    names: list[str] = []
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Stage one's errors as the command line's: a usage error for wrong arguments, else one line."""
     try:
-        if classes:
-            names += [c.strip() for c in classes.split(",") if c.strip()]
-        if class_file:
-            names += read_class_list(class_file)
-        if manifest:
-            names += list(Manifest.load(manifest).classes)
-    except ManifestError as err:
+        yield
+    except ExtractUsageError as err:
+        if err.option:
+            raise click.BadParameter(str(err), param_hint=err.option) from None
+        raise click.UsageError(str(err)) from None
+    except ExtractError as err:
+        if err.note:
+            click.echo(err.note, err=True)
         raise click.ClickException(str(err)) from None
-    return list(dict.fromkeys(names))
-
-
-def _check_prompt_lengths(loaded: LoadedModel, class_names: list[str], template: str) -> None:
-    """Refuse class names whose prompt the text tower would cut (two such names could get one
-    feature): tokens are counted with the model's own tokenizer."""
-    from .models import class_prompt, prompt_tokens
-
-    limit = loaded.tokenizer.context_length
-    counts = prompt_tokens(loaded, [class_prompt(name, template) for name in class_names])
-    long = [(name, count) for name, count in zip(class_names, counts) if count > limit]
-    if long:
-        name, count = long[0]
-        more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
-        raise click.ClickException(f"class name {name[:60]!r}{'...' if len(name) > 60 else ''}: its prompt is "
-                                   f"{count} tokens and the text tower reads {limit}; shorten it{more}")
-
-
-def _ensure_prompts(writer: CacheWriter, loaded: LoadedModel, class_names: list[str]) -> None:
-    """Write the head when the cache has none; add prompts of classes it lacks."""
-    from .models import class_prompt, encode_texts, model_head
-
-    reader = CacheReader(writer.root)
-    if not (writer.root / "head.h5").is_file():
-        writer.write_head(model_head(loaded, class_names, writer.info.prompt_template))
-        return
-    missing = [name for name in class_names if name not in reader.head().class_names]
-    if missing:
-        prompts = [class_prompt(name, writer.info.prompt_template) for name in missing]
-        writer.add_prompts(missing, prompts, encode_texts(loaded, prompts))
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,8 +103,7 @@ def main() -> None:
 
     Without internet, give weights with --pretrained /path/to/checkpoint.
     """
-    logging.basicConfig(level=logging.WARNING, format="t3al-extract: %(message)s", stream=sys.stderr)
-    log.setLevel(logging.INFO)
+    log_to_stderr()
 
 
 @main.command("run", short_help="Extract a folder of videos into a cache (the default command).")
@@ -214,61 +145,19 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
         feature_dtype: str, only_videos: bool,
         shard: str, manifest: str | None, classes: str | None, class_file: str | None) -> None:
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
-    from .captions import CaptionError
-    from .extractor import DeviceFault, Extractor, Settings
-    from .failures import Summary, fail
-    from .listing import in_shard, list_videos, parse_shard
-    from .pipeline import run_folder
-    from .provenance import cache_info, open_cache
-
-    if not videos_dir.is_dir():
-        raise click.ClickException(f"{videos_dir}: no such folder")
-    try:
-        shard_spec = parse_shard(shard)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--shard") from None
-    videos, refused = list_videos(videos_dir, only_videos)
-    if not videos and not refused:
-        raise click.ClickException(f"{videos_dir}: no files to extract")
-    names = _class_names(classes, class_file, manifest)
-    _check_cache_dir(cache_dir)
-    loaded = _load(model_name, pretrained, model_configs, device, precision)
-    settings = Settings(batch_size=batch_size, fps=fps, caption_fps=caption_fps, caption_length=caption_length,
-                        caption_batch_size=caption_batch_size, caption_decoding=caption_decoding, preprocess=preprocess,
-                        on_decode_error=on_decode_error)
-    try:
-        extractor = Extractor(loaded, settings)
-        wanted = cache_info(loaded, settings, feature_dtype)
-    except CaptionError as err:
-        raise click.ClickException(f"--caption-length/--caption-decoding: {err}") from None
-    _check_prompt_lengths(loaded, names, wanted.prompt_template)
-    try:
-        writer = open_cache(cache_dir, wanted)
-        if manifest:
-            writer.attach_manifest(manifest)
-        _ensure_prompts(writer, loaded, names)
-    except CacheError as err:
-        raise click.ClickException(str(err)) from None
-    summary = Summary()
-    for video_id, path, reason in refused:
-        if in_shard(video_id, shard_spec):
-            fail(writer, summary, video_id, path, reason)
-    mine = [v for v in videos if in_shard(v.video_id, shard_spec)]
-    entries = len(mine) + sum(in_shard(video_id, shard_spec) for video_id, _, _ in refused)
-    if not loaded.can_caption and caption_fps > 0:
-        log.info("%s has no caption decoder: no captions", model_name)
-    with logging_redirect_tqdm(), terminated_cleanly():
-        try:
-            run_folder(mine, writer, extractor, summary)
-        except DiskFullError as err:
-            click.echo(f"t3al-extract: {summary.line()} before the disk filled up", err=True)
-            raise click.ClickException(str(err)) from None
-        except DeviceFault as err:  # one line: every later video would fail the same way
-            raise click.ClickException(f"device fault: {err} ({summary.line()} before it)") from None
-    click.echo(f"t3al-extract: {summary.line()} (shard {shard}: {entries} of the folder's {len(videos) + len(refused)} "
-               f"entries) -> {cache_dir}", err=True)
-    if summary.failed:
-        click.echo(f"t3al-extract: failures listed in {cache_dir / 'failures.jsonl'}", err=True)
+    with reported():
+        names = _class_names(classes, None, None)
+        with terminated_cleanly():
+            done = extract_folder(
+                videos_dir, cache_dir, model=model_name, pretrained=pretrained, model_configs=model_configs,
+                device=device, precision=precision, batch_size=batch_size, fps=fps, caption_fps=caption_fps,
+                caption_batch_size=caption_batch_size, caption_length=caption_length,
+                caption_decoding=caption_decoding, on_decode_error=on_decode_error, preprocess=preprocess,
+                feature_dtype=feature_dtype, only_videos=only_videos, shard=shard, manifest=manifest, classes=names,
+                class_file=class_file)
+    for line in done.lines():
+        click.echo(line, err=True)
+    if done.failed:
         sys.exit(1)
 
 
@@ -285,28 +174,10 @@ def prompts(cache_dir: Path, model_name: str, pretrained: str, model_configs: tu
     The model must be the cache's own (same name and tag, or the same checkpoint file), and so must
     the precision (--precision auto takes the one the cache records).
     """
-    from .models import class_prompt, encode_texts
-    from .provenance import precision_mismatch
-
-    names = _class_names(classes, class_file, manifest)
-    if not names:
-        raise click.UsageError("give classes with --classes, --class-file or --manifest")
-    try:
-        info = CacheReader(cache_dir).info
-        if pretrained is None and not info.model.pretrained:
-            raise click.UsageError(f"{cache_dir} was made from a checkpoint file: give it with --pretrained")
-        recorded = info.preprocess.get("precision")
-        loaded = _load(model_name or info.model.name, pretrained or info.model.pretrained, model_configs,
-                       device, recorded if precision == "auto" and recorded else precision)
-        mismatch = precision_mismatch(info, loaded)
-        if mismatch:
-            raise click.ClickException(f"{cache_dir}: {mismatch}")
-        _check_prompt_lengths(loaded, names, info.prompt_template)
-        writer = CacheWriter(cache_dir, dataclasses.replace(info, model=loaded.identity))
-        texts = [class_prompt(name, writer.info.prompt_template) for name in names]
-        head = writer.add_prompts(names, texts, encode_texts(loaded, texts))
-    except CacheError as err:
-        raise click.ClickException(str(err)) from None
+    with reported():
+        names = _class_names(classes, class_file, manifest)
+        head = add_prompts(cache_dir, names, model=model_name, pretrained=pretrained, model_configs=model_configs,
+                           device=device, precision=precision)
     click.echo(f"t3al-extract: {len(names)} prompts written; {cache_dir} now has {len(head.prompts)}", err=True)
 
 
@@ -337,9 +208,10 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
     """
     from .importer import import_published
 
-    _check_cache_dir(cache_dir)
-    loaded = _load(model_name, pretrained, model_configs, device, precision)
-    names = _class_names(classes, None, manifest)
+    with reported():
+        check_cache_dir(cache_dir)
+        loaded = load(model_name, pretrained, model_configs, device, precision)
+        names = _class_names(classes, None, manifest)
     with logging_redirect_tqdm():
         try:
             summary = import_published(features_dir, cache_dir, loaded, names, captions_dir=captions_dir,

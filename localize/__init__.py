@@ -1,7 +1,10 @@
-"""The practitioner's front door: ``t3al-localize VIDEOS_OR_CACHE --actions "a, b"``.
+"""The practitioner's front door: ``localize(videos_or_cache, actions)`` and ``t3al-localize``.
 
-Stage one where needed (``t3al-extract`` into a cache), the action names as prompts, stage two on
-every cached video with that vocabulary (``t3al.adapt.vocabulary``, no ground truth), detections in
-the ActivityNet results format and a viewer page. It lives outside ``adapt/`` because it runs stage
-one, and ``adapt/`` never imports open_clip.
+Stage one where needed (``t3al.extract.extract_folder`` into a cache), the action names as
+prompts, stage two on every cached video with that vocabulary (``t3al.adapt.vocabulary``, no
+ground truth), detections in the ActivityNet results format and a viewer page. It lives outside
+``adapt/`` because it runs stage one, and ``adapt/`` never imports open_clip.
 """
+from .localization import Detection, Localization, LocalizeError, LocalizeUsageError, StageError, localize
+
+__all__ = ["Detection", "Localization", "LocalizeError", "LocalizeUsageError", "StageError", "localize"]

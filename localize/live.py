@@ -26,10 +26,10 @@ from t3al.adapt.runner import video_seed
 from t3al.adapt.spec import resolve_configs
 from t3al.adapt.vocabulary import VocabularySpec, vocabulary_record
 from t3al.cache import CacheError, CacheReader, CacheWriter
-from t3al.extract.cli import _ensure_prompts, _load
 from t3al.extract.decode import DecodeError, FrameGeometry
 from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from t3al.extract.extractor import Extractor, Settings
+from t3al.extract.folder import ExtractError, ensure_prompts, load
 from t3al.extract.live import LiveDecoder, LiveVideo
 from t3al.extract.provenance import cache_info, open_cache
 
@@ -144,13 +144,13 @@ def localize_live(source: str, names: list[str], cache: Path, out: Path | None, 
     """The whole ``--live`` command: model, cache and prompts, the folder checked, then ``run_live``
     with a progress line in stream time; returns the run and its folder."""
     configs = resolve_configs(preset, config_file, {**options, "protocol": "online"}, seed=seed)
-    loaded = _load(model_name or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, model_configs, extract_device, "auto")
+    loaded = load(model_name or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, model_configs, extract_device, "auto")
     settings = Settings(caption_fps=Settings.caption_fps if caption_fps is None else caption_fps)
     if next(iter(configs.values())).suppression and not (settings.caption_fps > 0 and loaded.can_caption):
         raise ConfigError("suppression needs captions, and this stream gets none (--caption-fps 0, or a model without "
                           "a caption decoder): pass --no-suppression", "suppression")
     writer = open_cache(cache, cache_info(loaded, settings, "float16"))
-    _ensure_prompts(writer, loaded, names)
+    ensure_prompts(writer, loaded, names)
     reader = CacheReader(cache)
     video_id = live_video_id(source)
     if video_id in reader and not overwrite:
@@ -189,7 +189,7 @@ def live_main(live: str | None, source: Path | None, names: list[str], cache_dir
                                     config_file=config_file, seed=seed, model_name=model_name, pretrained=pretrained,
                                     model_configs=model_configs, extract_device=extract_device,
                                     caption_fps=caption_fps, overwrite=overwrite, progress=progress)
-    except (CacheError, ConfigError, OutputError, DecodeError) as err:
+    except (CacheError, ConfigError, OutputError, DecodeError, ExtractError) as err:
         raise click.ClickException(str(err)) from None
     reader = CacheReader(cache_dir)
     page = write_viewer(folder / "index.html", collect_views(folder, reader, names, [run.video_id], 0), names,

@@ -535,7 +535,7 @@ def test_a_250_character_file_name_is_cached_under_a_short_id_keeping_its_name(m
 
 def test_a_read_only_cache_is_one_line_before_the_model_loads(models, good_videos, tmp_path, monkeypatch):
     from t3al.cache import store
-    from t3al.extract import cli
+    from t3al.extract import folder
 
     assert _extract(models, good_videos, tmp_path / "cache", "--caption-fps", "0").exit_code == 0
 
@@ -546,7 +546,7 @@ def test_a_read_only_cache_is_one_line_before_the_model_loads(models, good_video
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(store, "_write_new", read_only)
-    monkeypatch.setattr(cli, "_load", no_model)
+    monkeypatch.setattr(folder, "load", no_model)
     for cache in (tmp_path / "cache", tmp_path / "new" / "cache"):
         result = _extract(models, good_videos, cache, "--caption-fps", "0")
         folder = cache if cache.exists() else tmp_path

@@ -24,6 +24,37 @@ def _imports(folder: str) -> set[str]:
     return names
 
 
+def _t3al_modules(folder: str) -> set[str]:
+    """The t3al modules that the files of ``folder`` import, relative imports resolved
+    (``from .cli import x`` in adapt/ is t3al.adapt.cli, ``from t3al.adapt import cli`` too)."""
+    names: set[str] = set()
+    for path in (REPO / folder).rglob("*.py"):
+        package = ["t3al", *path.relative_to(REPO).parent.parts]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] if node.level else [])
+                module = ".".join(part for part in (base, node.module or "") if part)
+                names.add(module)
+                names.update(f"{module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name == "t3al" or name.startswith("t3al.")}
+
+
+def test_stage_two_never_imports_the_front_door():
+    assert not {m for m in _t3al_modules("adapt") if m.startswith("t3al.localize")}
+
+
+def test_the_front_door_imports_no_other_command_line():
+    """localize/ calls the Python functions of stages one and two, never their command modules."""
+    assert not _t3al_modules("localize") & {"t3al.adapt.cli", "t3al.adapt.sweep_cli", "t3al.extract.cli"}
+
+
+def test_the_module_walk_sees_relative_and_absolute_imports():
+    assert {"t3al.adapt.options", "t3al.adapt.spec"} <= _t3al_modules("adapt")
+    assert "t3al.extract.folder" in _t3al_modules("localize")
+
+
 def test_stage_two_never_imports_open_clip():
     assert "open_clip" not in _imports("adapt")
 

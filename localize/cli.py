@@ -46,7 +46,7 @@ __all__ = ["default_cache", "main"]
 @click.option("--extract-device", default="auto", show_default=True, help="Stage one's device (auto, cpu, cuda:N).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=FPS, show_default=True,
               help="Stage one: frames per second sampled for features (a CPU's main cost with --caption-fps; "
-                   "t3al-extract's default, every frame, is for GPUs).")
+                   "t3al-extract's default, every frame, is for GPUs; --live reads every frame).")
 @click.option("--caption-fps", type=click.FloatRange(min=0), default=CAPTION_FPS, show_default=True,
               help="Stage one: captions per second (t3al-extract's default: 10); 0: none, with --no-suppression.")
 @click.option("--closed-world", is_flag=True,

@@ -96,11 +96,13 @@ def _presence_page(tmp_path: Path) -> Path:
     """Four videos, two actions, threshold 0.5: v-low holds neither, v-mid and v-high one each, v-both both."""
     from t3al.localize.viewer import write_viewer
 
-    def view(video, presence, detections):
+    def view(video, presence, detections, curves=()):
         return {"id": video, "duration": 10.0, "source": None, "missing": "gone.mp4", "captions": [],
-                "detections": detections, "curves": [], "presence": presence}
+                "detections": detections, "curves": list(curves), "presence": presence}
 
-    views = [view("v-mid", [0.6, 0.1], [[1.0, 2.0, 0.3, 0, []]]), view("v-low", [0.2, 0.4], []),
+    rising = [0.0, 5.0, 10.0], [0.1, 0.9, 0.2]
+    views = [view("v-mid", [0.6, 0.1], [[1.0, 2.0, 0.3, 0, []]], [[0, *rising]]),
+             view("v-low", [0.2, 0.4], [], [[1, *rising]]),
              view("v-high", [0.1, 0.9], [[3.0, 5.0, 0.45, 1, []]]),
              view("v-both", [0.8, 0.7], [[1.0, 3.0, 0.8, 0, []]])]
     return write_viewer(tmp_path / "index.html", views, ["pole vault", "high jump"], "open set", [], 0.5)
@@ -118,6 +120,10 @@ def test_viewer_shows_each_videos_presences_and_says_when_none_passed(chromium, 
     assert "pole vault 0.600" in text["v-mid"] and "high jump 0.100" in text["v-mid"]
     # the hover text of a detection gives the combined score and its two factors
     assert "score 0.450 = presence 0.900 × segment 0.500" in text["v-high"]
+    # the curve of an action that is not present is drawn faint and says why it has no detections
+    assert re.findall(r'<polyline[^>]*class="absent"[^>]*>', text["v-low"])
+    assert "(not present: no detections)" in text["v-low"]
+    assert 'class="absent"' not in text["v-mid"] and "pole vault: frame score</title>" in text["v-mid"]
     assert 'id="open-set">' in dom  # the presence filter and sort are shown (not hidden) in an open-set run
 
 

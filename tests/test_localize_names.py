@@ -151,8 +151,10 @@ function note(id, state) {
   var item = log.appendChild(document.createElement("li"));
   item.setAttribute("data-video", id); item.setAttribute("data-state", state);
 }
-document.getElementById("viewer").addEventListener("load", function () {
-  this.contentDocument.querySelectorAll("section.video").forEach(function (section) {
+function start() {  // once the viewer has drawn its page (data-ready), however early its frame loaded
+  var page = document.getElementById("viewer").contentDocument;
+  if (!page || page.documentElement.getAttribute("data-ready") !== "1") { setTimeout(start, 50); return; }
+  page.querySelectorAll("section.video").forEach(function (section) {
     var id = section.getAttribute("data-video"), player = section.querySelector("video");
     var bar = section.querySelector(".detection"), done = false;
     function once(state) { if (!done) { done = true; note(id, state); } }
@@ -161,7 +163,8 @@ document.getElementById("viewer").addEventListener("load", function () {
     player.addEventListener("error", function () { once("error " + player.error.code); });
     bar.dispatchEvent(new MouseEvent("click", {bubbles: true}));
   });
-});
+}
+start();
 </script></body></html>
 """
 

@@ -31,6 +31,11 @@ class Emission:
     score: float
     emitted_at: float
 
+    def row(self, video_id: str, classes: Sequence[str]) -> dict:
+        """The detection as a record: video, label, start, end, score, emitted_at."""
+        return {"video": video_id, "label": classes[self.label], "start": float(self.start), "end": float(self.end),
+                "score": float(self.score), "emitted_at": float(self.emitted_at)}
+
 
 class _Growing:
     """Rows appended as they arrive, stored in a buffer that doubles when full (no copy per chunk)."""
@@ -231,8 +236,7 @@ def localize_online_chunk(cache: str, video_ids: list[str], splits: list[list[tu
 def emission_rows(results: Sequence[VideoResult], classes: list[str]) -> list[dict]:
     """Every emitted detection as a record (video, label, start, end, score, emitted_at), in the
     order each video's stream emitted them."""
-    return [{"video": r.video_id, "label": classes[label], "start": float(r.timestamps[first]),
-             "end": float(r.timestamps[last]), "score": float(score), "emitted_at": float(at)}
+    return [Emission(first, last, r.timestamps[first], r.timestamps[last], label, score, at).row(r.video_id, classes)
             for r in results for (first, last), label, score, at in zip(r.segments, r.labels, r.scores, r.emitted)]
 
 

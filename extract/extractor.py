@@ -131,7 +131,7 @@ class VideoAccumulator:
             name=self.video.name,
             features=np.concatenate(self.features),
             timestamps=timestamps,
-            fps=fps if math.isfinite(fps) and fps > 0 else _rate_from(timestamps),
+            fps=fps if math.isfinite(fps) and fps > 0 else rate_from(timestamps),
             caption_frames=np.array(self.caption_frames, dtype=np.int64),
             caption_texts=texts,
             caption_features=encode_texts(self.extractor.loaded, texts) if texts else np.zeros((0, 0)),
@@ -219,7 +219,8 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _rate_from(timestamps: np.ndarray) -> float:
-    """Frame rate from presentation times, when the container states none."""
+def rate_from(timestamps: np.ndarray, fallback: float = 1.0) -> float:
+    """Frame rate from presentation times, when the container states none (``fallback`` when the
+    times span nothing)."""
     span = float(timestamps[-1] - timestamps[0]) if len(timestamps) > 1 else 0.0
-    return (len(timestamps) - 1) / span if span > 0 else 1.0
+    return (len(timestamps) - 1) / span if span > 0 else fallback

@@ -2,7 +2,6 @@
 rtsp://, http://) and the frames are encoded, and captioned at the chosen rate, as they arrive."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -12,7 +11,7 @@ import torch
 from t3al.cache import VideoRecord
 
 from .decode import DecodeError, FrameGeometry, FrameStream, _last_error, _timestamps, ffmpeg_binary
-from .extractor import Extractor, caption_rows
+from .extractor import Extractor, caption_rows, rate_from
 from .models import encode_frames, encode_texts
 
 FALLBACK_FPS = 30.0  # a frame's time when ffmpeg reports none (showinfo gives every frame's in practice)
@@ -102,12 +101,11 @@ class LiveVideo:
         """Everything received so far as the cache's record of the video."""
         times = np.concatenate([p.timestamps for p in self.pieces])
         captions = [p.caption_features for p in self.pieces if len(p.caption_texts)]
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else math.nan
         return VideoRecord(
             video_id=video_id,
             features=np.concatenate([p.features for p in self.pieces]),
             timestamps=times,
-            fps=self.extractor.settings.fps or (rate if math.isfinite(rate) else FALLBACK_FPS),
+            fps=self.extractor.settings.fps or rate_from(times, FALLBACK_FPS),
             caption_frames=np.concatenate([p.caption_frames for p in self.pieces]),
             caption_texts=[t for p in self.pieces for t in p.caption_texts],
             caption_features=np.concatenate(captions) if captions else np.zeros((0, 0), dtype=np.float32),

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from t3al.adapt.config import DEFAULT_PRESET, AdaptConfig, ConfigError
-from t3al.adapt.online import OnlineT3AL, emission_rows
+from t3al.adapt.online import Emission, OnlineT3AL
 from t3al.adapt.output import OutputError, claimed, what_it_replaces
 from t3al.adapt.pipeline import split_detections
 from t3al.adapt.runner import video_seed
@@ -102,10 +102,9 @@ def run_live(source: str, decoder: LiveDecoder, video: LiveVideo, writer: CacheW
     folder.mkdir(parents=True, exist_ok=True)
     started, checkpoint, newest = time.perf_counter(), CHECKPOINT_S, 0.0
     with open(folder / JSONL, "w", encoding="utf-8") as lines, stopping_on_signals(decoder.process.terminate) as got:
-        def emit(emissions) -> None:
-            result = stream.result()
-            for row in emission_rows([result], classes)[len(result.segments) - len(emissions):]:
-                lines.write(json.dumps(row) + "\n")
+        def emit(emissions: list[Emission]) -> None:
+            for emission in emissions:
+                lines.write(json.dumps(emission.row(video_id, classes)) + "\n")
                 lines.flush()
 
         for frames, times in decoder.pieces(config.chunk):

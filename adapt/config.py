@@ -15,6 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the tomli package
     import tomli as tomllib
 
+from t3al.cache import T3alError
 from t3al.manifests import read_text
 
 PARAMETERS = ("visual", "text", "scale")
@@ -30,7 +31,7 @@ NAMED_METHODS = tuple(_toml_names("t3al.adapt.methods"))  # settings over a pres
 METHODS = ("t3al", "naive", *NAMED_METHODS)
 UNPUBLISHED = {"adazad": "AdaZAD's optimiser settings and step count are unpublished; these results use "
                          "T3AL's preset values."}  # printed, and kept in results.json, with these methods' results
-class ConfigError(ValueError):
+class ConfigError(T3alError, ValueError):
     """An invalid stage-two setting: the message names the setting (``setting``) and its value."""
 
     def __init__(self, message: str, setting: str | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
 
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 from t3al.cache.files import process_alive
 from t3al.evaluate import Detections
 from t3al.evaluate.presence import write_presence_csv
@@ -34,7 +34,7 @@ RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's 
 _NAME_ROOM = 100  # characters of the folder's name kept in its lock and temporary names
 
 
-class OutputError(ValueError):
+class OutputError(T3alError, ValueError):
     """An output folder that cannot take this run's results: another run's, in use, or not writable."""
 
 

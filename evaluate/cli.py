@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from t3al.cache import write_atomically, write_problem
-from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
+from t3al.cache import T3alError, write_atomically, write_problem
+from t3al.manifests import TIOU_SETS, Manifest, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
 from .presence import presence_quality, read_presences, video_flags
@@ -319,13 +319,13 @@ def _write_output(path: Path, text: str, overwrite: bool) -> None:
 
 
 class _errors:
-    """Turn input errors into a one-line message and exit status 1 (no traceback)."""
+    """Turn the project's errors (``T3alError``) into a one-line message and exit status 1 (no traceback)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if isinstance(error, (EvaluationError, ManifestError)):
+        if isinstance(error, T3alError):
             click.echo(f"t3al-evaluate: error: {error}", err=True)
             sys.exit(1)
         return False

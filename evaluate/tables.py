@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 from t3al.manifests import read_text
 
 DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
@@ -24,7 +24,7 @@ GROUND_TRUTH_COLUMNS = ("video-id", "t-start", "t-end", "label")
 ACTIVITYNET_VERSION = "VERSION 1.3"  # the results format of the ActivityNet detection toolkit
 
 
-class EvaluationError(ValueError):
+class EvaluationError(T3alError, ValueError):
     """Malformed detections, ground truth or class lists (the message names file, row or video)."""
 
 

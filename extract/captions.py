@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t3al.cache import T3alError
+
 from .decoding import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
 
 SOT, EOT = 49406, 49407
@@ -30,7 +32,7 @@ HALF = (torch.float16, torch.bfloat16)
 GENERATOR = "t3al incremental CoCa decoder (tokens of open_clip CoCa.generate)"
 
 
-class CaptionError(ValueError):
+class CaptionError(T3alError, ValueError):
     """A model or setting the generator cannot caption with; the message says which."""
 
 

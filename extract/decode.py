@@ -23,6 +23,8 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
+from t3al.cache import T3alError
+
 PREPROCESS_MODES = ("model", "t3al-public")
 _NTSC_RATES = {23.98: 24000 / 1001, 29.97: 30000 / 1001, 47.95: 48000 / 1001,
                59.94: 60000 / 1001, 119.88: 120000 / 1001}
@@ -43,7 +45,7 @@ _MATRICES = ("bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020c", "fcc", "smp
 _SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
 
-class DecodeError(Exception):
+class DecodeError(T3alError):
     """A file ffmpeg cannot read as a video; the message names the file and the reason."""
 
 

@@ -20,6 +20,7 @@ from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.output import OutputError
 from t3al.adapt.spec import check_execution, resolve_configs
 from t3al.cache import CacheError, CacheReader
+from t3al.cache import T3alError
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
@@ -34,7 +35,7 @@ CAPTION_FPS = 1.0
 log = logging.getLogger("t3al.localize")
 
 
-class LocalizeError(Exception):
+class LocalizeError(T3alError):
     """The run cannot start or stopped; the message says why in one line."""
 
 

@@ -14,7 +14,8 @@ from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detec
 from .presence import presence_quality, read_presences, video_flags
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
-from .tables import Detections, EvaluationError, GroundTruth
+from .results import Detections
+from .tables import EvaluationError, GroundTruth
 
 _EXISTING = click.Path(exists=True, path_type=Path)
 

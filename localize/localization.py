@@ -28,7 +28,7 @@ from .actions import ActionsError, parse_actions
 if TYPE_CHECKING:  # stage one and two (torch) load when a run starts, so importing this is quick
     from t3al.adapt.pipeline import SettingRun
     from t3al.adapt.vocabulary import VocabularySpec
-    from t3al.evaluate.tables import Detections
+    from t3al.evaluate.results import Detections
 
 FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
 CAPTION_FPS = 1.0
@@ -208,7 +208,7 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
     """
     from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
     from t3al.evaluate.presence import read_presences
-    from t3al.evaluate.tables import Detections
+    from t3al.evaluate.results import Detections
 
     note = note or log.info
     source = Path(videos_or_cache)

@@ -17,7 +17,7 @@ import torch
 from t3al.cache import CacheError, T3alError, VideoRecord
 
 from .captions import CaptionGenerator, CaptionSettings
-from .decode import DecodeError, FrameGeometry, VideoInfo
+from .ffmpeg_frames import DecodeError, FrameGeometry, VideoInfo
 from .defaults import DECODE_ERROR_POLICIES
 from .listing import VideoFile
 from .models import LoadedModel, encode_frames, encode_texts

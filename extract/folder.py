@@ -173,7 +173,7 @@ def extract_folder(videos: str | Path, cache: str | Path, *, model: str = DEFAUL
     from .extractor import DeviceFault, Extractor, Settings
     from .failures import Summary, fail
     from .listing import in_shard, list_videos, parse_shard
-    from .pipeline import run_folder
+    from .video_loop import run_folder
     from .provenance import cache_info, open_cache
 
     videos, cache = Path(videos), Path(cache)

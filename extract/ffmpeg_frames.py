@@ -6,7 +6,7 @@ memory is bounded by one batch whatever the video's length. Each frame's present
 from ffmpeg's ``showinfo`` filter on stderr, read by a thread while stdout is being consumed.
 
 Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's) is what makes decoding fast;
-``tests/test_decode.py`` measures its distance to open_clip's PIL transform.
+``tests/test_ffmpeg_frames.py`` measures its distance to open_clip's PIL transform.
 """
 from __future__ import annotations
 

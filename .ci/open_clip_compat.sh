@@ -19,5 +19,5 @@ for version in "${versions[@]}"; do
   "$venv_py" -m pip install -q --disable-pip-version-check --no-deps -e .
   "$venv_py" -c "from importlib.metadata import version; import open_clip, t3al.extract
 print('open_clip', version('open_clip_torch'), 'torch', version('torch'), 't3al from', t3al.extract.__file__)"
-  "$venv_py" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_models.py tests/test_decoding.py tests/test_captions.py
+  "$venv_py" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_models.py tests/test_beam_search.py tests/test_captions.py
 done

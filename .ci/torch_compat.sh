@@ -16,7 +16,7 @@
 # and exits 1 when any version failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(tests/test_models.py tests/test_tiny_coca.py tests/test_decoding.py tests/test_captions.py
+TESTS=(tests/test_models.py tests/test_tiny_coca.py tests/test_beam_search.py tests/test_captions.py
        tests/test_adapt_ops.py tests/test_losses.py tests/test_batched.py tests/test_localizer.py
        tests/test_freezad.py tests/test_device.py)
 versions=("$@")

@@ -10,11 +10,13 @@ from typing import Any, Callable, Iterable, Iterator
 import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+from t3al.cache import T3alError
+
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT_S = 30
 
 
-class ClusterError(RuntimeError):
+class ClusterError(T3alError, RuntimeError):
     """The Dask scheduler cannot be used: dask.distributed missing, or the address unreachable."""
 
 

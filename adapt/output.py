@@ -19,12 +19,11 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-import numpy as np
-
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 from t3al.cache.files import process_alive
 from t3al.evaluate import Detections
 from t3al.evaluate.presence import write_presence_csv
+from t3al.evaluate.results import Curve, write_curve
 
 if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
     from .video import VideoResult
@@ -34,7 +33,7 @@ RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's 
 _NAME_ROOM = 100  # characters of the folder's name kept in its lock and temporary names
 
 
-class OutputError(ValueError):
+class OutputError(T3alError, ValueError):
     """An output folder that cannot take this run's results: another run's, in use, or not writable."""
 
 
@@ -240,19 +239,9 @@ def _write_curve(path: Path, result: VideoResult, classes: list[str]) -> None:
     """A video's curve, segments and scores; with several labels, each label's curve as well; under
     the open-set rule, the presence of every class."""
     curves = result.curves or {result.pseudo_label: result.similarity}
-    extra = {} if result.presence is None else {"presence": np.asarray(result.presence, dtype=np.float64)}
-    np.savez_compressed(
-        path,
-        **extra,
-        timestamps=result.timestamps,
-        similarity=result.similarity,
-        pseudo_label=np.array(classes[result.pseudo_label]),
-        segments=result.seconds(),
-        labels=np.array([classes[i] for i in result.labels], dtype=str),
-        scores=np.asarray(result.scores, dtype=np.float64),
-        curve_labels=np.array([classes[i] for i in curves], dtype=str),
-        curves=np.stack(list(curves.values())),
-    )
+    write_curve(path, Curve(result.video_id, result.timestamps, result.similarity, classes[result.pseudo_label],
+                            result.seconds(), [classes[i] for i in result.labels], result.scores,
+                            {classes[i]: curve for i, curve in curves.items()}, result.presence))
 
 
 @contextlib.contextmanager

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from t3al.cache import VideoRecord
+from t3al.cache import T3alError, VideoRecord
 
 
-class VideoProblem(Exception):
+class VideoProblem(T3alError):
     """A video that cannot be localized (reported, the rest of the split goes on)."""
 
     def __init__(self, video_id: str, reason: str) -> None:

@@ -23,7 +23,7 @@ import torch
 from t3al.cache import ModelIdentity
 
 from t3al.extract.captions import CaptionGenerator, CaptionSettings
-from t3al.extract.decode import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
+from t3al.extract.ffmpeg_frames import FrameGeometry, ffmpeg_binary, ffmpeg_command, probe
 from t3al.extract.extractor import Extractor, FrameNormalizer, Settings
 from t3al.extract.listing import list_videos
 from t3al.extract.models import (encode_frames, encode_texts, load_model, random_model, register_model_configs,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from t3al.demo.model import CHECKPOINT, MODEL_NAME
 from t3al.demo.world import generate_world
-from t3al.extract.decode import ffmpeg_binary
+from t3al.extract.ffmpeg_frames import ffmpeg_binary
 from t3al.localize.live import localize_live
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from t3al.evaluate.pages import bytes_uri
-from t3al.extract.decode import ffmpeg_binary
+from t3al.extract.ffmpeg_frames import ffmpeg_binary
 from t3al.localize.viewer import CURVE_POINTS, write_viewer
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

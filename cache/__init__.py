@@ -11,11 +11,13 @@ from .schema import (
     check_video_name,
     safe_video_id,
 )
+from .errors import T3alError
 from .files import write_atomically, write_problem
 from .store import CacheReader, CacheWriter, DiskFullError, check_writable
 
 __all__ = [
     "SCHEMA_VERSION",
+    "T3alError",
     "CacheError",
     "CacheInfo",
     "CacheReader",

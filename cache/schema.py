@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import T3alError
+
 SCHEMA_VERSION = 1
 INFO_FILE = "cache.json"
 HEAD_FILE = "head.h5"
@@ -40,7 +42,7 @@ MAX_ID_LENGTH = 200
 INFO_SECTIONS = ("preprocess", "sampling", "captions")
 
 
-class CacheError(Exception):
+class CacheError(T3alError):
     """A cache that is missing, malformed, of an unknown schema or of another model."""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 
 from .model import CHECKPOINT, MODEL_NAME
 from .world import DURATIONS, generate_world
@@ -36,8 +36,8 @@ EXPLANATION = (
 SETTINGS = ("75_25", "50_50")
 
 
-class StageError(click.ClickException):
-    """A pipeline command that failed; the message names the command."""
+class CommandFailed(T3alError):
+    """A command the demo ran failed; the message names the command."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def run_command(prog: str, command: click.Command, args: list[str]) -> None:
             command.main(args=args, prog_name=prog, standalone_mode=False)
     except SystemExit as exit_:
         if exit_.code:
-            raise StageError(f"{prog} {' '.join(args)} failed (exit {exit_.code})") from None
+            raise CommandFailed(f"{prog} {' '.join(args)} failed (exit {exit_.code})") from None
     except click.ClickException as error:
-        raise StageError(f"{prog} failed: {error.format_message()}") from None
+        raise CommandFailed(f"{prog} failed: {error.format_message()}") from None
 
 
 def extract(plan: DemoPlan) -> None:
@@ -245,7 +245,10 @@ def _durations(ctx: click.Context, param: click.Parameter, value: tuple[float, f
 def main(out: Path, seed: int, videos: int, classes: int, durations: tuple[float, float], caption_fps: float,
          jobs: int, plots: int, checkpoint: Path, two_actions: float) -> None:
     plan = DemoPlan(out, seed, videos, classes, tuple(durations), caption_fps, jobs, plots, checkpoint, two_actions)
-    summary = run_demo(plan)
+    try:
+        summary = run_demo(plan)
+    except T3alError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(summary["table"])
     click.echo("\n" + summary["open_set"])
     click.echo(f"report: {summary['index']}")

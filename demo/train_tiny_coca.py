@@ -21,7 +21,7 @@ import open_clip
 import torch
 from tqdm import tqdm
 
-from t3al.extract.decode import FrameGeometry, probe, stream_frames
+from t3al.extract.ffmpeg_frames import FrameGeometry, probe, stream_frames
 from t3al.extract.captions import clean_caption
 from t3al.extract.models import class_prompt, register_model_configs
 

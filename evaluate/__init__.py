@@ -12,7 +12,7 @@ Public API (what t3al-adapt and users call)::
     format_table({name: results document or MAPResult.to_dict()}, fmt="terminal"|"markdown"|"csv"|"html")
     pages.render(template, package="t3al.evaluate", **context) -> HTML from an autoescaping jinja2 template
     manifest_tious(manifest) -> tuple of thresholds (the manifest's, else its dataset family's)
-    plots.read_curve(npz) -> Curve; plots.plot_video(curve, gt_rows, png, duration=None);
+    results.read_curve(npz) -> Curve; results.write_curve(npz, curve); plots.plot_video(curve, gt_rows, png, duration=None);
     plots.plot_class_ap(per_class, tious, png); html.write_report(out_dir, manifest=None, n_plots=8, videos=())
     html.video_ap(detections, ground_truth, tious) -> {video: AP}; html.pick_videos(ap, n) -> [(video, rank)]
 
@@ -29,7 +29,8 @@ from .detection import (
 )
 from .report import format_table
 from .splits import detections_path, evaluate_setting, manifest_tious, results_document, split_ground_truth
-from .tables import Detections, EvaluationError, GroundTruth
+from .results import Detections
+from .tables import EvaluationError, GroundTruth
 
 __all__ = [
     "ACTIVITYNET_TIOUS",

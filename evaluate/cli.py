@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
-from t3al.cache import write_atomically, write_problem
-from t3al.manifests import TIOU_SETS, Manifest, ManifestError, read_class_list, read_text
+from t3al.cache import T3alError, write_atomically, write_problem
+from t3al.manifests import TIOU_SETS, Manifest, read_class_list, read_text
 
 from .detection import THUMOS14_TIOUS, MAPResult, describe_tious, evaluate_detections
 from .presence import presence_quality, read_presences, video_flags
 from .report import FORMATS, format_table
 from .splits import detections_path, evaluate_setting, manifest_tious
-from .tables import Detections, EvaluationError, GroundTruth
+from .results import Detections
+from .tables import EvaluationError, GroundTruth
 
 _EXISTING = click.Path(exists=True, path_type=Path)
 
@@ -319,13 +320,13 @@ def _write_output(path: Path, text: str, overwrite: bool) -> None:
 
 
 class _errors:
-    """Turn input errors into a one-line message and exit status 1 (no traceback)."""
+    """Turn the project's errors (``T3alError``) into a one-line message and exit status 1 (no traceback)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if isinstance(error, (EvaluationError, ManifestError)):
+        if isinstance(error, T3alError):
             click.echo(f"t3al-evaluate: error: {error}", err=True)
             sys.exit(1)
         return False

@@ -24,7 +24,8 @@ import numpy as np
 
 from t3al.manifests.datasets import ACTIVITYNET, THUMOS14, tiou_set_name
 
-from .tables import Detections, EvaluationError, GroundTruth
+from .results import Detections
+from .tables import EvaluationError, GroundTruth
 
 THUMOS14_TIOUS = THUMOS14.tious
 ACTIVITYNET_TIOUS = ACTIVITYNET.tious

@@ -21,9 +21,10 @@ from t3al.manifests import Manifest, read_text
 
 from .detection import evaluate_detections
 from .pages import data_uri, render
-from .plots import plot_class_ap, plot_video, read_curve
+from .plots import plot_class_ap, plot_video
+from .results import Detections, read_curve
 from .report import table_cells
-from .tables import Detections, EvaluationError, GroundTruth
+from .tables import EvaluationError, GroundTruth
 
 SOURCE = re.compile(r'name="t3al-report-of" content="([^"]*)"')  # the folder a report shows (its meta tag)
 

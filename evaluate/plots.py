@@ -1,11 +1,10 @@
 """Pictures of saved outputs (matplotlib, Agg): one video's curve and segments, AP per class of a split.
 
-Plots read what ``t3al-adapt`` saved (``split_<i>/curves/<video>.npz``: timestamps, similarity,
-pseudo_label, segments, labels, scores) and never recompute anything.
+Plots draw what ``t3al-adapt`` saved (a ``results.Curve``, read from ``split_<i>/curves/<video>.npz``)
+and never recompute anything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -15,53 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .tables import EvaluationError  # noqa: E402
+from .results import Curve  # noqa: E402
 
-CURVE_KEYS = ("timestamps", "similarity", "pseudo_label", "segments", "labels", "scores")
-LABEL_CURVE_KEYS = ("curve_labels", "curves")  # written when a video's several labels were localized
 GT_COLOR, PRED_COLOR, CURVE_COLOR = "#2ca02c", "#ff7f0e", "#1f77b4"
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One video's saved stage-two output: the per-frame similarity and the segments cut from it."""
-
-    video: str
-    timestamps: np.ndarray
-    similarity: np.ndarray
-    pseudo_label: str
-    segments: np.ndarray
-    labels: list[str]
-    scores: np.ndarray
-    curves: dict[str, np.ndarray] = field(default_factory=dict)  # each localized label's curve (several labels)
-
-
-def read_curve(path: str | Path) -> Curve:
-    """Load ``curves/<video>.npz``; a missing key or mismatched lengths is an error naming the file."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in CURVE_KEYS if k not in data.files]
-            if missing:
-                raise EvaluationError(f"{path}: missing array(s) {', '.join(missing)}")
-            arrays = {k: data[k] for k in CURVE_KEYS}
-            extra = {k: data[k] for k in LABEL_CURVE_KEYS if k in data.files}
-    except (OSError, ValueError) as error:
-        raise EvaluationError(f"{path}: not a readable .npz ({error})") from None
-    segments = np.asarray(arrays["segments"], dtype=np.float64).reshape(-1, 2)
-    labels = [str(x) for x in np.atleast_1d(arrays["labels"])] if segments.size else []
-    if len(arrays["timestamps"]) != len(arrays["similarity"]) or len(labels) != len(segments):
-        raise EvaluationError(f"{path}: timestamps/similarity or segments/labels have different lengths")
-    timestamps = np.asarray(arrays["timestamps"], dtype=np.float64)
-    similarity = np.asarray(arrays["similarity"], dtype=np.float64)
-    curves = {str(arrays["pseudo_label"]): similarity}
-    if len(extra) == len(LABEL_CURVE_KEYS):
-        stacked = np.asarray(extra["curves"], dtype=np.float64).reshape(len(extra["curve_labels"]), -1)
-        if stacked.shape[1] != len(timestamps):
-            raise EvaluationError(f"{path}: curves and timestamps have different lengths")
-        curves = {str(label): row for label, row in zip(np.atleast_1d(extra["curve_labels"]), stacked)}
-    return Curve(path.stem, timestamps, similarity, str(arrays["pseudo_label"]), segments, labels,
-                 np.asarray(arrays["scores"], dtype=np.float64).reshape(-1), curves)
 
 
 def plot_video(curve: Curve, ground_truth: Sequence[Mapping], out: str | Path, duration: float | None = None,

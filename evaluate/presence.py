@@ -17,7 +17,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from t3al.cache import write_atomically
 from t3al.manifests import read_text
 
-from .tables import Detections, EvaluationError, GroundTruth, csv_text
+from .results import Detections
+from .tables import EvaluationError, GroundTruth, csv_text
 
 PRESENCE_COLUMNS = ("video-id", "label", "presence")
 Presences = dict[str, dict[str, float]]  # video -> action -> presence in [0, 1]

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 from t3al.manifests import Manifest, dataset_rules, setting_name
 
 from .detection import MAPResult, evaluate_detections, summarize_splits
-from .tables import Detections, EvaluationError, GroundTruth
+from .results import Detections
+from .tables import EvaluationError, GroundTruth
 
 
 def split_ground_truth(manifest: Manifest, setting: str, index: int) -> tuple[list[str], GroundTruth]:

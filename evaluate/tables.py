@@ -1,4 +1,5 @@
-"""Detections and ground truth as column tables, with CSV / ActivityNet-JSON / manifest readers.
+"""Ground truth as a column table, with CSV / ActivityNet-JSON / manifest readers, and the column
+helpers it shares with the detections table (``results.Detections``).
 
 Both tables hold one numpy array per column (``video`` and ``label`` are object arrays of str,
 ``start``/``end``/``score`` float64) and check themselves on construction: equal lengths, finite
@@ -16,29 +17,27 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 from t3al.manifests import read_text
 
-DETECTION_COLUMNS = ("video-id", "t-start", "t-end", "score", "label")
 GROUND_TRUTH_COLUMNS = ("video-id", "t-start", "t-end", "label")
-ACTIVITYNET_VERSION = "VERSION 1.3"  # the results format of the ActivityNet detection toolkit
 
 
-class EvaluationError(ValueError):
+class EvaluationError(T3alError, ValueError):
     """Malformed detections, ground truth or class lists (the message names file, row or video)."""
 
 
-def _strings(values: Iterable[Any]) -> np.ndarray:
+def string_column(values: Iterable[Any]) -> np.ndarray:
     array = np.empty(len(values := list(values)), dtype=object)
     array[:] = [str(v) for v in values]
     return array
 
 
-def _floats(values: Iterable[Any]) -> np.ndarray:
+def float_column(values: Iterable[Any]) -> np.ndarray:
     return np.asarray(list(values), dtype=np.float64).reshape(-1)
 
 
-def _check_segments(video: np.ndarray, start: np.ndarray, end: np.ndarray, source: str) -> None:
+def check_segments(video: np.ndarray, start: np.ndarray, end: np.ndarray, source: str) -> None:
     for name, column in (("t-start", start), ("t-end", end)):
         bad = np.flatnonzero(~np.isfinite(column))
         if bad.size:
@@ -62,7 +61,7 @@ class GroundTruth:
     def __post_init__(self) -> None:
         if not len(self.video) == len(self.start) == len(self.end) == len(self.label):
             raise EvaluationError(f"{self.source}: columns have different lengths")
-        _check_segments(self.video, self.start, self.end, self.source)
+        check_segments(self.video, self.start, self.end, self.source)
 
     def __len__(self) -> int:
         return len(self.video)
@@ -71,17 +70,17 @@ class GroundTruth:
     def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "ground truth") -> "GroundTruth":
         """Rows as dicts with keys video, start, end, label (the manifest's annotation layout)."""
         rows = list(records)
-        return cls(_strings(r["video"] for r in rows), _floats(r["start"] for r in rows),
-                   _floats(r["end"] for r in rows), _strings(r["label"] for r in rows), source)
+        return cls(string_column(r["video"] for r in rows), float_column(r["start"] for r in rows),
+                   float_column(r["end"] for r in rows), string_column(r["label"] for r in rows), source)
 
     @classmethod
     def read(cls, path: str | Path) -> "GroundTruth":
         """Read a CSV ``video-id,t-start,t-end,label``, a t3al manifest or an ActivityNet JSON."""
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            c = _read_csv(path, GROUND_TRUTH_COLUMNS)
+            c = read_csv_columns(path, GROUND_TRUTH_COLUMNS)
             return cls(c["video-id"], c["t-start"], c["t-end"], c["label"], str(path))
-        data = _read_json(path)
+        data = read_json_object(path)
         if data.get("format") == "t3al-manifest":
             from t3al.manifests import Manifest
 
@@ -99,76 +98,6 @@ class GroundTruth:
             self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end), self.label)))
 
 
-@dataclass(frozen=True)
-class Detections:
-    """Detected segments: one row per (video, start, end, score, label)."""
-
-    video: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    score: np.ndarray
-    label: np.ndarray
-    source: str = "detections"
-
-    def __post_init__(self) -> None:
-        if not len(self.video) == len(self.start) == len(self.end) == len(self.score) == len(self.label):
-            raise EvaluationError(f"{self.source}: columns have different lengths")
-        _check_segments(self.video, self.start, self.end, self.source)
-        bad = np.flatnonzero(~np.isfinite(self.score))
-        if bad.size:
-            raise EvaluationError(f"{self.source}: row {bad[0]} (video {self.video[bad[0]]}): score is not a "
-                                  "finite number")
-
-    def __len__(self) -> int:
-        return len(self.video)
-
-    @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "detections") -> "Detections":
-        """Rows as dicts with keys video, start, end, score, label."""
-        rows = list(records)
-        return cls(_strings(r["video"] for r in rows), _floats(r["start"] for r in rows),
-                   _floats(r["end"] for r in rows), _floats(r["score"] for r in rows),
-                   _strings(r["label"] for r in rows), source)
-
-    @classmethod
-    def read(cls, path: str | Path) -> "Detections":
-        """Read a CSV ``video-id,t-start,t-end,score,label`` or an ActivityNet detection JSON."""
-        path = Path(path)
-        if path.suffix.lower() == ".csv":
-            c = _read_csv(path, DETECTION_COLUMNS)
-            return cls(c["video-id"], c["t-start"], c["t-end"], c["score"], c["label"], str(path))
-        data = _read_json(path)
-        if not isinstance(data.get("results"), dict):
-            raise EvaluationError(f"{path}: not an ActivityNet detection JSON (no 'results' object)")
-        return cls.from_records(_activitynet_detections(data["results"], path), str(path))
-
-    def select(self, mask: np.ndarray) -> "Detections":
-        return Detections(self.video[mask], self.start[mask], self.end[mask], self.score[mask], self.label[mask],
-                          self.source)
-
-    def write_csv(self, path: str | Path) -> None:
-        write_atomically(path, csv_text(DETECTION_COLUMNS, zip(
-            self.video, (f"{s:.6f}" for s in self.start), (f"{e:.6f}" for e in self.end),
-            (f"{s:.6f}" for s in self.score), self.label)))
-
-    def to_activitynet(self, external_data: Mapping[str, Any] | None = None,
-                       presence: Mapping[str, Mapping[str, float]] | None = None) -> dict:
-        """The ActivityNet results object (videos in first-seen order, segments in seconds);
-        ``external_data`` says what produced them (the toolkit's ``used`` and ``details``);
-        ``presence`` (video -> action -> presence, the open-set rule's) goes beside the results."""
-        results: dict[str, list] = {}
-        for v, s, e, c, lab in zip(self.video, self.start, self.end, self.score, self.label):
-            results.setdefault(v, []).append({"label": lab, "score": float(c), "segment": [float(s), float(e)]})
-        document = {"version": ACTIVITYNET_VERSION, "results": results, "external_data": dict(external_data or {})}
-        if presence is not None:
-            document["presence"] = {video: dict(row) for video, row in presence.items()}
-        return document
-
-    def write_json(self, path: str | Path, external_data: Mapping[str, Any] | None = None,
-                   presence: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        write_atomically(path, json.dumps(self.to_activitynet(external_data, presence)))
-
-
 def csv_text(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
     """A CSV table (the csv module's quoting: names with commas, quotes or line breaks survive)."""
     text = io.StringIO(newline="")
@@ -178,7 +107,7 @@ def csv_text(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
     return text.getvalue()
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of a CSV with the given header names; numbers checked finite, errors name the line.
 
     Every row must have as many fields as the header: a row with more is as wrong as one with fewer.
@@ -201,7 +130,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise EvaluationError(f"{path}: line {wrong[0]}: {len(wrong[1])} fields, the header has {len(header)}")
     rows = [row for _, row in rows]
     raw = {c: [row[header.index(c)] for row in rows] for c in columns}
-    data = {c: _strings(raw[c]) for c in columns if c not in _NUMERIC}
+    data = {c: string_column(raw[c]) for c in columns if c not in _NUMERIC}
     for c in set(columns) & _NUMERIC:
         data[c] = _number_column(raw[c], raw["video-id"], path, c)
     return data
@@ -229,7 +158,7 @@ def _parse_float(value: str) -> float:
         return math.nan
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     try:
         data = json.loads(read_text(path, EvaluationError))
     except json.JSONDecodeError as error:
@@ -239,7 +168,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _segment(item: Mapping, path: Path, video: str) -> tuple[float, float]:
+def read_segment(item: Mapping, path: Path, video: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in item["segment"])
         return start, end
@@ -247,19 +176,10 @@ def _segment(item: Mapping, path: Path, video: str) -> tuple[float, float]:
         raise EvaluationError(f"{path}: video {video}: bad or missing 'segment' in {item!r}") from None
 
 
-def _activitynet_detections(results: Mapping, path: Path) -> Iterable[dict]:
-    for video, items in results.items():
-        for item in items:
-            if "label" not in item or "score" not in item:
-                raise EvaluationError(f"{path}: video {video}: detection without 'label' or 'score': {item!r}")
-            start, end = _segment(item, path, video)
-            yield {"video": video, "start": start, "end": end, "score": item["score"], "label": item["label"]}
-
-
 def _activitynet_annotations(database: Mapping, path: Path) -> Iterable[dict]:
     for video, entry in database.items():
         for item in entry.get("annotations", []):
             if "label" not in item:
                 raise EvaluationError(f"{path}: video {video}: annotation without 'label': {item!r}")
-            start, end = _segment(item, path, video)
+            start, end = read_segment(item, path, video)
             yield {"video": video, "start": start, "end": end, "label": item["label"]}

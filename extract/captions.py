@@ -7,7 +7,7 @@ step), computes the cross-attention keys/values of the image tokens once per ima
 image are that image's queries), computes logits for the last position only, and runs all beams of
 all images of a batch in one decoder call per step. It runs on open_clip's own modules and weights;
 only the attention of a single new token is written here, on the ``nn.MultiheadAttention``
-parameters. The beam bookkeeping and logits processors are ``decoding``'s, torch-only equivalents of
+parameters. The beam bookkeeping and logits processors are ``beam_search``'s, torch-only equivalents of
 the transformers classes open_clip uses, run once for open_clip's identical beam groups
 (``CaptionGenerator._beam_search`` says why that gives the same tokens).
 """
@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoding import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
+from t3al.cache import T3alError
+
+from .beam_search import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
 
 SOT, EOT = 49406, 49407
 DECODINGS = ("beam", "greedy", "top_k", "top_p")
@@ -30,7 +32,7 @@ HALF = (torch.float16, torch.bfloat16)
 GENERATOR = "t3al incremental CoCa decoder (tokens of open_clip CoCa.generate)"
 
 
-class CaptionError(ValueError):
+class CaptionError(T3alError, ValueError):
     """A model or setting the generator cannot caption with; the message says which."""
 
 

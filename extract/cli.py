@@ -10,7 +10,7 @@ from typing import Iterator
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError
+from t3al.cache import T3alError
 
 from .defaults import CAPTION_DECODINGS, CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .folder import (ExtractError, ExtractUsageError, add_prompts, check_cache_dir, class_names, extract_folder, load,
@@ -78,15 +78,16 @@ def _class_names(classes: str | None, class_file: str | None, manifest: str | No
 
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
-    """Stage one's errors as the command line's: a usage error for wrong arguments, else one line."""
+    """The project's errors as the command line's: a usage error for wrong arguments, else one line
+    (after stage one's note of how far it got, when it has one)."""
     try:
         yield
     except ExtractUsageError as err:
         if err.option:
             raise click.BadParameter(str(err), param_hint=err.option) from None
         raise click.UsageError(str(err)) from None
-    except ExtractError as err:
-        if err.note:
+    except T3alError as err:
+        if isinstance(err, ExtractError) and err.note:
             click.echo(err.note, err=True)
         raise click.ClickException(str(err)) from None
 
@@ -212,13 +213,10 @@ def import_(features_dir: Path, cache_dir: Path, model_name: str, pretrained: st
         check_cache_dir(cache_dir)
         loaded = load(model_name, pretrained, model_configs, device, precision)
         names = _class_names(classes, None, manifest)
-    with logging_redirect_tqdm():
-        try:
-            summary = import_published(features_dir, cache_dir, loaded, names, captions_dir=captions_dir,
-                                       caption_stride=caption_stride, manifest=manifest, fps=fps,
-                                       feature_dtype=feature_dtype, caption_text=caption_text)
-        except CacheError as err:
-            raise click.ClickException(str(err)) from None
+    with logging_redirect_tqdm(), reported():
+        summary = import_published(features_dir, cache_dir, loaded, names, captions_dir=captions_dir,
+                                   caption_stride=caption_stride, manifest=manifest, fps=fps,
+                                   feature_dtype=feature_dtype, caption_text=caption_text)
     click.echo(f"t3al-extract import: {summary.line()} -> {cache_dir}", err=True)
     if summary.failed:
         sys.exit(1)
@@ -249,8 +247,6 @@ def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool, 
     """
     from .status import cache_status, format_status  # reads video folders with the extraction's own rules
 
-    try:
+    with reported():
         report = cache_status(cache_dir, videos_dir, verify=verify)
-    except CacheError as err:
-        raise click.ClickException(str(err)) from None
     click.echo(report.to_json() if as_json else format_status(report, limit))

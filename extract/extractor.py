@@ -14,10 +14,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from t3al.cache import CacheError, VideoRecord
+from t3al.cache import CacheError, T3alError, VideoRecord
 
 from .captions import CaptionGenerator, CaptionSettings
-from .decode import DecodeError, FrameGeometry, VideoInfo
+from .ffmpeg_frames import DecodeError, FrameGeometry, VideoInfo
 from .defaults import DECODE_ERROR_POLICIES
 from .listing import VideoFile
 from .models import LoadedModel, encode_frames, encode_texts
@@ -30,7 +30,7 @@ DEVICE_FAULT_MARKERS = ("CUDA error", "cudaError", "CUBLAS_STATUS", "CUDNN_STATU
                         "device-side assert", "illegal memory access", "unspecified launch failure")
 
 
-class DeviceFault(Exception):
+class DeviceFault(T3alError):
     """The device failed (a sticky CUDA error): no later video could be processed, so the run stops."""
 
 

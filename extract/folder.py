@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError, check_writable
+from t3al.cache import CacheError, CacheReader, CacheWriter, DiskFullError, T3alError, check_writable
 
 from .defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch and open_clip load inside the functions, so importing
 log = logging.getLogger("t3al.extract")
 
 
-class ExtractError(Exception):
+class ExtractError(T3alError):
     """Stage one could not start or stopped; the message says why in one line. ``note`` is a line
     to show before it (how far the run got)."""
 
@@ -173,7 +173,7 @@ def extract_folder(videos: str | Path, cache: str | Path, *, model: str = DEFAUL
     from .extractor import DeviceFault, Extractor, Settings
     from .failures import Summary, fail
     from .listing import in_shard, list_videos, parse_shard
-    from .pipeline import run_folder
+    from .video_loop import run_folder
     from .provenance import cache_info, open_cache
 
     videos, cache = Path(videos), Path(cache)

@@ -10,7 +10,7 @@ import torch
 
 from t3al.cache import VideoRecord
 
-from .decode import DecodeError, FrameGeometry, FrameStream, _last_error, _timestamps, ffmpeg_binary
+from .ffmpeg_frames import DecodeError, FrameGeometry, FrameStream, _last_error, _timestamps, ffmpeg_binary
 from .extractor import Extractor, caption_rows, rate_from
 from .models import encode_frames, encode_texts
 

@@ -21,7 +21,7 @@ import open_clip
 import torch
 from torch import nn
 
-from t3al.cache import Head, ModelIdentity
+from t3al.cache import Head, ModelIdentity, T3alError
 
 from .defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, PROMPT_TEMPLATE
 
@@ -29,7 +29,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(T3alError):
     """A model that cannot be built or whose weights cannot be found; the message says what to do."""
 
 

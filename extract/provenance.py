@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter
 
-from .decode import FrameGeometry, ffmpeg_binary, has_zscale
+from .ffmpeg_frames import FrameGeometry, ffmpeg_binary, has_zscale
 from .defaults import PROMPT_TEMPLATE
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import queue
 import threading
 from typing import Iterator
 
-from .decode import DecodeError, FrameGeometry, FrameStream, probe
+from .ffmpeg_frames import DecodeError, FrameGeometry, FrameStream, probe
 from .listing import VideoFile
 
 

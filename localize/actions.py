@@ -5,12 +5,13 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from t3al.cache import T3alError
 from t3al.manifests import class_name_problem
 
 COMMENT = "#"  # a line of --actions-file starting with it is a comment
 
 
-class ActionsError(ValueError):
+class ActionsError(T3alError, ValueError):
     """Action names that cannot be localized (none, or one that cannot name a class)."""
 
 

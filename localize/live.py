@@ -26,7 +26,7 @@ from t3al.adapt.runner import video_seed
 from t3al.adapt.spec import resolve_configs
 from t3al.adapt.vocabulary import VocabularySpec, vocabulary_record
 from t3al.cache import CacheError, CacheReader, CacheWriter
-from t3al.extract.decode import DecodeError, FrameGeometry
+from t3al.extract.ffmpeg_frames import DecodeError, FrameGeometry
 from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from t3al.extract.extractor import Extractor, Settings
 from t3al.extract.folder import ExtractError, ensure_prompts, load

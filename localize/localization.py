@@ -20,6 +20,7 @@ from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.output import OutputError
 from t3al.adapt.spec import check_execution, resolve_configs
 from t3al.cache import CacheError, CacheReader
+from t3al.cache import T3alError
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
@@ -27,14 +28,14 @@ from .actions import ActionsError, parse_actions
 if TYPE_CHECKING:  # stage one and two (torch) load when a run starts, so importing this is quick
     from t3al.adapt.pipeline import SettingRun
     from t3al.adapt.vocabulary import VocabularySpec
-    from t3al.evaluate.tables import Detections
+    from t3al.evaluate.results import Detections
 
 FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
 CAPTION_FPS = 1.0
 log = logging.getLogger("t3al.localize")
 
 
-class LocalizeError(Exception):
+class LocalizeError(T3alError):
     """The run cannot start or stopped; the message says why in one line."""
 
 
@@ -207,7 +208,7 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
     """
     from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
     from t3al.evaluate.presence import read_presences
-    from t3al.evaluate.tables import Detections
+    from t3al.evaluate.results import Detections
 
     note = note or log.info
     source = Path(videos_or_cache)

@@ -18,8 +18,8 @@ import numpy as np
 
 from t3al.cache import CacheReader, VideoRecord, write_atomically
 from t3al.evaluate.pages import bytes_uri, render
-from t3al.evaluate.plots import Curve, read_curve
-from t3al.extract.decode import ffmpeg_binary
+from t3al.evaluate.results import Curve, read_curve
+from t3al.extract.ffmpeg_frames import ffmpeg_binary
 
 CURVE_POINTS = 300  # points per curve in the page: enough for its shape, small for 1,000 videos
 THUMBNAIL_WIDTH = 160

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from t3al.cache import T3alError
+
 from .builders import (
     add_video_info,
     from_activitynet_json,
@@ -15,7 +17,7 @@ from .builders import (
     read_class_list,
     read_split_lists,
 )
-from .manifest import Manifest, ManifestError
+from .manifest import Manifest
 
 _EXISTING = click.Path(exists=True, path_type=Path)
 _splits_option = click.option("--splits", "splits_root", type=_EXISTING,
@@ -126,13 +128,13 @@ def show(manifest_path: Path) -> None:
 
 
 class _errors:
-    """Turn ManifestError into a one-line message and exit status 1 (no traceback)."""
+    """Turn the project's errors (``T3alError``) into a one-line message and exit status 1 (no traceback)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if isinstance(error, ManifestError):
+        if isinstance(error, T3alError):
             click.echo(f"t3al-manifest: error: {error}", err=True)
             sys.exit(1)
         return False

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t3al.cache import write_atomically
+from t3al.cache import T3alError, write_atomically
 from t3al.cache.schema import CacheError, check_video_name
 
 from .textfile import read_text
@@ -35,7 +35,7 @@ VERSION = 1
 SETTINGS = ("75_25", "50_50")
 
 
-class ManifestError(ValueError):
+class ManifestError(T3alError, ValueError):
     """A manifest or source annotation file that is malformed (the message names file and field)."""
 
 

@@ -12,7 +12,7 @@ import open_clip
 import pytest
 import torch
 
-from t3al.extract.decode import ffmpeg_binary
+from t3al.extract.ffmpeg_frames import ffmpeg_binary
 from t3al.extract.models import random_model
 
 TINY_CONFIGS = {

@@ -107,7 +107,7 @@ def test_a_full_disk_leaves_no_partial_run_and_is_one_line(tmp_path, monkeypatch
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(output_module.np, "savez_compressed", disk_full)  # the curves of split 0
+    monkeypatch.setattr(output_module, "write_curve", disk_full)  # the curves of split 0
     result = _adapt(cache, "--out", out, "--split-index", "0", "--steps", "0")
     _one_line_error(result, f"{out}: cannot write the run's results (no space left on device); nothing was written")
     assert not out.exists() and _siblings(out) == []  # no split_0/, no config.json, no temporary folder

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from extract_helpers import VFR_SETPTS, ffmpeg_children, make_audio, make_damaged_videos, make_video, vfr_times
 from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
 from t3al.extract.cli import main, terminated_cleanly
-from t3al.extract.decode import DecodeError, FrameGeometry
+from t3al.extract.ffmpeg_frames import DecodeError, FrameGeometry
 from t3al.extract.importer import read_caption_file
 from t3al.extract.extractor import FrameNormalizer, caption_rows
 from t3al.extract.listing import in_shard, list_videos, parse_shard
@@ -113,9 +113,9 @@ def test_rerun_skips_complete_videos_and_redoes_changed_ones(models, good_videos
 HELD_DECODER = """
 import sys, time
 from pathlib import Path
-from t3al.extract import decode
+from t3al.extract import ffmpeg_frames
 
-batches, cache, marker = decode.FrameStream.batches, Path(sys.argv[1]), Path(sys.argv[2])
+batches, cache, marker = ffmpeg_frames.FrameStream.batches, Path(sys.argv[1]), Path(sys.argv[2])
 
 def held(self, batch_size=64):
     for n, batch in enumerate(batches(self, batch_size)):
@@ -125,7 +125,7 @@ def held(self, batch_size=64):
                 marker.touch()
             time.sleep(0.01)
 
-decode.FrameStream.batches = held
+ffmpeg_frames.FrameStream.batches = held
 from t3al.extract.cli import main
 main(sys.argv[3:])
 """

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from extract_helpers import VFR_SETPTS, make_video, vfr_times
 from t3al.cache import CacheReader
-from t3al.extract import decode
+from t3al.extract import ffmpeg_frames
 from t3al.extract.cli import main as extract_main
-from t3al.extract.decode import FrameGeometry, ffmpeg_binary, probe, stream_frames
+from t3al.extract.ffmpeg_frames import FrameGeometry, ffmpeg_binary, probe, stream_frames
 
 SIZE = 64  # pixels of a clip's side: a 4 x 4 grid of 16-pixel cells
 BITS = 16
@@ -98,23 +98,23 @@ def test_the_picks_at_2_and_7_fps_are_those_worked_by_hand(clips):
     assert len(_decoded(clips["c25"], 7)[0]) == 18
 
 
-_parse_probe = decode.parse_probe
+_parse_probe = ffmpeg_frames.parse_probe
 
 
-def _without_rate(path: Path, stderr: str) -> decode.VideoInfo:
+def _without_rate(path: Path, stderr: str) -> ffmpeg_frames.VideoInfo:
     """What ``ffmpeg -i`` says of a stream that states no frame rate: its text with the rates taken out."""
     return _parse_probe(path, re.sub(r", [\d.]+k? (fps|tbr)", "", stderr))
 
 
 def test_a_stream_stating_no_rate_is_probed_as_none(clips, monkeypatch):
-    monkeypatch.setattr(decode, "parse_probe", _without_rate)
+    monkeypatch.setattr(ffmpeg_frames, "parse_probe", _without_rate)
     assert np.isnan(probe(clips["c25"]).fps)
 
 
 def test_the_rate_of_a_stream_stating_none_is_inferred_from_its_frame_times(models, clips, tmp_path, monkeypatch):
     """(frames - 1) / (last time - first time): 62 / 2.48 s = 25, 60 / (60 * 1001 / 30000 s) = 29.97, and for
     a variable rate the mean rate, 19 / 1.48 s = 12.84 (not 25, the rate of its first frames)."""
-    monkeypatch.setattr(decode, "parse_probe", _without_rate)
+    monkeypatch.setattr(ffmpeg_frames, "parse_probe", _without_rate)
     folder, checkpoints = models
     videos = tmp_path / "videos"
     videos.mkdir()

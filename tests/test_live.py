@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from t3al.demo.model import CHECKPOINT, MODEL_NAME
 from t3al.demo.world import generate_world
-from t3al.extract.decode import ffmpeg_binary
+from t3al.extract.ffmpeg_frames import ffmpeg_binary
 from t3al.localize.cli import main
 from t3al.localize.live import live_video_id
 

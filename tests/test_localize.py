@@ -199,7 +199,7 @@ def test_localize_batched_on_a_device_gives_the_per_video_detections(tmp_path):
 
 
 def test_the_viewer_draws_the_curve_of_each_localized_label(tmp_path):
-    from t3al.evaluate.plots import read_curve
+    from t3al.evaluate.results import read_curve
     from t3al.localize.viewer import video_view
 
     t = np.arange(10) / 2.0

@@ -15,7 +15,7 @@ from t3al.cache import CacheInfo, CacheWriter, ModelIdentity
 from t3al.evaluate import Detections, EvaluationError, GroundTruth, format_table
 from t3al.evaluate.cli import main
 from t3al.evaluate.html import pick_videos, video_ap
-from t3al.evaluate.plots import read_curve
+from t3al.evaluate.results import read_curve
 from t3al.manifests import Manifest
 
 TIOUS = [0.3, 0.5]

@@ -6,7 +6,7 @@ memory is bounded by one batch whatever the video's length. Each frame's present
 from ffmpeg's ``showinfo`` filter on stderr, read by a thread while stdout is being consumed.
 
 Resizing in ffmpeg (bicubic, Catmull-Rom weights as PIL's) is what makes decoding fast;
-``tests/test_decode.py`` measures its distance to open_clip's PIL transform.
+``tests/test_ffmpeg_frames.py`` measures its distance to open_clip's PIL transform.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from typing import Iterator
 
 import ffmpeg
 import numpy as np
+
+from t3al.cache import T3alError
 
 PREPROCESS_MODES = ("model", "t3al-public")
 _NTSC_RATES = {23.98: 24000 / 1001, 29.97: 30000 / 1001, 47.95: 48000 / 1001,
@@ -43,7 +45,7 @@ _MATRICES = ("bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020c", "fcc", "smp
 _SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
 
-class DecodeError(Exception):
+class DecodeError(T3alError):
     """A file ffmpeg cannot read as a video; the message names the file and the reason."""
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from extract_helpers import transformers_generation
-from t3al.extract.decoding import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
+from t3al.extract.beam_search import BeamSearch, forbid_end_before, keep_top_k, keep_top_p, penalize_repetition
 
 INF = math.inf
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from t3al.cache import CacheError, CacheWriter, DiskFullError
 
-from .decode import DecodeError
+from .ffmpeg_frames import DecodeError
 from .extractor import Extractor, Progress
 from .failures import Summary, fail, keep_warned
 from .listing import VideoFile

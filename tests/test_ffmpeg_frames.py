@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times
-from t3al.extract.decode import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, _read_pts,
+from t3al.extract.ffmpeg_frames import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, _read_pts,
                                  decode_warnings, ffmpeg_binary, probe, stream_frames)
 
 
@@ -94,7 +94,7 @@ def test_geometry_matches_torchvision_resize_and_center_crop():
 @pytest.mark.parametrize("source", ["smooth", "smooth_rgb"], ids=["yuv", "rgb"])
 @pytest.mark.parametrize("zimg", [True, False], ids=["zscale", "swscale"])
 def test_resize_in_ffmpeg_is_close_to_open_clip_pil_transform(videos, zimg, source, monkeypatch):
-    monkeypatch.setattr("t3al.extract.decode.has_zscale", lambda binary: zimg)
+    monkeypatch.setattr("t3al.extract.ffmpeg_frames.has_zscale", lambda binary: zimg)
     info = probe(videos[source])
     raw = subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(info.path), "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout

@@ -14,11 +14,11 @@ from t3al.evaluate import Detections, EvaluationError, GroundTruth
 from t3al.evaluate.presence import presence_quality
 from t3al.evaluate.splits import evaluate_setting
 
-from .cluster import dask_backend
 from .config import UNPUBLISHED, AdaptConfig
 from .online import delay_summary, emission_rows
 from .output import RunOutput, claimed, result_presences
-from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
+from .request import Instances, Request, Task
+from .runner import Outcome, detection_rows, run_request
 from .spec import RunSpec
 from .video import VideoProblem, VideoResult
 
@@ -57,15 +57,30 @@ def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
     return record
 
 
-def _truths(evaluation) -> Truths:
+def _truths(evaluation) -> dict[str, Instances]:
+    """Each video's true instances in a split, the classes by their position in its vocabulary."""
     position = {name: i for i, name in enumerate(evaluation.classes)}
-    truths: Truths = {}
+    truths: dict[str, list] = {}
     for a in evaluation.annotations:
         truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
-    return truths
+    return {video: tuple(instances) for video, instances in truths.items()}
 
 
-def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list) -> None:
+def _tasks(spec: RunSpec) -> tuple[Task, ...]:
+    """Each chosen split's videos in the manifest's order, with the split's classes (and, when a
+    config is an oracle, each video's truths)."""
+    oracles = any(c.oracle for c in spec.configs.values())
+    tasks = []
+    for index in spec.indices:
+        evaluation = spec.evaluation(index)
+        truths = _truths(evaluation) if oracles else {}
+        members = set(evaluation.videos)
+        tasks += [Task(index, v, tuple(evaluation.classes), truths.get(v, ())) for v in spec.manifest.videos
+                  if v in members]
+    return tuple(tasks)
+
+
+def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list[Outcome]) -> None:
     """Under the open-set rule, each split's presence AP and ROC AUC over its (video, class) pairs,
     and their mean over the splits that have pairs both with and without the class (a split of one
     class whose videos all hold it has none: its figures are null)."""
@@ -111,20 +126,13 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
 def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, dict],
                  outputs: dict[str, RunOutput], curves: bool, on_video: Callable[[int], None]) -> None:
     """The work of ``run`` once its output folders are claimed: each output is committed complete."""
-    evaluations = {index: spec.evaluation(index) for index in spec.indices}
-    oracles = any(c.oracle for c in spec.configs.values())
-    order = list(spec.manifest.videos)
-    works = [SplitWork([v for v in order if v in set(e.videos)], e.classes, _truths(e) if oracles else {})
-             for e in evaluations.values()]
-    with dask_backend(spec.scheduler):
-        outcomes = localize_splits(Plan(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs,
-                                        spec.device), on_video)
-    for position, (name, run_) in enumerate(runs.items()):
+    results = run_request(Request(spec.reader, _tasks(spec), spec.configs, spec.seed, spec.execution), on_video)
+    for name, run_ in runs.items():
         online = spec.configs[name].protocol == "online"
+        outcomes = {index: results.outcome(name, index) for index in spec.indices}
         detections = {}
-        for index, split_outcomes in zip(spec.indices, outcomes):
-            outcome = split_outcomes[position]
-            classes = evaluations[index].classes
+        for index, outcome in outcomes.items():
+            classes = spec.evaluation(index).classes
             detections[index] = split_detections(outcome.results, classes, f"split {index}")
             run_.problems.extend(outcome.problems)
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
@@ -135,11 +143,11 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
         run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
                                          spec.round_ap, spec.indices)
         if online:
-            run_.document["online"] = delay_summary([r for split in outcomes for r in split[position].results])
-        for split, split_outcomes in zip(run_.document["splits"], outcomes):
-            split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
+            run_.document["online"] = delay_summary([r for o in outcomes.values() for r in o.results])
+        for split, outcome in zip(run_.document["splits"], outcomes.values()):
+            split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in outcome.problems]
         if spec.configs[name].presence_threshold is not None:
-            _add_presence_quality(run_.document, spec, [o[position] for o in outcomes])
+            _add_presence_quality(run_.document, spec, list(outcomes.values()))
         run_.document["run"] = records[name]
         if name in outputs:
             outputs[name].commit(run_.document)

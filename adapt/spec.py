@@ -17,6 +17,7 @@ from t3al.evaluate.splits import manifest_tious
 from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
 
 from .config import AdaptConfig, ConfigError, make_config
+from .request import Execution
 
 MAX_NAMED_CHANGES = 4  # settings spelled out in a run name; the hash tells the rest apart
 
@@ -38,10 +39,8 @@ class RunSpec:
     preset: str
     configs: dict[str, AdaptConfig]
     seed: int = 0
-    jobs: int = 1
     round_ap: bool = False
-    scheduler: str | None = None  # a Dask scheduler's address: per-video-reset work runs on its workers
-    device: str | None = None  # adapt per-video-reset configs batched there (None: video by video)
+    execution: Execution = Execution()
     evaluations: Mapping[int, EvaluationSet] = field(default_factory=dict)  # each chosen split's, made once
 
     @property
@@ -116,12 +115,11 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
     preset = preset or dataset_rules(loaded.dataset).preset
     tious = run_tious(loaded, tiou_set)
     configs = resolve_configs(preset, config_file, options, rows, rows_source, seed)
-    jobs, scheduler, device = check_execution(jobs, scheduler, device)
+    execution = check_execution(jobs, scheduler, device)
     evaluations = {index: loaded.evaluation_set(key, index) for index in chosen}
     for evaluation in evaluations.values():
         reader.head().prompt_index(evaluation.classes)
-    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap,
-                   scheduler, device, evaluations)
+    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, round_ap, execution, evaluations)
 
 
 def resolve_configs(preset: str, config_file: str | os.PathLike | None = None,
@@ -137,14 +135,14 @@ def resolve_configs(preset: str, config_file: str | os.PathLike | None = None,
             for name, settings in rows.items()}
 
 
-def check_execution(jobs: int | None, scheduler: str | None, device: str | None) -> tuple[int, str | None, str | None]:
+def check_execution(jobs: int | None, scheduler: str | None, device: str | None) -> Execution:
     """Where a run's work goes, checked: ``jobs`` processes (default: the cores), a Dask
     ``scheduler`` (blank: none) and a ``device`` (CUDA looked for only without a scheduler)."""
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
     scheduler = (scheduler or "").strip() or None
-    return jobs, scheduler, check_device(device, here=scheduler is None)
+    return Execution(jobs, scheduler, check_device(device, here=scheduler is None))
 
 
 def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:

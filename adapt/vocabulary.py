@@ -2,7 +2,7 @@
 
 ``t3al-localize`` builds a ``VocabularySpec`` with ``build_vocabulary_spec``; ``localize_vocabulary``
 runs it through the same configs, run names, folder rule, processes, Dask and device paths as
-``t3al-adapt`` (``localize_splits`` on one split whose classes are the vocabulary) and writes the
+``t3al-adapt`` (``run_request`` with one task per video, the vocabulary its classes) and writes the
 detections, the curves and the run record instead of evaluating.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from t3al.cache import CacheError, CacheReader, safe_video_id
 
-from .cluster import dask_backend
 from .config import DEFAULT_PRESET, AdaptConfig, ConfigError
 from .output import claimed
 from .pipeline import SettingRun, code_version, split_detections
-from .runner import Plan, SplitWork, localize_splits
+from .request import Execution, Request, Task
+from .runner import run_request
 from .spec import check_execution, resolve_configs
 from .video import VideoProblem
 
@@ -33,9 +33,7 @@ class VocabularySpec:
     preset: str
     configs: dict[str, AdaptConfig]
     seed: int = 0
-    jobs: int = 1
-    scheduler: str | None = None
-    device: str | None = None
+    execution: Execution = Execution()
 
     @property
     def name(self) -> str:
@@ -76,10 +74,9 @@ def build_vocabulary_spec(cache: str | os.PathLike, classes: Sequence[str], *, v
     config = next(iter(configs.values()))
     if config.oracle:
         raise ConfigError("--oracle needs ground truth; localizing a vocabulary has none", "oracle")
-    jobs, scheduler, device = check_execution(jobs, scheduler, device)
+    execution = check_execution(jobs, scheduler, device)
     reader.head().prompt_index(list(classes))
-    return VocabularySpec(reader, tuple(classes), chosen_videos(reader, videos), preset, configs, seed, jobs,
-                          scheduler, device)
+    return VocabularySpec(reader, tuple(classes), chosen_videos(reader, videos), preset, configs, seed, execution)
 
 
 def vocabulary_record(spec: VocabularySpec) -> dict:
@@ -107,10 +104,9 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
     record = vocabulary_record(spec)
     with claimed({spec.name: folder}, {spec.name: record}, overwrite) as outputs:
         output = outputs[spec.name]
-        work = SplitWork(list(spec.videos), list(spec.classes))
-        with dask_backend(spec.scheduler):
-            outcome = localize_splits(Plan(spec.reader, [work], [spec.config], spec.seed, spec.jobs, spec.device),
-                                      on_video)[0][0]
+        tasks = tuple(Task(None, video, spec.classes) for video in spec.videos)
+        request = Request(spec.reader, tasks, {spec.name: spec.config}, spec.seed, spec.execution)
+        outcome = run_request(request, on_video).outcome(spec.name)
         names = {v: spec.reader.video_name(v) for v in spec.videos}
         named = [replace(result, video_id=names[result.video_id]) for result in outcome.results]
         detections = split_detections(named, list(spec.classes), str(folder / "detections.json"))

@@ -17,14 +17,13 @@ from t3al.evaluate.splits import evaluate_setting
 from .config import UNPUBLISHED, AdaptConfig
 from .online import delay_summary, emission_rows
 from .output import RunOutput, claimed, result_presences
-from .request import Instances, Request, Task
-from .runner import Outcome, detection_rows, run_request
+from .runner import Outcome, run_request
 from .spec import RunSpec
 from .video import VideoProblem, VideoResult
 
 
 @dataclass
-class SettingRun:
+class ConfigRun:
     """The results document of one config, what went wrong on the way, and what its folder held
     before (``replaced``: None when it was new or empty)."""
 
@@ -46,38 +45,21 @@ def code_version() -> str:
     return f"{version}+g{commit}"
 
 
-def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
-    """Everything needed to rerun a results file exactly (and, for AdaZAD, what is not published)."""
-    record = {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting,
-              "cache": {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
-                        "schema_version": spec.reader.info.schema_version},
+def run_record(spec: RunSpec, name: str) -> dict:
+    """Everything needed to rerun config ``name``'s results exactly: config, seed, cache and code
+    version, with the setting and manifest it was evaluated on (and, for AdaZAD, what is not
+    published), or a vocabulary run's preset, vocabulary and videos."""
+    config = spec.configs[name]
+    cache = {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
+             "schema_version": spec.reader.info.schema_version}
+    if spec.manifest is None:
+        return {"config": config.to_dict(), "seed": spec.seed, "preset": spec.preset, "vocabulary": list(spec.classes),
+                "videos": list(spec.videos), "cache": cache, "code_version": code_version()}
+    record = {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting, "cache": cache,
               "manifest": spec.manifest.dataset, "code_version": code_version()}
     if config.method in UNPUBLISHED:
         record["note"] = UNPUBLISHED[config.method]
     return record
-
-
-def _truths(evaluation) -> dict[str, Instances]:
-    """Each video's true instances in a split, the classes by their position in its vocabulary."""
-    position = {name: i for i, name in enumerate(evaluation.classes)}
-    truths: dict[str, list] = {}
-    for a in evaluation.annotations:
-        truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
-    return {video: tuple(instances) for video, instances in truths.items()}
-
-
-def _tasks(spec: RunSpec) -> tuple[Task, ...]:
-    """Each chosen split's videos in the manifest's order, with the split's classes (and, when a
-    config is an oracle, each video's truths)."""
-    oracles = any(c.oracle for c in spec.configs.values())
-    tasks = []
-    for index in spec.indices:
-        evaluation = spec.evaluation(index)
-        truths = _truths(evaluation) if oracles else {}
-        members = set(evaluation.videos)
-        tasks += [Task(index, v, tuple(evaluation.classes), truths.get(v, ())) for v in spec.manifest.videos
-                  if v in members]
-    return tuple(tasks)
 
 
 def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list[Outcome]) -> None:
@@ -99,13 +81,15 @@ def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list[Outcome]
 
 
 def split_detections(results: list[VideoResult], classes: list[str], source: str) -> Detections:
-    """The scored segments of ``results`` as Detections (labels by name)."""
-    return Detections.from_records(({"video": v, "start": s, "end": e, "score": c, "label": lab}
-                                    for v, s, e, c, lab in detection_rows(results, classes)), source=source)
+    """The scored segments of ``results`` as Detections (labels by name, times in seconds)."""
+    return Detections.from_records(({"video": r.video_id, "start": float(start), "end": float(end),
+                                     "score": float(score), "label": classes[label]}
+                                    for r in results for (start, end), label, score in
+                                    zip(r.seconds(), r.labels, r.scores)), source=source)
 
 
 def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curves: bool = True,
-        overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, SettingRun]:
+        overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, ConfigRun]:
     """Localize and evaluate every config of ``spec`` on its splits: one run per config name.
 
     ``folders`` (config name -> folder) get config.json, each split's detections (and ``curves``)
@@ -114,8 +98,8 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     configs and splits share adaptations where the results are the same.
     """
     folders = {name: Path(f) for name, f in (folders or {}).items() if f is not None}
-    records = {name: run_record(spec, config) for name, config in spec.configs.items()}
-    runs = {name: SettingRun(document={}) for name in spec.configs}
+    records = {name: run_record(spec, name) for name in spec.configs}
+    runs = {name: ConfigRun(document={}) for name in spec.configs}
     with claimed(folders, records, overwrite) as outputs:
         for name, output in outputs.items():
             runs[name].replaced = output.replaced
@@ -123,10 +107,10 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     return runs
 
 
-def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, dict],
+def _run_claimed(spec: RunSpec, runs: dict[str, ConfigRun], records: dict[str, dict],
                  outputs: dict[str, RunOutput], curves: bool, on_video: Callable[[int], None]) -> None:
     """The work of ``run`` once its output folders are claimed: each output is committed complete."""
-    results = run_request(Request(spec.reader, _tasks(spec), spec.configs, spec.seed, spec.execution), on_video)
+    results = run_request(spec.request(), on_video)
     for name, run_ in runs.items():
         online = spec.configs[name].protocol == "online"
         outcomes = {index: results.outcome(name, index) for index in spec.indices}

@@ -352,15 +352,6 @@ def localize_split(
     return run_request(Request(CacheReader(cache), tasks, {"": config}, seed, Execution(jobs)), on_video).outcome("", 0)
 
 
-def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:
-    """(video, start s, end s, score, label) for every scored segment."""
-    rows = []
-    for result in results:
-        for (start, end), label, score in zip(result.seconds(), result.labels, result.scores):
-            rows.append((result.video_id, float(start), float(end), float(score), classes[label]))
-    return rows
-
-
 def hint_for(video: VideoInput, instances: list[tuple[float, float, int]]) -> GroundTruthHint:
     """Oracle knowledge of a video: its most frequent true class, that class's instance count and
     the frames inside its instances."""

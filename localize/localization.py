@@ -18,15 +18,14 @@ from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.output import OutputError
-from t3al.adapt.spec import check_execution, resolve_configs
+from t3al.adapt.spec import RunSpec, check_execution, resolve_configs
 from t3al.cache import CacheError, CacheReader
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
 
 if TYPE_CHECKING:  # stage one and two (torch) load when a run starts, so importing this is quick
-    from t3al.adapt.pipeline import SettingRun
-    from t3al.adapt.vocabulary import VocabularySpec
+    from t3al.adapt.pipeline import ConfigRun
     from t3al.evaluate.tables import Detections
 
 FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
@@ -64,8 +63,8 @@ class Localization:
     None in the closed world), stage two's run (problems, warnings) and stage one's failures."""
 
     folder: Path
-    spec: VocabularySpec
-    run: SettingRun
+    spec: RunSpec
+    run: ConfigRun
     table: Detections
     presences: Mapping[str, Mapping[str, float]] | None
     extraction_failures: int = 0
@@ -82,9 +81,9 @@ class Localization:
     def write_json(self, path: str | Path) -> None:
         """The detections in the ActivityNet results format, as the run folder's detections.json."""
         from t3al.adapt.output import external_data
-        from t3al.adapt.vocabulary import vocabulary_record
+        from t3al.adapt.pipeline import run_record
 
-        self.table.write_json(_folder_for(path), external_data(vocabulary_record(self.spec)), self.presences)
+        self.table.write_json(_folder_for(path), external_data(run_record(self.spec, self.spec.name)), self.presences)
 
     def write_csv(self, path: str | Path) -> None:
         """The detections as CSV (video, start, end, score, label), as the run folder's detections.csv."""
@@ -125,7 +124,7 @@ def _check_videos_folder(folder: Path, note: Callable[[str], None]) -> None:
         note(f"note: {len(others)} file(s) skipped, not videos by their extension: {shown}")
 
 
-def _check_captions(spec: VocabularySpec) -> None:
+def _check_captions(spec: RunSpec) -> None:
     """Caption-guided suppression drops every segment of a video without captions: refuse it."""
     if not spec.config.suppression:
         return
@@ -136,7 +135,7 @@ def _check_captions(spec: VocabularySpec) -> None:
                           "and --caption-fps above 0", "suppression")
 
 
-def _viewer(spec: VocabularySpec, run_dir: Path, page: Path, page_dir: Path, thumbnails: int, cache: str) -> None:
+def _viewer(spec: RunSpec, run_dir: Path, page: Path, page_dir: Path, thumbnails: int, cache: str) -> None:
     """Write the viewer page ``page`` from the outputs in ``run_dir``, its links relative to ``page_dir``."""
     from t3al.evaluate.presence import read_presences
 

@@ -1,7 +1,8 @@
 """One stage-two run, resolved and validated once: cache, manifest, setting, splits, thresholds, configs.
 
 ``t3al-adapt``, ``t3al-sweep`` and the benchmarks build a ``RunSpec`` with ``build_spec``,
-``t3al-localize`` with ``vocabulary.build_vocabulary_spec``; the pipeline and the engine only read it. Its names identify each configuration (``run_name``).
+``t3al-localize`` with ``vocabulary.build_vocabulary_spec``; the pipeline and the engine only read
+it. Its names identify each configuration (``run_name``).
 """
 from __future__ import annotations
 

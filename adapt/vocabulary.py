@@ -1,16 +1,16 @@
 """Stage two on a vocabulary and a list of cached videos, without manifest, splits or ground truth.
 
 ``t3al-localize`` builds a ``RunSpec`` without manifest with ``build_vocabulary_spec``;
-``localize_vocabulary`` runs it through the same configs, run names, folder rule, processes, Dask and device paths as
-``t3al-adapt`` (``run_request`` with one task per video, the vocabulary its classes) and writes the
-detections, the curves and the run record instead of evaluating.
+``localize_vocabulary`` runs it through the same configs, run names, folder rule, processes, Dask
+and device paths as ``t3al-adapt`` (``run_request`` with one task per video, the vocabulary its
+classes) and writes the detections, the curves and the run record instead of evaluating.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from t3al.cache import CacheError, CacheReader, safe_video_id
 
@@ -19,7 +19,7 @@ from .output import claimed
 from .pipeline import ConfigRun, run_record, split_detections
 from .request import Execution, Task
 from .runner import run_request
-from .spec import RunSpec, check_execution, resolve_configs
+from .spec import RunSpec
 from .video import VideoProblem
 
 
@@ -37,24 +37,18 @@ def chosen_videos(reader: CacheReader, videos: Sequence[str]) -> tuple[str, ...]
     return tuple(dict.fromkeys(safe_video_id(v) for v in videos))
 
 
-def build_vocabulary_spec(cache: str | os.PathLike, classes: Sequence[str], *, videos: Sequence[str] = (),
-                          preset: str | None = None, config_file: str | os.PathLike | None = None,
-                          options: Mapping[str, Any] | None = None, seed: int = 0, jobs: int | None = None,
-                          scheduler: str | None = None, device: str | None = None) -> RunSpec:
-    """Open the cache, check the vocabulary's prompts and the videos, resolve the one config.
-
-    Settings resolve as for ``t3al-adapt`` (``preset``, default thumos14's, then the method,
-    ``config_file`` and ``options``); oracles need ground truth and are refused.
-    """
+def build_vocabulary_spec(cache: str | os.PathLike, classes: Sequence[str], configs: dict[str, AdaptConfig], *,
+                          videos: Sequence[str] = (), preset: str | None = None, seed: int = 0,
+                          execution: Execution = Execution()) -> RunSpec:
+    """Open the cache, check the vocabulary's prompts and the videos, for ``configs`` resolved as
+    for ``t3al-adapt`` (``spec.resolve_configs``, ``preset`` default thumos14's); oracles need
+    ground truth and are refused."""
     reader = CacheReader(cache)
-    preset = preset or DEFAULT_PRESET
-    configs = resolve_configs(preset, config_file, options, seed=seed)
-    config = next(iter(configs.values()))
-    if config.oracle:
+    if next(iter(configs.values())).oracle:
         raise ConfigError("--oracle needs ground truth; localizing a vocabulary has none", "oracle")
-    execution = check_execution(jobs, scheduler, device)
     reader.head().prompt_index(list(classes))
-    return vocabulary_spec(reader, classes, chosen_videos(reader, videos), preset, configs, seed, execution)
+    return vocabulary_spec(reader, classes, chosen_videos(reader, videos), preset or DEFAULT_PRESET, configs, seed,
+                           execution)
 
 
 def vocabulary_spec(reader: CacheReader, classes: Sequence[str], videos: Sequence[str], preset: str,

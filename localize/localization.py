@@ -215,11 +215,12 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache is not None and Path(cache).resolve() != source.resolve():
         raise LocalizeUsageError(f"{source} is a cache itself: leave out --cache {cache}")
-    try:  # settings and where the work runs are checked before stage one writes anything
-        config = next(iter(resolve_configs(preset or DEFAULT_PRESET, config_file, settings, seed=seed).values()))
-        check_execution(jobs, scheduler, device)
+    try:  # settings and where the work runs are resolved before stage one writes anything
+        configs = resolve_configs(preset or DEFAULT_PRESET, config_file, settings, seed=seed)
+        execution = check_execution(jobs, scheduler, device)
     except ConfigError as err:
         raise LocalizeUsageError(str(err)) from None
+    config = next(iter(configs.values()))
     if config.labels_per_video > len(names):
         note(f"note: --labels-per-video {config.labels_per_video} is more than the {len(names)} "
              f"action(s): each video gets at most {len(names)} label(s)")
@@ -229,15 +230,18 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
         raise LocalizeUsageError("--closed-world gives every video its most likely action: leave out "
                                  "--presence-threshold (and presence_threshold from --config)")
     if not closed_world and config.presence_threshold is None:  # the open set, unless --config set its threshold
-        settings["presence_threshold"] = DEFAULT_THRESHOLD
+        try:
+            configs = resolve_configs(preset or DEFAULT_PRESET, config_file,
+                                      {**settings, "presence_threshold": DEFAULT_THRESHOLD}, seed=seed)
+        except ConfigError as err:
+            raise LocalizeError(str(err)) from None
     prompts = names + ([] if closed_world else distractors_for(names))
     cache = source if is_cache else Path(cache) if cache is not None else default_cache(source)
     failed = _stage_one(source, cache, is_cache, prompts, closed_world, note, model=model, pretrained=pretrained,
                         model_configs=tuple(model_configs), device=extract_device, fps=fps, caption_fps=caption_fps)
     try:
-        spec = build_vocabulary_spec(cache, names, videos=[v.strip() for v in videos if v.strip()], preset=preset,
-                                     config_file=config_file, options=settings, seed=seed, jobs=jobs,
-                                     scheduler=scheduler, device=device)
+        spec = build_vocabulary_spec(cache, names, configs, videos=[v.strip() for v in videos if v.strip()],
+                                     preset=preset, seed=seed, execution=execution)
         _check_captions(spec)
         folder = Path(out) if out is not None else Path("runs") / cache.resolve().name / "localize" / spec.name
 

@@ -179,14 +179,14 @@ def _run_per_video(request: Request, tasks: list[Task], configs: dict[str, Adapt
     size = execution.videos_per_task
     chunks = [videos[i:i + size] for i in range(0, len(videos), size)]
     cache = str(request.reader.root.resolve())
-    calls = ((chunk, joblib.delayed(_localize_chunk)(cache, chunk, [by_video[v] for v in chunk], configs, request.seed,
-                                                     execution)) for chunk in chunks)
+    calls = ((chunk, joblib.delayed(_run_chunk)(cache, chunk, [by_video[v] for v in chunk], configs, request.seed,
+                                                execution)) for chunk in chunks)
     for chunk, done in zip(chunks, parallel_videos(calls, execution.jobs)):
         entries.update(done)
         on_video(sum(len(by_video[v]) for v in chunk) * len(configs))
 
 
-def _localize_chunk(cache: str, video_ids: list[str], tasks: list[list[Task]], configs: dict[str, AdaptConfig],
+def _run_chunk(cache: str, video_ids: list[str], tasks: list[list[Task]], configs: dict[str, AdaptConfig],
                     seed: int, execution: Execution) -> Entries:
     """A few videos, each read once for all its tasks and configs: per group of configs that share
     adaptations, pseudo-labels first, then the distinct adaptations (video by video, or in batches
@@ -206,7 +206,7 @@ def _localize_chunk(cache: str, video_ids: list[str], tasks: list[list[Task]], c
     budget = None if execution.device is None else batch_bytes(torch.device(execution.device), execution.jobs)
     with single_thread():
         for group in shared_adaptations(reset):
-            _localize_group(head, work, group, seed, execution.device or "cpu", budget, entries)
+            _run_group(head, work, group, seed, execution.device or "cpu", budget, entries)
         for name, config in online.items():
             for video, video_tasks in work:
                 for task in video_tasks:
@@ -242,7 +242,7 @@ def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, vide
     return pendings
 
 
-def _localize_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dict[str, AdaptConfig], seed: int,
+def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dict[str, AdaptConfig], seed: int,
                     device: str, budget: int | None, entries: Entries) -> None:
     """One group of configs that share adaptations on a chunk's videos, every task of each: the
     distinct jobs (``job_key``) adapted once, then each config's proposals from them. Tasks that

@@ -133,7 +133,8 @@ class Results:
     def outcome(self, name: str, split: Hashable = None) -> Outcome:
         """Config ``name``'s results and problems on ``split``, in the order of its tasks."""
         done = [self.entries[name, task.split, task.video] for task in self.tasks if task.split == split]
-        return Outcome([d for d in done if isinstance(d, VideoResult)], [d for d in done if isinstance(d, VideoProblem)])
+        return Outcome([d for d in done if isinstance(d, VideoResult)],
+                       [d for d in done if isinstance(d, VideoProblem)])
 
 
 def run_request(request: Request, on_video: Callable[[int], None] = lambda n: None) -> Results:

@@ -188,7 +188,7 @@ def _run_per_video(request: Request, tasks: list[Task], configs: dict[str, Adapt
 
 
 def _run_chunk(cache: str, video_ids: list[str], tasks: list[list[Task]], configs: dict[str, AdaptConfig],
-                    seed: int, execution: Execution) -> Entries:
+               seed: int, execution: Execution) -> Entries:
     """A few videos, each read once for all its tasks and configs: per group of configs that share
     adaptations, pseudo-labels first, then the distinct adaptations (video by video, or in batches
     on the execution's device, which its processes share), then every proposal; the online configs
@@ -244,7 +244,7 @@ def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, vide
 
 
 def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dict[str, AdaptConfig], seed: int,
-                    device: str, budget: int | None, entries: Entries) -> None:
+               device: str, budget: int | None, entries: Entries) -> None:
     """One group of configs that share adaptations on a chunk's videos, every task of each: the
     distinct jobs (``job_key``) adapted once, then each config's proposals from them. Tasks that
     give a video the same pseudo-label share its adaptation, since with per-video reset and a
@@ -254,7 +254,7 @@ def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dic
     first = next(iter(group.values()))
     localizer = localizer_for(first)
     params = model_parameters(head, first)
-    problems: dict[tuple, Problem] = {}
+    jobs: dict[tuple, Problem] = {}  # job key -> the adaptation it asks for
     pending = []
     presences: dict[tuple[Hashable, str], np.ndarray] = {}
     for video, tasks in work:
@@ -267,9 +267,9 @@ def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dic
                                               seed, presences.get((task.split, video.video_id))):
                 key = job_key(first, video.video_id, task.classes[one.label], draws, task.truths)
                 if one.problem is not None:
-                    problems.setdefault(key, one.problem)
+                    jobs.setdefault(key, one.problem)
                 pending.append((video, task, key, class_features, one, hint))
-    adapted = dict(zip(problems, adapt_problems(first, head, list(problems.values()), device, budget)))
+    adapted = dict(zip(jobs, adapt_problems(first, head, list(jobs.values()), device, budget)))
     for video, task, key, class_features, started, hint in pending:
         results = localizer.finish(video, started, adapted.get(key), class_features, list(group.values()), hint)
         for name, result in zip(group, results):

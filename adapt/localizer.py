@@ -3,13 +3,15 @@ per-frame baseline: localizer objects, one chosen per config by ``localizer_for`
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from t3al.cache import Head
+
 from .adam import Adam
-from .adapter import Adaptation, Adapted, Adapter, Problem, Projections
+from .adapter import Adaptation, Adapted, Adapter, Problem, Projections, head_tensors
 from .config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
@@ -32,6 +34,27 @@ def split_dependent(config: AdaptConfig) -> bool:
     """Whether a video's adaptation depends on the split's ground truth (the class or selection
     oracle), so that splits giving it the same pseudo-label cannot share it."""
     return bool(adaptation_key(config).oracle)
+
+
+def shared_adaptations(configs: Mapping[str, AdaptConfig]) -> list[dict[str, AdaptConfig]]:
+    """The configs (by name) grouped so that each group needs one adaptation per video (equal
+    ``share_key``: configs that differ in proposal settings, or identical naive configs)."""
+    groups: dict[object, dict[str, AdaptConfig]] = {}
+    for name, config in configs.items():
+        groups.setdefault(localizer_for(config).share_key(), {})[name] = config
+    return list(groups.values())
+
+
+def job_key(config: AdaptConfig, video: str, label: str, draws: str, truths: tuple) -> tuple:
+    """What one adaptation of ``video`` depends on, so that equal keys share it: the group's
+    ``share_key``, the label adapted to, the name its samples are drawn by (``draws``), and the
+    video's ``truths`` where an oracle steers the adaptation."""
+    return localizer_for(config).share_key(), video, label, draws, truths if split_dependent(config) else None
+
+
+def model_parameters(head: Head, config: AdaptConfig) -> Projections:
+    """The model's own projections as ``config`` adapts them: where every adaptation and stream starts."""
+    return Projections(*head_tensors(head, config))
 
 
 def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

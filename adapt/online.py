@@ -9,13 +9,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from t3al.cache import CacheReader, Head
+from t3al.cache import Head
 
-from .adapter import Adapted, Adapter, Problem, Projections, head_tensors, make_optimizer
+from .adapter import Adapted, Adapter, Problem, make_optimizer
 from .config import AdaptConfig
-from .localizer import T3AL
+from .localizer import T3AL, model_parameters
 from .ops import l2norm, moving_average
-from .video import VideoInput, VideoProblem, VideoResult
+from .video import VideoInput, VideoResult
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class OnlineT3AL:
         self.config, self.video_id, self.generator = config, video_id, generator
         self.localizer = T3AL(config)
         self.class_features = class_features
-        self.params = Projections(*head_tensors(head, config))
+        self.params = model_parameters(head, config)
         self.optimizer = make_optimizer(self.params, config) if config.chunk_steps else None
         self.adapter = Adapter(config.replace(steps=config.chunk_steps))
         self.label_embeddings = (class_features @ self.params.text_projection).detach()  # the model's own
@@ -207,30 +207,6 @@ def localize_online(video: VideoInput, config: AdaptConfig, head: Head, class_fe
                     video.caption_features[inside])
     stream.finish()
     return stream.result()
-
-
-def localize_online_chunk(cache: str, video_ids: list[str], splits: list[list[tuple[list[str], dict]]],
-                          configs: Sequence[AdaptConfig], seed: int, device: str | None = None,
-                          workers: int = 1) -> list[list[list[VideoResult]] | VideoProblem]:
-    """The online configs on a few cached videos (the signature of the reset protocol's task, run
-    by the same scheduler): each video streamed once per split and config, each stream from the
-    model and the video's seed; ``device`` and ``workers`` are not used (one video, one thread)."""
-    from .runner import _class_features, _load, single_thread, video_seed  # here: runner imports this module
-
-    reader = CacheReader(cache)
-    head = reader.head()
-    out: list = []
-    with single_thread():
-        for video_id, work in zip(video_ids, splits):
-            try:
-                video = _load(reader, video_id)
-            except VideoProblem as problem:
-                out.append(problem)
-                continue
-            out.append([[localize_online(video, config, head, _class_features(head, classes),
-                                         torch.Generator().manual_seed(video_seed(seed, video_id)))
-                         for config in configs] for classes, _ in work])
-    return out
 
 
 def emission_rows(results: Sequence[VideoResult], classes: list[str]) -> list[dict]:

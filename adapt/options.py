@@ -16,7 +16,7 @@ from .config import DEFAULT_PRESET, GROUPS, SETTINGS, UNPUBLISHED, AdaptConfig, 
 from .spec import RunSpec, default_jobs, shown_value
 
 if typing.TYPE_CHECKING:
-    from .pipeline import SettingRun
+    from .pipeline import ConfigRun
 
 
 class ThresholdType(click.ParamType):
@@ -110,7 +110,7 @@ def execution_options(command):
 
 
 def adapt_with_progress(spec: RunSpec, folders: dict[str, Path], unit: str, desc: str, progress: bool,
-                        **kwargs: Any) -> dict[str, SettingRun]:
+                        **kwargs: Any) -> dict[str, ConfigRun]:
     """Run stage two with a progress bar over video-splits. Its modules (and torch) are imported here,
     once the settings are valid, so that --help and the one-line errors start in a fraction of a second."""
     from .output import OutputError
@@ -143,7 +143,7 @@ def run_options(command):
     return command
 
 
-def report_runs(runs: dict[str, SettingRun], folders: dict[str, Path]) -> list[str]:
+def report_runs(runs: dict[str, ConfigRun], folders: dict[str, Path]) -> list[str]:
     """Print warnings, failures and replaced folders; the failures, as 'name: problem', each once
     (a video that fails fails in every split that holds it)."""
     label = (lambda name: f"{name}: ") if len(runs) > 1 else (lambda name: "")

@@ -14,17 +14,16 @@ from t3al.evaluate import Detections, EvaluationError, GroundTruth
 from t3al.evaluate.presence import presence_quality
 from t3al.evaluate.splits import evaluate_setting
 
-from .cluster import dask_backend
-from .config import UNPUBLISHED, AdaptConfig
+from .config import UNPUBLISHED
 from .online import delay_summary, emission_rows
 from .output import RunOutput, claimed, result_presences
-from .runner import Plan, SplitWork, Truths, detection_rows, localize_splits
+from .runner import Outcome, run_request
 from .spec import RunSpec
 from .video import VideoProblem, VideoResult
 
 
 @dataclass
-class SettingRun:
+class ConfigRun:
     """The results document of one config, what went wrong on the way, and what its folder held
     before (``replaced``: None when it was new or empty)."""
 
@@ -46,26 +45,24 @@ def code_version() -> str:
     return f"{version}+g{commit}"
 
 
-def run_record(spec: RunSpec, config: AdaptConfig) -> dict:
-    """Everything needed to rerun a results file exactly (and, for AdaZAD, what is not published)."""
-    record = {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting,
-              "cache": {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
-                        "schema_version": spec.reader.info.schema_version},
+def run_record(spec: RunSpec, name: str) -> dict:
+    """Everything needed to rerun config ``name``'s results exactly: config, seed, cache and code
+    version, with the setting and manifest it was evaluated on (and, for AdaZAD, what is not
+    published), or a vocabulary run's preset, vocabulary and videos."""
+    config = spec.configs[name]
+    cache = {"path": str(spec.cache.resolve()), "model": spec.reader.info.model.key(),
+             "schema_version": spec.reader.info.schema_version}
+    if spec.manifest is None:
+        return {"config": config.to_dict(), "seed": spec.seed, "preset": spec.preset, "vocabulary": list(spec.classes),
+                "videos": list(spec.videos), "cache": cache, "code_version": code_version()}
+    record = {"config": config.to_dict(), "seed": spec.seed, "setting": spec.setting, "cache": cache,
               "manifest": spec.manifest.dataset, "code_version": code_version()}
     if config.method in UNPUBLISHED:
         record["note"] = UNPUBLISHED[config.method]
     return record
 
 
-def _truths(evaluation) -> Truths:
-    position = {name: i for i, name in enumerate(evaluation.classes)}
-    truths: Truths = {}
-    for a in evaluation.annotations:
-        truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
-    return truths
-
-
-def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list) -> None:
+def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list[Outcome]) -> None:
     """Under the open-set rule, each split's presence AP and ROC AUC over its (video, class) pairs,
     and their mean over the splits that have pairs both with and without the class (a split of one
     class whose videos all hold it has none: its figures are null)."""
@@ -84,13 +81,15 @@ def _add_presence_quality(document: dict, spec: RunSpec, outcomes: list) -> None
 
 
 def split_detections(results: list[VideoResult], classes: list[str], source: str) -> Detections:
-    """The scored segments of ``results`` as Detections (labels by name)."""
-    return Detections.from_records(({"video": v, "start": s, "end": e, "score": c, "label": lab}
-                                    for v, s, e, c, lab in detection_rows(results, classes)), source=source)
+    """The scored segments of ``results`` as Detections (labels by name, times in seconds)."""
+    return Detections.from_records(({"video": r.video_id, "start": float(start), "end": float(end),
+                                     "score": float(score), "label": classes[label]}
+                                    for r in results for (start, end), label, score in
+                                    zip(r.seconds(), r.labels, r.scores)), source=source)
 
 
 def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curves: bool = True,
-        overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, SettingRun]:
+        overwrite: bool = False, on_video: Callable[[int], None] = lambda n: None) -> dict[str, ConfigRun]:
     """Localize and evaluate every config of ``spec`` on its splits: one run per config name.
 
     ``folders`` (config name -> folder) get config.json, each split's detections (and ``curves``)
@@ -99,8 +98,8 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     configs and splits share adaptations where the results are the same.
     """
     folders = {name: Path(f) for name, f in (folders or {}).items() if f is not None}
-    records = {name: run_record(spec, config) for name, config in spec.configs.items()}
-    runs = {name: SettingRun(document={}) for name in spec.configs}
+    records = {name: run_record(spec, name) for name in spec.configs}
+    runs = {name: ConfigRun(document={}) for name in spec.configs}
     with claimed(folders, records, overwrite) as outputs:
         for name, output in outputs.items():
             runs[name].replaced = output.replaced
@@ -108,23 +107,16 @@ def run(spec: RunSpec, folders: Mapping[str, Path | None] | None = None, *, curv
     return runs
 
 
-def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, dict],
+def _run_claimed(spec: RunSpec, runs: dict[str, ConfigRun], records: dict[str, dict],
                  outputs: dict[str, RunOutput], curves: bool, on_video: Callable[[int], None]) -> None:
     """The work of ``run`` once its output folders are claimed: each output is committed complete."""
-    evaluations = {index: spec.evaluation(index) for index in spec.indices}
-    oracles = any(c.oracle for c in spec.configs.values())
-    order = list(spec.manifest.videos)
-    works = [SplitWork([v for v in order if v in set(e.videos)], e.classes, _truths(e) if oracles else {})
-             for e in evaluations.values()]
-    with dask_backend(spec.scheduler):
-        outcomes = localize_splits(Plan(spec.reader, works, list(spec.configs.values()), spec.seed, spec.jobs,
-                                        spec.device), on_video)
-    for position, (name, run_) in enumerate(runs.items()):
+    results = run_request(spec.request(), on_video)
+    for name, run_ in runs.items():
         online = spec.configs[name].protocol == "online"
+        outcomes = {index: results.outcome(name, index) for index in spec.indices}
         detections = {}
-        for index, split_outcomes in zip(spec.indices, outcomes):
-            outcome = split_outcomes[position]
-            classes = evaluations[index].classes
+        for index, outcome in outcomes.items():
+            classes = spec.evaluation(index).classes
             detections[index] = split_detections(outcome.results, classes, f"split {index}")
             run_.problems.extend(outcome.problems)
             run_.warnings.extend(w for r in outcome.results for w in r.warnings)
@@ -135,11 +127,11 @@ def _run_claimed(spec: RunSpec, runs: dict[str, SettingRun], records: dict[str, 
         run_.document = evaluate_setting(spec.manifest, spec.setting, detections.__getitem__, spec.tious,
                                          spec.round_ap, spec.indices)
         if online:
-            run_.document["online"] = delay_summary([r for split in outcomes for r in split[position].results])
-        for split, split_outcomes in zip(run_.document["splits"], outcomes):
-            split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in split_outcomes[position].problems]
+            run_.document["online"] = delay_summary([r for o in outcomes.values() for r in o.results])
+        for split, outcome in zip(run_.document["splits"], outcomes.values()):
+            split["problems"] = [{"video": p.video_id, "reason": p.reason} for p in outcome.problems]
         if spec.configs[name].presence_threshold is not None:
-            _add_presence_quality(run_.document, spec, [o[position] for o in outcomes])
+            _add_presence_quality(run_.document, spec, list(outcomes.values()))
         run_.document["run"] = records[name]
         if name in outputs:
             outputs[name].commit(run_.document)

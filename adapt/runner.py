@@ -1,10 +1,11 @@
-"""Localize a split's videos from the cache: both protocols, joblib across videos, per-video seeds."""
+"""The engine: runs a request's tasks from the cache with every config (both protocols, joblib or
+Dask across videos, per-video seeds) and returns the results keyed by (config name, split, video)."""
 from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import joblib
 import numpy as np
@@ -14,23 +15,15 @@ from t3al.cache import CacheError, CacheReader, Head
 
 from .adam import Adam
 from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
-from .cluster import parallel_videos
+from .cluster import dask_backend, parallel_videos
 from .config import AdaptConfig, ConfigError
 from .distractors import distractors_for
-from .localizer import T3AL, NaiveBaseline, Pending, chosen_labels, localizer_for, merged, split_dependent
-from .online import localize_online_chunk
+from .localizer import (T3AL, NaiveBaseline, Pending, chosen_labels, job_key, localizer_for, merged, model_parameters,
+                        shared_adaptations)
+from .online import localize_online
 from .presence import open_set, present_labels, presence
+from .request import Execution, Instances, Request, Task
 from .video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
-
-CHUNK = {None: 4, "batched": 32}  # videos per joblib task, video by video (a live progress bar) or batched
-
-
-@dataclass
-class SplitOutcome:
-    """Results of the videos that could be localized, and the problems of those that could not."""
-
-    results: list[VideoResult] = field(default_factory=list)
-    problems: list[VideoProblem] = field(default_factory=list)
 
 
 def video_seed(seed: int, video_id: str) -> int:
@@ -50,7 +43,7 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _check_widths(head: Head, configs: Sequence[AdaptConfig]) -> None:
+def _check_widths(head: Head, configs: Iterable[AdaptConfig]) -> None:
     """Raw pre-projection features stand in for X only when they have the joint width E."""
     dv, e = head.visual_proj.shape
     if dv != e and any(not c.project_visual for c in configs):
@@ -76,32 +69,22 @@ def _load(reader: CacheReader, video_id: str) -> VideoInput:
     return video
 
 
-Truths = dict[str, list[tuple[float, float, int]]]  # video -> (start s, end s, class index) instances
-
-
-def _hint(configs: Sequence[AdaptConfig], video: VideoInput, truths: Truths) -> GroundTruthHint | None:
-    if not any(c.oracle for c in configs) or video.video_id not in truths:
+def _hint(configs: Iterable[AdaptConfig], video: VideoInput, truths: Instances) -> GroundTruthHint | None:
+    if not truths or not any(c.oracle for c in configs):
         return None
-    return hint_for(video, truths[video.video_id])
+    return hint_for(video, list(truths))
 
 
-def _groups(configs: Sequence[AdaptConfig]) -> list[list[int]]:
-    """Positions of configs that share one adaptation per video (naive configs: identical ones)."""
-    groups: dict[object, list[int]] = {}
-    for i, config in enumerate(configs):
-        groups.setdefault(localizer_for(config).share_key(), []).append(i)
-    return list(groups.values())
+def _class_features(head: Head, classes: Sequence[str]) -> torch.Tensor:
+    return torch.from_numpy(head.prompt_features[head.prompt_index(list(classes))])
 
 
-def _class_features(head: Head, classes: list[str]) -> torch.Tensor:
-    return torch.from_numpy(head.prompt_features[head.prompt_index(classes)])
-
-
-def _check_distractors(head: Head, splits: Sequence["SplitWork"], configs: Sequence[AdaptConfig]) -> None:
+def _check_distractors(head: Head, tasks: Sequence[Task], configs: Iterable[AdaptConfig]) -> None:
     """The open-set rule compares each action with the distractor prompts: the cache must hold them."""
     if all(c.presence_threshold is None for c in configs):
         return
-    needed = dict.fromkeys(d for split in splits for d in distractors_for(split.classes))
+    vocabularies = dict.fromkeys(task.classes for task in tasks)
+    needed = dict.fromkeys(d for classes in vocabularies for d in distractors_for(list(classes)))
     missing = [d for d in needed if d not in head.class_names]
     if missing:
         raise ConfigError(f"presence_threshold compares each action with {len(needed)} distractor actions "
@@ -110,77 +93,137 @@ def _check_distractors(head: Head, splits: Sequence["SplitWork"], configs: Seque
                           f"\"{','.join(missing)}\"", "presence_threshold")
 
 
-def video_presence(head: Head, video: VideoInput, classes: list[str], config: AdaptConfig) -> np.ndarray:
+def video_presence(head: Head, video: VideoInput, classes: Sequence[str], config: AdaptConfig) -> np.ndarray:
     """The presence of each class of ``classes`` in ``video`` with the model's own projections."""
     visual, text, scale = head_tensors(head, config)
     return presence(video.features, video.timestamps, visual, text, scale, _class_features(head, classes),
-                    _class_features(head, distractors_for(classes)))
+                    _class_features(head, distractors_for(list(classes))))
 
 
-def _open_set(head: Head, video: VideoInput, classes: list[str], configs: Sequence[AdaptConfig],
-              results: list[VideoResult]) -> list[VideoResult]:
+def _open_set(head: Head, video: VideoInput, classes: Sequence[str], configs: Mapping[str, AdaptConfig],
+              results: Sequence[VideoResult]) -> list[VideoResult]:
     """``results`` (one per config) with the open-set rule applied where a config asks for it (the
     stream protocol's: its pseudo-label is kept or dropped, no other label is localized)."""
-    if all(c.presence_threshold is None for c in configs):
-        return results
-    presences = video_presence(head, video, classes, configs[0])
+    if all(c.presence_threshold is None for c in configs.values()):
+        return list(results)
+    presences = video_presence(head, video, classes, next(iter(configs.values())))
     return [r if c.presence_threshold is None else open_set(r, presences, c.presence_threshold)
-            for c, r in zip(configs, results)]
+            for c, r in zip(configs.values(), results)]
 
 
-@dataclass
-class SplitWork:
-    """One split to localize: its videos in order, its class vocabulary and (for oracles) truths."""
-
-    video_ids: list[str]
-    classes: list[str]
-    truths: Truths = field(default_factory=dict)
+Entries = dict[tuple[str, Hashable, str], VideoResult | VideoProblem]  # (config name, split, video) -> result
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What ``localize_splits`` runs: the splits of one cache with every config, the run's seed,
-    and where: ``jobs`` worker processes, each adapting video by video or, with a ``device``,
-    in batches there."""
+class Outcome:
+    """One config's results on one split, in the split's order, and the problems of the videos
+    that could not be localized."""
 
-    reader: CacheReader
-    splits: Sequence[SplitWork]
-    configs: Sequence[AdaptConfig]
-    seed: int = 0
-    jobs: int = 1
-    device: str | None = None
+    results: list[VideoResult] = field(default_factory=list)
+    problems: list[VideoProblem] = field(default_factory=list)
 
 
-def _localize_chunk(cache: str, video_ids: list[str], splits: list[list[tuple[list[str], Truths]]],
-                    configs: Sequence[AdaptConfig], seed: int, device: str | None = None,
-                    workers: int = 1) -> list[list[list[VideoResult]] | VideoProblem]:
-    """Per-video reset protocol on a few videos, each read once for all its splits and configs:
-    per config group, pseudo-labels first, then the distinct adaptations (video by video, or in
-    batches on ``device``, which ``workers`` processes share), then every proposal."""
+@dataclass
+class Results:
+    """A request's results: a video result or a problem per (config name, split, video)."""
+
+    tasks: tuple[Task, ...]
+    entries: Entries = field(default_factory=dict)
+
+    def outcome(self, name: str, split: Hashable = None) -> Outcome:
+        """Config ``name``'s results and problems on ``split``, in the order of its tasks."""
+        done = [self.entries[name, task.split, task.video] for task in self.tasks if task.split == split]
+        return Outcome([d for d in done if isinstance(d, VideoResult)],
+                       [d for d in done if isinstance(d, VideoProblem)])
+
+
+def run_request(request: Request, on_video: Callable[[int], None] = lambda n: None) -> Results:
+    """Run every task of ``request`` with every config; the results by (config name, split, video).
+
+    Per-video-reset and online configs read each video once for all its tasks and configs
+    (videos spread over the execution's processes, Dask workers or device batches), and jobs with
+    equal keys (``job_key``) share one adaptation. Stream configs consume each split's tasks in
+    order, in this process. Videos missing from the cache, or unusable, become problems.
+    ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
+    """
+    reader, configs = request.reader, dict(request.configs)
+    _check_widths(reader.head(), configs.values())
+    _check_distractors(reader.head(), request.tasks, configs.values())
+    results = Results(request.tasks)
+    present = [task for task in request.tasks if task.video in reader]
+    for task in request.tasks:
+        if task.video not in reader:
+            problem = VideoProblem(task.video, f"not in cache {reader.root}")
+            results.entries.update(((name, task.split, task.video), problem) for name in configs)
+    on_video((len(request.tasks) - len(present)) * len(configs))
+    stream = {name: c for name, c in configs.items() if c.protocol == "stream" and localizer_for(c).adapts}
+    per_video = {name: c for name, c in configs.items() if name not in stream}
+    with dask_backend(request.execution.scheduler):
+        if stream:
+            for split in dict.fromkeys(task.split for task in present):
+                _run_streams(reader, [t for t in present if t.split == split], stream, request.seed, results.entries,
+                             on_video)
+        if per_video:
+            _run_per_video(request, present, per_video, results.entries, on_video)
+    return results
+
+
+def _run_per_video(request: Request, tasks: list[Task], configs: dict[str, AdaptConfig], entries: Entries,
+                   on_video: Callable[[int], None]) -> None:
+    """The per-video configs on every task, one worker task per few videos (the cache's path made
+    absolute, as tasks may run on other machines' workers)."""
+    by_video: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_video.setdefault(task.video, []).append(task)
+    videos = list(by_video)
+    execution = request.execution
+    size = execution.videos_per_task
+    chunks = [videos[i:i + size] for i in range(0, len(videos), size)]
+    cache = str(request.reader.root.resolve())
+    calls = ((chunk, joblib.delayed(_run_chunk)(cache, chunk, [by_video[v] for v in chunk], configs, request.seed,
+                                                execution)) for chunk in chunks)
+    for chunk, done in zip(chunks, parallel_videos(calls, execution.jobs)):
+        entries.update(done)
+        on_video(sum(len(by_video[v]) for v in chunk) * len(configs))
+
+
+def _run_chunk(cache: str, video_ids: list[str], tasks: list[list[Task]], configs: dict[str, AdaptConfig],
+               seed: int, execution: Execution) -> Entries:
+    """A few videos, each read once for all its tasks and configs: per group of configs that share
+    adaptations, pseudo-labels first, then the distinct adaptations (video by video, or in batches
+    on the execution's device, which its processes share), then every proposal; the online configs
+    stream each task's video on its own."""
     reader = CacheReader(cache)
     head = reader.head()
-    out: list = [None] * len(video_ids)
-    videos: dict[int, VideoInput] = {}
-    for i, video_id in enumerate(video_ids):
+    entries: Entries = {}
+    work: list[tuple[VideoInput, list[Task]]] = []
+    for video_id, video_tasks in zip(video_ids, tasks):
         try:
-            videos[i] = _load(reader, video_id)
-            out[i] = [[None] * len(configs) for _ in splits[i]]
+            work.append((_load(reader, video_id), video_tasks))
         except VideoProblem as problem:
-            out[i] = problem
-    budget = None if device is None else batch_bytes(torch.device(device), workers)
+            entries.update(((name, task.split, video_id), problem) for task in video_tasks for name in configs)
+    online = {name: c for name, c in configs.items() if c.protocol == "online"}
+    reset = {name: c for name, c in configs.items() if name not in online}
+    budget = None if execution.device is None else batch_bytes(torch.device(execution.device), execution.jobs)
     with single_thread():
-        for group in _groups(configs):
-            _localize_group(head, videos, splits, [configs[j] for j in group], group, seed, device or "cpu", budget,
-                            out)
-    return out
+        for group in shared_adaptations(reset):
+            _run_group(head, work, group, seed, execution.device or "cpu", budget, entries)
+        for name, config in online.items():
+            for video, video_tasks in work:
+                for task in video_tasks:
+                    entries[name, task.split, video.video_id] = localize_online(
+                        video, config, head, _class_features(head, task.classes),
+                        torch.Generator().manual_seed(video_seed(seed, video.video_id)))
+    return entries
 
 
-def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, video: VideoInput, classes: list[str],
+def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, video: VideoInput, classes: Sequence[str],
                     params: Projections, class_features: torch.Tensor, hint: GroundTruthHint | None, seed: int,
-                    presences: np.ndarray | None) -> list[Pending]:
-    """Step 1 of each video-level label localized: the pseudo-label, then (``labels_per_video``) the
-    next most probable classes; under the open-set rule (``presences``) the present classes instead,
-    most present first, and the pseudo-label when none is (its detections are then dropped)."""
+                    presences: np.ndarray | None) -> list[tuple[str, Pending]]:
+    """Step 1 of each video-level label localized, with the name its samples are drawn by: the
+    pseudo-label, then (``labels_per_video``) the next most probable classes; under the open-set
+    rule (``presences``) the present classes instead, most present first, and the pseudo-label when
+    none is (its detections are then dropped)."""
     generator = torch.Generator().manual_seed(video_seed(seed, video.video_id))
     first = localizer.start(video, params, class_features, generator, hint)
     if presences is not None and localizer.adapts:
@@ -188,52 +231,54 @@ def _label_pendings(localizer: "T3AL | NaiveBaseline", config: AdaptConfig, vide
     elif config.labels_per_video > 1:
         labels = chosen_labels(first.probabilities, first.label, config.labels_per_video, config.label_threshold)
     else:
-        return [first]
+        return [(video.video_id, first)]
     pendings = []
     for rank, label in enumerate(labels):
+        draws = video.video_id if rank == 0 else f"{video.video_id}/{classes[label]}"
         if rank == 0 and label == first.label:
-            pendings.append(first)
+            pendings.append((draws, first))
             continue
-        generator = torch.Generator().manual_seed(video_seed(seed, video.video_id if rank == 0
-                                                             else f"{video.video_id}/{classes[label]}"))
-        pendings.append(first.relabelled(label, class_features, generator))
+        generator = torch.Generator().manual_seed(video_seed(seed, draws))
+        pendings.append((draws, first.relabelled(label, class_features, generator)))
     return pendings
 
 
-def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list[tuple[list[str], Truths]]],
-                    chosen: list[AdaptConfig], positions: list[int], seed: int, device: str, budget: int | None,
-                    out: list) -> None:
-    """One config group on a chunk's videos, results written into ``out[video][split][config]``.
-    Splits that give a video the same pseudo-label share its adaptation, since with per-video reset
-    and a per-video seed nothing else it depends on changes; oracle-steered ones are not shared.
-    Each further label of a video (``labels_per_video``) is one more adaptation, its results merged;
-    under the open-set rule the labels are the present ones, and absent ones lose their detections."""
-    first = chosen[0]
+def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dict[str, AdaptConfig], seed: int,
+               device: str, budget: int | None, entries: Entries) -> None:
+    """One group of configs that share adaptations on a chunk's videos, every task of each: the
+    distinct jobs (``job_key``) adapted once, then each config's proposals from them. Tasks that
+    give a video the same pseudo-label share its adaptation, since with per-video reset and a
+    per-video seed nothing else it depends on changes. Each further label of a video
+    (``labels_per_video``) is one more job, its results merged; under the open-set rule the labels
+    are the present ones, and absent ones lose their detections."""
+    first = next(iter(group.values()))
     localizer = localizer_for(first)
-    params = Projections(*head_tensors(head, first))
-    problems: dict[tuple, Problem] = {}
+    params = model_parameters(head, first)
+    jobs: dict[tuple, Problem] = {}  # job key -> the adaptation it asks for
     pending = []
-    presences: dict[tuple[int, int], np.ndarray] = {}
-    for i, video in videos.items():
-        for s, (classes, truths) in enumerate(splits[i]):
-            class_features = _class_features(head, classes)
-            hint = _hint(chosen, video, truths)
+    presences: dict[tuple[Hashable, str], np.ndarray] = {}
+    for video, tasks in work:
+        for task in tasks:
+            class_features = _class_features(head, task.classes)
+            hint = _hint(group.values(), video, task.truths)
             if first.presence_threshold is not None:
-                presences[i, s] = video_presence(head, video, classes, first)
-            for rank, one in enumerate(_label_pendings(localizer, first, video, classes, params, class_features, hint,
-                                                       seed, presences.get((i, s)))):
-                key = (i, classes[one.label], rank, s if split_dependent(first) else None)
+                presences[task.split, video.video_id] = video_presence(head, video, task.classes, first)
+            for draws, one in _label_pendings(localizer, first, video, task.classes, params, class_features, hint,
+                                              seed, presences.get((task.split, video.video_id))):
+                key = job_key(first, video.video_id, task.classes[one.label], draws, task.truths)
                 if one.problem is not None:
-                    problems.setdefault(key, one.problem)
-                pending.append((i, s, key, class_features, one, hint))
-    adapted = dict(zip(problems, adapt_problems(first, head, list(problems.values()), device, budget)))
-    for i, s, key, class_features, started, hint in pending:
-        for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
-                                                         hint)):
-            out[i][s][j] = result if out[i][s][j] is None else merged([out[i][s][j], result])
-    for (i, s), video_presences in presences.items():
-        for j in positions:
-            out[i][s][j] = open_set(out[i][s][j], video_presences, first.presence_threshold)
+                    jobs.setdefault(key, one.problem)
+                pending.append((video, task, key, class_features, one, hint))
+    adapted = dict(zip(jobs, adapt_problems(first, head, list(jobs.values()), device, budget)))
+    for video, task, key, class_features, started, hint in pending:
+        results = localizer.finish(video, started, adapted.get(key), class_features, list(group.values()), hint)
+        for name, result in zip(group, results):
+            where = (name, task.split, video.video_id)
+            entries[where] = merged([entries[where], result]) if where in entries else result
+    for (split, video_id), video_presences in presences.items():
+        for name in group:
+            entries[name, split, video_id] = open_set(entries[name, split, video_id], video_presences,
+                                                      first.presence_threshold)
 
 
 @dataclass
@@ -242,130 +287,53 @@ class _Stream:
     after each video the parameters go back to before its last step (T3AL, which also leaves the
     logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
 
-    positions: list[int]
-    configs: list[AdaptConfig]
+    configs: dict[str, AdaptConfig]
     params: Projections
     optimizer: Adam
     generator: torch.Generator
 
+    @classmethod
+    def start(cls, head: Head, configs: dict[str, AdaptConfig], seed: int) -> "_Stream":
+        """A stream from the model's own parameters and the run's seed."""
+        first = next(iter(configs.values()))
+        params = model_parameters(head, first)
+        return cls(configs, params, make_optimizer(params, first), torch.Generator().manual_seed(seed))
+
     def localize(self, video: VideoInput, class_features: torch.Tensor, label_embeddings: torch.Tensor,
-                 truths: Truths) -> list[VideoResult]:
-        results, adapted = T3AL(self.configs[0]).localize_variants(
-            video, self.params, self.optimizer, class_features, self.generator, self.configs, label_embeddings,
-            _hint(self.configs, video, truths))
-        if self.configs[0].restore == "before_last":
+                 truths: Instances) -> list[VideoResult]:
+        first = next(iter(self.configs.values()))
+        results, adapted = T3AL(first).localize_variants(
+            video, self.params, self.optimizer, class_features, self.generator, list(self.configs.values()),
+            label_embeddings, _hint(self.configs.values(), video, truths))
+        if first.restore == "before_last":
             self.params.restore(adapted.adaptation.before_last)
             self.params.logit_scale.requires_grad_(False)
         return results
 
 
-def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[str], configs: Sequence[AdaptConfig],
-                     seed: int, truths: Truths,
-                     on_video: Callable[[int], None]) -> list[list[VideoResult] | VideoProblem]:
-    """The public code's protocol: one optimiser over the videos in order, parameters carried over.
-
-    Several stream configs advance together, each video read once for all of them."""
+def _run_streams(reader: CacheReader, tasks: list[Task], configs: dict[str, AdaptConfig], seed: int,
+                 entries: Entries, on_video: Callable[[int], None]) -> None:
+    """The public code's protocol on one split's tasks, in order: one optimiser over the videos,
+    parameters carried over. Several stream configs advance together, each video read once."""
     head = reader.head()
-    class_features = _class_features(head, classes)
-    streams = []
-    for group in _groups(configs):
-        params = Projections(*head_tensors(head, configs[group[0]]))
-        streams.append(_Stream(group, [configs[i] for i in group], params, make_optimizer(params, configs[group[0]]),
-                               torch.Generator().manual_seed(seed)))
-    label_embeddings = (class_features @ torch.from_numpy(head.text_projection)).detach()
-    out: list[list[VideoResult] | VideoProblem] = []
+    streams = [_Stream.start(head, group, seed) for group in shared_adaptations(configs)]
+    vocabularies: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
     with single_thread():
-        for video_id in video_ids:
+        for task in tasks:
+            if task.classes not in vocabularies:
+                class_features = _class_features(head, task.classes)
+                vocabularies[task.classes] = (class_features,
+                                              (class_features @ torch.from_numpy(head.text_projection)).detach())
+            class_features, label_embeddings = vocabularies[task.classes]
             try:
-                video = _load(reader, video_id)
-                results: list[VideoResult | None] = [None] * len(configs)
+                video = _load(reader, task.video)
                 for stream in streams:
-                    localized = stream.localize(video, class_features, label_embeddings, truths)
-                    for i, result in zip(stream.positions, _open_set(head, video, classes, stream.configs, localized)):
-                        results[i] = result
-                out.append(results)
+                    localized = stream.localize(video, class_features, label_embeddings, task.truths)
+                    entries.update(((name, task.split, task.video), result) for name, result in
+                                   zip(stream.configs, _open_set(head, video, task.classes, stream.configs, localized)))
             except VideoProblem as problem:
-                out.append(problem)
+                entries.update(((name, task.split, task.video), problem) for name in configs)
             on_video(len(configs))
-    return out
-
-
-def localize_splits(plan: Plan, on_video: Callable[[int], None] = lambda n: None) -> list[list[SplitOutcome]]:
-    """Localize every split of ``plan`` with every config: ``outcomes[split][config]``.
-
-    Per-video-reset configs read each video once for all its splits and configs (videos spread
-    over the plan's jobs); configs that differ only in proposal settings, and splits that give a
-    video the same pseudo-label, share one adaptation. Stream configs run split by split, in
-    order, in this process. Videos missing from the cache, or unusable, become problems.
-    ``on_video(n)`` is called as (video, split, config) triples complete (for a progress bar).
-    """
-    reader, configs = plan.reader, list(plan.configs)
-    _check_widths(reader.head(), configs)
-    _check_distractors(reader.head(), plan.splits, configs)
-    outcomes = [[SplitOutcome(problems=[VideoProblem(v, f"not in cache {reader.root}") for v in split.video_ids
-                                        if v not in reader]) for _ in configs] for split in plan.splits]
-    on_video(sum(len(o[0].problems) for o in outcomes) * len(configs))
-    stream = [i for i, c in enumerate(configs) if c.protocol == "stream" and localizer_for(c).adapts]
-    online = [i for i, c in enumerate(configs) if c.protocol == "online"]
-    reset = [i for i in range(len(configs)) if i not in stream + online]
-    for split, split_outcomes in zip(plan.splits, outcomes):
-        if stream:
-            present = [v for v in split.video_ids if v in reader]
-            items = _localize_stream(reader, present, split.classes, [configs[i] for i in stream], plan.seed,
-                                     split.truths, on_video)
-            _collect(split_outcomes, stream, items)
-    if reset:
-        _localize_reset(plan, outcomes, reset, on_video)
-    if online:
-        _localize_reset(plan, outcomes, online, on_video, localize_online_chunk)
-    return outcomes
-
-
-def _localize_reset(plan: Plan, outcomes: list[list[SplitOutcome]], positions: list[int],
-                    on_video: Callable[[int], None], task: Callable | None = None) -> None:
-    """The per-video-reset configs over all splits, one task per few videos (the cache's path made
-    absolute, as tasks may run on other machines' workers): ``_localize_chunk``, or ``task`` (the
-    online protocol's, whose videos are independent too)."""
-    reader, splits, configs = plan.reader, plan.splits, [plan.configs[i] for i in positions]
-    membership: dict[str, list[int]] = {}
-    for s, split in enumerate(splits):
-        for video_id in split.video_ids:
-            if video_id in reader:
-                membership.setdefault(video_id, []).append(s)
-    videos = list(membership)
-    size = CHUNK[None if plan.device is None else "batched"]
-    chunks = [videos[i:i + size] for i in range(0, len(videos), size)]
-
-    def work(video_id: str) -> list[tuple[list[str], Truths]]:
-        return [(splits[s].classes, {video_id: splits[s].truths[video_id]} if video_id in splits[s].truths else {})
-                for s in membership[video_id]]
-
-    cache = str(reader.root.resolve())
-    task = task or _localize_chunk
-    tasks = ((chunk, joblib.delayed(task)(cache, chunk, [work(v) for v in chunk], configs, plan.seed, plan.device,
-                                          plan.jobs)) for chunk in chunks)
-    done_videos = iter(videos)
-    for done in parallel_videos(tasks, plan.jobs):
-        for item in done:
-            video_id = next(done_videos)
-            for j, s in enumerate(membership[video_id]):
-                _collect(outcomes[s], positions, [item if isinstance(item, VideoProblem) else item[j]])
-            on_video(len(membership[video_id]) * len(configs))
-    for split, split_outcomes in zip(splits, outcomes):
-        order = {v: i for i, v in enumerate(split.video_ids)}
-        for outcome in split_outcomes:
-            outcome.results.sort(key=lambda r: order[r.video_id])
-            outcome.problems.sort(key=lambda p: order.get(p.video_id, -1))
-
-
-def _collect(outcomes: list[SplitOutcome], positions: list[int], items: list[list[VideoResult] | VideoProblem]) -> None:
-    """Spread per-video items (one result per config, or one problem for all) over the outcomes."""
-    for item in items:
-        for j, i in enumerate(positions):
-            if isinstance(item, VideoProblem):
-                outcomes[i].problems.append(item)
-            else:
-                outcomes[i].results.append(item[j])
 
 
 def localize_split(
@@ -375,22 +343,14 @@ def localize_split(
     config: AdaptConfig,
     seed: int = 0,
     jobs: int = 1,
-    truths: Truths | None = None,
+    truths: dict[str, list[tuple[float, float, int]]] | None = None,
     on_video: Callable[[int], None] = lambda n: None,
-) -> SplitOutcome:
-    """Localize ``video_ids`` (in this order) with the split's class vocabulary ``classes``: the
-    one-split, one-config case of ``localize_splits``."""
-    plan = Plan(CacheReader(cache), [SplitWork(video_ids, classes, truths or {})], [config], seed, jobs)
-    return localize_splits(plan, on_video)[0][0]
-
-
-def detection_rows(results: list[VideoResult], classes: list[str]) -> list[tuple[str, float, float, float, str]]:
-    """(video, start s, end s, score, label) for every scored segment."""
-    rows = []
-    for result in results:
-        for (start, end), label, score in zip(result.seconds(), result.labels, result.scores):
-            rows.append((result.video_id, float(start), float(end), float(score), classes[label]))
-    return rows
+) -> Outcome:
+    """Localize ``video_ids`` (in this order) with the class vocabulary ``classes``: the request
+    of one config on one split."""
+    truths = truths or {}
+    tasks = tuple(Task(0, v, tuple(classes), tuple(truths.get(v, ()))) for v in video_ids)
+    return run_request(Request(CacheReader(cache), tasks, {"": config}, seed, Execution(jobs)), on_video).outcome("", 0)
 
 
 def hint_for(video: VideoInput, instances: list[tuple[float, float, int]]) -> GroundTruthHint:

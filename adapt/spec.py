@@ -1,7 +1,8 @@
 """One stage-two run, resolved and validated once: cache, manifest, setting, splits, thresholds, configs.
 
-``t3al-adapt``, ``t3al-sweep`` and the benchmarks build a ``RunSpec`` with ``build_spec``; the
-pipeline and the runner only read it. Its names identify each configuration (``run_name``).
+``t3al-adapt``, ``t3al-sweep`` and the benchmarks build a ``RunSpec`` with ``build_spec``,
+``t3al-localize`` with ``vocabulary.build_vocabulary_spec``; the pipeline and the engine only read
+it. Its names identify each configuration (``run_name``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from t3al.evaluate.splits import manifest_tious
 from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
 
 from .config import AdaptConfig, ConfigError, make_config
+from .request import Execution, Instances, Request, Task
 
 MAX_NAMED_CHANGES = 4  # settings spelled out in a run name; the hash tells the rest apart
 
@@ -28,33 +30,58 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything a stage-two run reads, resolved once: ``configs`` maps row names to configs."""
+    """Everything a stage-two run reads, resolved once: the cache, the configs by name (a row's
+    name, or the run name), the tasks, the seed and where the work runs; for a run evaluated with
+    the zero-shot protocol its manifest, setting, chosen splits (each one's evaluation set, made
+    once), tIoU thresholds and AP rounding, for a vocabulary run (``manifest`` None) none of these."""
 
     reader: CacheReader
-    manifest: Manifest
-    setting: str
-    indices: tuple[int, ...]
-    tious: tuple[float, ...]
     preset: str
     configs: dict[str, AdaptConfig]
+    tasks: tuple[Task, ...]
     seed: int = 0
-    jobs: int = 1
+    execution: Execution = Execution()
+    manifest: Manifest | None = None
+    setting: str | None = None
+    indices: tuple[int, ...] = ()
+    tious: tuple[float, ...] = ()
     round_ap: bool = False
-    scheduler: str | None = None  # a Dask scheduler's address: per-video-reset work runs on its workers
-    device: str | None = None  # adapt per-video-reset configs batched there (None: video by video)
-    evaluations: Mapping[int, EvaluationSet] = field(default_factory=dict)  # each chosen split's, made once
+    evaluations: Mapping[int, EvaluationSet] = field(default_factory=dict)
 
     @property
     def cache(self) -> Path:
         return self.reader.root
 
+    @property
+    def name(self) -> str:
+        """The first config's name: a run of one config is named by it (method, changed settings, hash)."""
+        return next(iter(self.configs))
+
+    @property
+    def config(self) -> AdaptConfig:
+        return self.configs[self.name]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """A vocabulary run's class vocabulary (every task's)."""
+        return self.tasks[0].classes
+
+    @property
+    def videos(self) -> tuple[str, ...]:
+        """The videos of the tasks, each once, in order."""
+        return tuple(dict.fromkeys(task.video for task in self.tasks))
+
     def evaluation(self, index: int) -> EvaluationSet:
         """What split ``index`` evaluates (unseen classes, their videos and ground truth)."""
         return self.evaluations[index]
 
+    def request(self) -> Request:
+        """What the engine runs: every task with every config."""
+        return Request(self.reader, self.tasks, self.configs, self.seed, self.execution)
+
     def video_splits(self) -> int:
-        """Video-split pairs of the chosen splits, times the configs (the progress bar's total)."""
-        return len(self.configs) * sum(len(self.evaluation(i).videos) for i in self.indices)
+        """Tasks times configs (the progress bar's total)."""
+        return len(self.configs) * len(self.tasks)
 
 
 def load_manifest(reader: CacheReader, path: str | os.PathLike | None) -> Manifest:
@@ -116,12 +143,31 @@ def build_spec(cache: str | os.PathLike, setting: str = "75_25", *, indices: Seq
     preset = preset or dataset_rules(loaded.dataset).preset
     tious = run_tious(loaded, tiou_set)
     configs = resolve_configs(preset, config_file, options, rows, rows_source, seed)
-    jobs, scheduler, device = check_execution(jobs, scheduler, device)
+    execution = check_execution(jobs, scheduler, device)
     evaluations = {index: loaded.evaluation_set(key, index) for index in chosen}
     for evaluation in evaluations.values():
         reader.head().prompt_index(evaluation.classes)
-    return RunSpec(reader, loaded, key, chosen, tious, preset, configs, seed, jobs, round_ap,
-                   scheduler, device, evaluations)
+    tasks = split_tasks(loaded, evaluations, any(c.oracle for c in configs.values()))
+    return RunSpec(reader, preset, configs, tasks, seed, execution, loaded, key, chosen, tious, round_ap, evaluations)
+
+
+def split_tasks(manifest: Manifest, evaluations: Mapping[int, EvaluationSet], oracles: bool) -> tuple[Task, ...]:
+    """Each split's videos in the manifest's order, with the split's classes (and, for the
+    oracles, each video's true instances, classes by their position in the split's)."""
+    tasks = []
+    for index, evaluation in evaluations.items():
+        truths = _truths(evaluation) if oracles else {}
+        members = set(evaluation.videos)
+        tasks += [Task(index, v, tuple(evaluation.classes), truths.get(v, ())) for v in manifest.videos if v in members]
+    return tuple(tasks)
+
+
+def _truths(evaluation: EvaluationSet) -> dict[str, Instances]:
+    position = {name: i for i, name in enumerate(evaluation.classes)}
+    truths: dict[str, list] = {}
+    for a in evaluation.annotations:
+        truths.setdefault(a["video"], []).append((float(a["start"]), float(a["end"]), position[a["label"]]))
+    return {video: tuple(instances) for video, instances in truths.items()}
 
 
 def resolve_configs(preset: str, config_file: str | os.PathLike | None = None,
@@ -137,14 +183,14 @@ def resolve_configs(preset: str, config_file: str | os.PathLike | None = None,
             for name, settings in rows.items()}
 
 
-def check_execution(jobs: int | None, scheduler: str | None, device: str | None) -> tuple[int, str | None, str | None]:
+def check_execution(jobs: int | None, scheduler: str | None, device: str | None) -> Execution:
     """Where a run's work goes, checked: ``jobs`` processes (default: the cores), a Dask
     ``scheduler`` (blank: none) and a ``device`` (CUDA looked for only without a scheduler)."""
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}", "jobs")
     scheduler = (scheduler or "").strip() or None
-    return jobs, scheduler, check_device(device, here=scheduler is None)
+    return Execution(jobs, scheduler, check_device(device, here=scheduler is None))
 
 
 def run_tious(manifest: Manifest, tiou_set: str | None) -> tuple[float, ...]:

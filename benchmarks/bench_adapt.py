@@ -37,7 +37,8 @@ from t3al.adapt.config import make_config
 from t3al.adapt.adapter import Problem, Projections, adapt_problems, batch_bytes, make_optimizer
 from t3al.adapt.localizer import T3AL
 from t3al.adapt.pipeline import run
-from t3al.adapt.runner import Plan, SplitWork, localize_splits, single_thread
+from t3al.adapt.request import Execution, Request, Task
+from t3al.adapt.runner import run_request, single_thread
 from t3al.adapt.spec import RunSpec, build_spec
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
@@ -300,7 +301,7 @@ def time_setting(cache: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = next(iter(run(spec, on_video=lambda n: count.__setitem__(0, count[0] + n)).values()))
     elapsed = time.perf_counter() - start
-    where = f"batched on {spec.device}" if spec.device else "video by video"
+    where = f"batched on {spec.execution.device}" if spec.execution.device else "video by video"
     print(f"setting {args.split}: {count[0]} video-splits {where} in {elapsed:.1f} s with --jobs {args.jobs} "
           f"({elapsed / count[0] * args.jobs:.3f} core-s per video-split); avg mAP {result.document['mean']['avg']:.2f}")
 
@@ -310,16 +311,16 @@ def batched(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as cache:
         write_thumos_sized_cache(cache, args.videos)
         spec = build_spec(cache, args.split, options={"steps": args.steps}, device=args.device)
-        works = [SplitWork([v for v in spec.evaluation(i).videos if v in spec.reader], spec.evaluation(i).classes)
-                 for i in spec.indices]
+        tasks = tuple(Task(i, v, tuple(spec.evaluation(i).classes)) for i in spec.indices
+                      for v in spec.evaluation(i).videos if v in spec.reader)
         config = next(iter(spec.configs.values()))
         frames = adaptations(spec)
         timings = {}
         for name, device, jobs in (("video by video", None, args.jobs), (f"batched on {args.device}", args.device, 1)):
             start, cpu = time.perf_counter(), time.process_time()
-            outcomes = localize_splits(Plan(spec.reader, works, [config], jobs=jobs, device=device))
+            results = run_request(Request(spec.reader, tasks, {"": config}, execution=Execution(jobs, device=device)))
             timings[name] = (time.perf_counter() - start, time.process_time() - cpu, jobs,
-                             [o[0].results for o in outcomes])
+                             [results.outcome("", i).results for i in spec.indices])
     (per_video, _, _, expected), (batch, _, _, got) = timings.values()
     same = worst = 0
     pairs = [(a, b) for split_a, split_b in zip(expected, got) for a, b in zip(split_a, split_b)]

@@ -12,7 +12,8 @@ import argparse
 import time
 
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.runner import Plan, SplitWork, localize_splits
+from t3al.adapt.request import Execution, Request, Task
+from t3al.adapt.runner import run_request
 from t3al.cache import CacheReader
 
 
@@ -26,10 +27,10 @@ def main() -> None:
     reader = CacheReader(args.cache)
     videos, classes = reader.video_ids(), reader.head().class_names
     for count in args.labels:
-        plan = Plan(reader, [SplitWork(videos, classes)], [AdaptConfig(labels_per_video=count)], 0, args.jobs,
-                    args.device)
+        request = Request(reader, tuple(Task(None, v, tuple(classes)) for v in videos),
+                          {"": AdaptConfig(labels_per_video=count)}, 0, Execution(args.jobs, device=args.device))
         started = time.perf_counter()
-        outcome = localize_splits(plan)[0][0]
+        outcome = run_request(request).outcome("")
         seconds = time.perf_counter() - started
         labels = sum(len(r.curves) or 1 for r in outcome.results)
         detections = sum(len(r.labels) for r in outcome.results)

@@ -33,7 +33,7 @@ def time_sweep(cache: str, args: argparse.Namespace) -> None:
     start, cpu = time.perf_counter(), time.process_time()
     runs = run(spec, on_video=lambda n: count.__setitem__(0, count[0] + n))
     elapsed = time.perf_counter() - start
-    where = f" --device {spec.device}" if spec.device else ""
+    where = f" --device {spec.execution.device}" if spec.execution.device else ""
     print(f"{len(rows)} rows x {len(spec.indices)} splits of {spec.setting}: {count[0]} video-rows in "
           f"{elapsed:.1f} s wall with --jobs {args.jobs}{where} "
           f"({elapsed / count[0] * args.jobs:.3f} core-s per video-row)"

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from t3al.adapt.config import DEFAULT_PRESET, AdaptConfig, ConfigError
 from t3al.adapt.online import Emission, OnlineT3AL
 from t3al.adapt.output import OutputError, claimed, what_it_replaces
-from t3al.adapt.pipeline import split_detections
+from t3al.adapt.pipeline import run_record, split_detections
 from t3al.adapt.runner import video_seed
-from t3al.adapt.spec import resolve_configs
-from t3al.adapt.vocabulary import VocabularySpec, vocabulary_record
+from t3al.adapt.spec import RunSpec, resolve_configs
+from t3al.adapt.vocabulary import vocabulary_spec
 from t3al.cache import CacheError, CacheReader, CacheWriter
 from t3al.extract.ffmpeg_frames import DecodeError, FrameGeometry
 from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -86,7 +86,7 @@ def check_live_folder(folder: Path, record: dict, overwrite: bool) -> None:
         raise OutputError(f"{folder / JSONL} exists (an earlier stream's); choose another --out, or --overwrite")
 
 
-def run_live(source: str, decoder: LiveDecoder, video: LiveVideo, writer: CacheWriter, spec: VocabularySpec,
+def run_live(source: str, decoder: LiveDecoder, video: LiveVideo, writer: CacheWriter, spec: RunSpec,
              video_id: str, folder: Path, on_piece: Callable[[float, float], None] = lambda t, lag: None) -> LiveRun:
     """Decode, encode and localize ``source`` piece by piece (one chunk of the online protocol each),
     append each emitted detection to ``folder/detections.jsonl``, rewrite the video's cache file every
@@ -123,12 +123,12 @@ def run_live(source: str, decoder: LiveDecoder, video: LiveVideo, writer: CacheW
     return LiveRun(video_id, stream.seen, newest, len(stream.emissions), bool(got), time.perf_counter() - started)
 
 
-def write_outputs(spec: VocabularySpec, folder: Path, stream: OnlineT3AL, video_id: str) -> None:
+def write_outputs(spec: RunSpec, folder: Path, stream: OnlineT3AL, video_id: str) -> None:
     """The run's usual files from what the stream emitted (config.json, detections.json|csv,
     curves/), committed into ``folder`` beside detections.jsonl."""
-    spec = VocabularySpec(CacheReader(spec.reader.root), spec.classes, (video_id,), spec.preset, spec.configs,
-                          spec.seed)
-    record = vocabulary_record(spec)
+    spec = vocabulary_spec(CacheReader(spec.reader.root), spec.classes, (video_id,), spec.preset, spec.configs,
+                           spec.seed)
+    record = run_record(spec, spec.name)
     result = stream.result()
     with claimed({spec.name: folder}, {spec.name: record}, overwrite=True) as outputs:
         detections = split_detections([result], list(spec.classes), str(folder / "detections.json"))
@@ -154,9 +154,9 @@ def localize_live(source: str, names: list[str], cache: Path, out: Path | None, 
     video_id = live_video_id(source)
     if video_id in reader and not overwrite:
         raise CacheError(f"{cache} already holds a video {video_id}: choose another --cache, or --overwrite")
-    spec = VocabularySpec(reader, tuple(names), (video_id,), preset, configs, seed)
+    spec = vocabulary_spec(reader, names, (video_id,), preset, configs, seed)
     folder = out or Path("runs") / cache.resolve().name / "localize" / f"live_{video_id}_{spec.name}"
-    check_live_folder(folder, vocabulary_record(spec), overwrite)
+    check_live_folder(folder, run_record(spec, spec.name), overwrite)
     decoder = LiveDecoder(source, FrameGeometry(loaded.image_size, settings.preprocess))
     with tqdm(unit="s", unit_scale=False, disable=not progress, desc=f"live {video_id}",
               bar_format="{desc}: {n:.1f} s of stream [{elapsed}{postfix}]") as bar:

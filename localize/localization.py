@@ -18,7 +18,7 @@ from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
 from t3al.adapt.output import OutputError
-from t3al.adapt.spec import check_execution, resolve_configs
+from t3al.adapt.spec import RunSpec, check_execution, resolve_configs
 from t3al.cache import CacheError, CacheReader
 from t3al.cache import T3alError
 from t3al.cache.schema import INFO_FILE
@@ -26,8 +26,7 @@ from t3al.cache.schema import INFO_FILE
 from .actions import ActionsError, parse_actions
 
 if TYPE_CHECKING:  # stage one and two (torch) load when a run starts, so importing this is quick
-    from t3al.adapt.pipeline import SettingRun
-    from t3al.adapt.vocabulary import VocabularySpec
+    from t3al.adapt.pipeline import ConfigRun
     from t3al.evaluate.results import Detections
 
 FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
@@ -65,8 +64,8 @@ class Localization:
     None in the closed world), stage two's run (problems, warnings) and stage one's failures."""
 
     folder: Path
-    spec: VocabularySpec
-    run: SettingRun
+    spec: RunSpec
+    run: ConfigRun
     table: Detections
     presences: Mapping[str, Mapping[str, float]] | None
     extraction_failures: int = 0
@@ -83,9 +82,9 @@ class Localization:
     def write_json(self, path: str | Path) -> None:
         """The detections in the ActivityNet results format, as the run folder's detections.json."""
         from t3al.adapt.output import external_data
-        from t3al.adapt.vocabulary import vocabulary_record
+        from t3al.adapt.pipeline import run_record
 
-        self.table.write_json(_folder_for(path), external_data(vocabulary_record(self.spec)), self.presences)
+        self.table.write_json(_folder_for(path), external_data(run_record(self.spec, self.spec.name)), self.presences)
 
     def write_csv(self, path: str | Path) -> None:
         """The detections as CSV (video, start, end, score, label), as the run folder's detections.csv."""
@@ -126,7 +125,7 @@ def _check_videos_folder(folder: Path, note: Callable[[str], None]) -> None:
         note(f"note: {len(others)} file(s) skipped, not videos by their extension: {shown}")
 
 
-def _check_captions(spec: VocabularySpec) -> None:
+def _check_captions(spec: RunSpec) -> None:
     """Caption-guided suppression drops every segment of a video without captions: refuse it."""
     if not spec.config.suppression:
         return
@@ -137,7 +136,7 @@ def _check_captions(spec: VocabularySpec) -> None:
                           "and --caption-fps above 0", "suppression")
 
 
-def _viewer(spec: VocabularySpec, run_dir: Path, page: Path, page_dir: Path, thumbnails: int, cache: str) -> None:
+def _viewer(spec: RunSpec, run_dir: Path, page: Path, page_dir: Path, thumbnails: int, cache: str) -> None:
     """Write the viewer page ``page`` from the outputs in ``run_dir``, its links relative to ``page_dir``."""
     from t3al.evaluate.presence import read_presences
 
@@ -217,11 +216,12 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
     is_cache = (source / INFO_FILE).is_file()
     if is_cache and cache is not None and Path(cache).resolve() != source.resolve():
         raise LocalizeUsageError(f"{source} is a cache itself: leave out --cache {cache}")
-    try:  # settings and where the work runs are checked before stage one writes anything
-        config = next(iter(resolve_configs(preset or DEFAULT_PRESET, config_file, settings, seed=seed).values()))
-        check_execution(jobs, scheduler, device)
+    try:  # settings and where the work runs are resolved before stage one writes anything
+        configs = resolve_configs(preset or DEFAULT_PRESET, config_file, settings, seed=seed)
+        execution = check_execution(jobs, scheduler, device)
     except ConfigError as err:
         raise LocalizeUsageError(str(err)) from None
+    config = next(iter(configs.values()))
     if config.labels_per_video > len(names):
         note(f"note: --labels-per-video {config.labels_per_video} is more than the {len(names)} "
              f"action(s): each video gets at most {len(names)} label(s)")
@@ -231,15 +231,18 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
         raise LocalizeUsageError("--closed-world gives every video its most likely action: leave out "
                                  "--presence-threshold (and presence_threshold from --config)")
     if not closed_world and config.presence_threshold is None:  # the open set, unless --config set its threshold
-        settings["presence_threshold"] = DEFAULT_THRESHOLD
+        try:
+            configs = resolve_configs(preset or DEFAULT_PRESET, config_file,
+                                      {**settings, "presence_threshold": DEFAULT_THRESHOLD}, seed=seed)
+        except ConfigError as err:
+            raise LocalizeError(str(err)) from None
     prompts = names + ([] if closed_world else distractors_for(names))
     cache = source if is_cache else Path(cache) if cache is not None else default_cache(source)
     failed = _stage_one(source, cache, is_cache, prompts, closed_world, note, model=model, pretrained=pretrained,
                         model_configs=tuple(model_configs), device=extract_device, fps=fps, caption_fps=caption_fps)
     try:
-        spec = build_vocabulary_spec(cache, names, videos=[v.strip() for v in videos if v.strip()], preset=preset,
-                                     config_file=config_file, options=settings, seed=seed, jobs=jobs,
-                                     scheduler=scheduler, device=device)
+        spec = build_vocabulary_spec(cache, names, configs, videos=[v.strip() for v in videos if v.strip()],
+                                     preset=preset, seed=seed, execution=execution)
         _check_captions(spec)
         folder = Path(out) if out is not None else Path("runs") / cache.resolve().name / "localize" / spec.name
 

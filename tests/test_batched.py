@@ -14,7 +14,8 @@ from t3al.adapt.adam import Adam, AdamGroup
 from t3al.adapt.adapter import (Adapter, OutOfMemory, Problem, Projections, adapt_problems, batch_bytes,
                                 make_optimizer)
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.runner import Plan, SplitWork, localize_splits
+from t3al.adapt.request import Execution, Request, Task
+from t3al.adapt.runner import run_request
 from t3al.adapt.video import GroundTruthHint, VideoInput
 from t3al.cache import CacheReader, Head
 
@@ -217,6 +218,15 @@ def _record_batched(monkeypatch) -> list[AdaptConfig]:
     return ran
 
 
+def _outcomes(cache, splits: list[tuple], execution: Execution) -> list[list]:
+    """Every CONFIG on each split (videos, classes, truths): outcomes[split][config]."""
+    configs = {str(i): config for i, config in enumerate(CONFIGS)}
+    tasks = tuple(Task(s, v, classes, tuple(truths.get(v, ()))) for s, (videos, classes, truths) in enumerate(splits)
+                  for v in videos)
+    results = run_request(Request(CacheReader(cache), tasks, configs, seed=5, execution=execution))
+    return [[results.outcome(name, s) for name in configs] for s in range(len(splits))]
+
+
 @pytest.mark.parametrize("row_by_row", [("cpu",), ()], ids=["cpu products", "gpu products"])
 def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_by_row):
     monkeypatch.setattr(adapter, "ROW_BY_ROW", row_by_row)  # () runs the GPU's bmm calls on the CPU
@@ -225,10 +235,10 @@ def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_
                             logit_scale=6.0)
     videos = list(actions)
     truths = {v: [(s / 10.0, (e - 1) / 10.0, c % 2)] for v, (_, s, e, c) in actions.items()}
-    splits = [SplitWork(videos, ["Jump", "Throw"], truths), SplitWork(videos[::-1], ["Swim", "Run"])]
-    per_video = localize_splits(Plan(CacheReader(cache), splits, CONFIGS, seed=5))
+    splits = [(videos, ("Jump", "Throw"), truths), (videos[::-1], ("Swim", "Run"), {})]
+    per_video = _outcomes(cache, splits, Execution())
     ran = _record_batched(monkeypatch)
-    together = localize_splits(Plan(CacheReader(cache), splits, CONFIGS, seed=5, device="cpu"))
+    together = _outcomes(cache, splits, Execution(device="cpu"))
     assert [i for i, config in enumerate(CONFIGS) if config in ran] == BATCHED
     assert len(per_video) == len(together) == len(splits)
     exact = row_by_row == ("cpu",)  # the CPU's batches are exact; other kernels round differently

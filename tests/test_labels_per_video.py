@@ -7,7 +7,8 @@ import pytest
 from conftest import synthetic_features, write_tiny_cache
 from t3al.adapt.config import AdaptConfig, ConfigError
 from t3al.adapt.localizer import chosen_labels
-from t3al.adapt.runner import Plan, SplitWork, localize_splits
+from t3al.adapt.request import Execution, Request, Task
+from t3al.adapt.runner import run_request
 from t3al.cache import CacheReader
 
 CLASSES = ["a", "b", "c", "d"]
@@ -46,8 +47,8 @@ def two_action_cache(tmp_path):
 
 
 def _results(reader, config, device=None):
-    plan = Plan(reader, [SplitWork(["v1", "v2"], CLASSES)], [config], seed=0, jobs=1, device=device)
-    outcome = localize_splits(plan)[0][0]
+    tasks = tuple(Task(None, v, tuple(CLASSES)) for v in ("v1", "v2"))
+    outcome = run_request(Request(reader, tasks, {"c": config}, execution=Execution(device=device))).outcome("c")
     assert not outcome.problems
     return {r.video_id: r for r in outcome.results}
 

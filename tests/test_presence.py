@@ -158,12 +158,13 @@ def test_the_rule_needs_the_distractor_prompts_in_the_cache(tmp_path):
 
 
 def test_presences_go_beside_the_detections_of_a_vocabulary_run(tmp_path):
+    from t3al.adapt.spec import resolve_configs
     from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
     from t3al.evaluate.presence import read_presences
 
     cache = _world(tmp_path)
-    spec = build_vocabulary_spec(cache, CLASSES, options={"presence_threshold": 0.5, "suppression": False,
-                                                          "steps": 2}, jobs=1)
+    spec = build_vocabulary_spec(cache, CLASSES, resolve_configs("thumos14", options={
+        "presence_threshold": 0.5, "suppression": False, "steps": 2}))
     localize_vocabulary(spec, tmp_path / "run")
     document = json.loads((tmp_path / "run" / "detections.json").read_text())
     assert set(document["presence"]) == {"v1", "v2", "v3"}

@@ -153,9 +153,9 @@ def test_every_bad_setting_is_one_line_naming_the_setting_and_its_source(tmp_pat
 def test_the_spec_carries_the_scheduler_and_device_and_leaves_cuda_to_a_clusters_workers(tmp_path):
     cache = _world(tmp_path)
     local = build_spec(cache, device="cpu", scheduler="  ")
-    assert (local.device, local.scheduler) == ("cpu", None)
+    assert (local.execution.device, local.execution.scheduler) == ("cpu", None)
     remote = build_spec(cache, device="cuda:1", scheduler="tcp://10.0.0.1:8786")
-    assert (remote.device, remote.scheduler) == ("cuda:1", "tcp://10.0.0.1:8786")
+    assert (remote.execution.device, remote.execution.scheduler) == ("cuda:1", "tcp://10.0.0.1:8786")
 
 
 def test_a_bad_row_setting_names_the_sweep_and_row(tmp_path):

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from t3al.adapt import runner
 from t3al.adapt.config import ConfigError, make_config
 from t3al.adapt.adapter import Adapter
+from t3al.adapt.localizer import shared_adaptations
 from t3al.adapt.pipeline import run
 from t3al.adapt.spec import build_spec
 from t3al.adapt.sweep import load_sweep, parse_sweep, sweep_names
@@ -163,7 +164,8 @@ def test_methods_sweep_runs_every_method_from_one_cache(tmp_path):
 
 def test_methods_share_adaptations_where_only_scoring_differs():
     configs = _resolve(load_sweep("methods"))
-    assert runner._groups(list(configs.values())) == [[0], [1, 3], [2, 5], [4]]
+    assert [list(group) for group in shared_adaptations(configs)] == [
+        ["naive"], ["T3AL_0", "FreeZAD"], ["T3AL", "T3AL + LogOIC scoring"], ["AdaZAD"]]
 
 
 def test_splits_share_a_videos_adaptation_and_match_separate_runs(tmp_path, monkeypatch):

@@ -12,10 +12,10 @@ import torch
 from t3al.cache import Head
 
 from .adam import Adam, AdamGroup
-from .cluster import ClusterError
 from .config import AdaptConfig
 from .freezad import peak_samples
 from .losses import adaptation_loss, loss_terms
+from .memory import OutOfMemory
 from .ops import l2norm, moving_average, pick_samples, select_samples
 from .video import GroundTruthHint, VideoInput
 
@@ -312,11 +312,6 @@ def adapt_problems(config: AdaptConfig, head: Head, problems: Sequence[Problem],
             budget //= 2
             order = batch + order
     return [done[i] for i in range(len(problems))]
-
-
-class OutOfMemory(ClusterError):
-    """The device cannot hold even one adaptation (a ClusterError: where the work runs cannot take
-    it, so every command reports it in one line)."""
 
 
 def _adapt_batch(config: AdaptConfig, head: Head, problems: Sequence[Problem], device: torch.device) -> list[Adapted]:

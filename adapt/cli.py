@@ -15,6 +15,7 @@ from t3al.manifests import ManifestError
 
 from .cluster import ClusterError
 from .config import ConfigError
+from .memory import OutOfMemory
 from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .spec import build_spec
 
@@ -45,7 +46,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
         runs = adapt_with_progress(spec, folders, "video-split", spec.setting, progress, overwrite=overwrite)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
+    except (CacheError, ClusterError, OutOfMemory, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))

@@ -17,6 +17,7 @@ from t3al.manifests import ManifestError
 from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .cluster import ClusterError
 from .config import AdaptConfig, ConfigError
+from .memory import OutOfMemory
 from .spec import build_spec, config_hash
 from .sweep import load_sweep, sweep_names, write_tables
 
@@ -60,7 +61,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
                                    curves=curves, overwrite=overwrite)
         documents = {name: result.document for name, result in runs.items()}
         paths = write_tables(documents, out)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
+    except (CacheError, ClusterError, OutOfMemory, ConfigError, ManifestError, EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(sweep.description)

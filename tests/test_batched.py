@@ -177,6 +177,13 @@ def test_a_gpu_batch_takes_half_of_its_workers_share_of_the_free_memory(monkeypa
     assert batch_bytes(torch.device("cpu"), workers=3) == adapter.CPU_BATCH_BYTES
 
 
+def test_the_numeric_core_imports_no_module_that_runs_work():
+    """The adapter raises its out-of-memory error without loading the process and Dask machinery."""
+    code = "import sys, t3al.adapt.adapter; print(sorted(m for m in ('t3al.adapt.cluster', 'joblib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_stage_two_never_imports_torch_dynamo(tmp_path):
     cache = write_toy_world(tmp_path, CLASSES, {"v0": (80, 10, 50, 0), "v1": (60, 20, 40, 1)}, [["Jump", "Throw"]])
     code = ("import sys; from t3al.adapt.runner import localize_split; "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .adam import Adam
-from .adapter import Adaptation, Adapted, Adapter, Problem, Projections
+from .adapter import Adaptation, Adapted, Adapter, AdaptationInput, Projections
 from .config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
@@ -66,13 +66,13 @@ class Pending:
 
     label: int = -1
     probabilities: np.ndarray | None = None
-    problem: Problem | None = None
+    adaptation_input: AdaptationInput | None = None
     result: VideoResult | None = None
 
     def relabelled(self, label: int, class_features: torch.Tensor, generator: torch.Generator) -> "Pending":
         """The same video's adaptation for another ``label`` (a further label of ``labels_per_video``):
         step 1's probabilities and background kept, that label's prompt, its own ``generator``."""
-        return Pending(label, self.probabilities, replace(self.problem, prompt=class_features[label],
+        return Pending(label, self.probabilities, replace(self.adaptation_input, prompt=class_features[label],
                                                           generator=generator))
 
 
@@ -107,7 +107,8 @@ class T3AL:
         label_embeddings: torch.Tensor | None = None,
         hint: GroundTruthHint | None = None,
     ) -> tuple[VideoResult, Adaptation]:
-        """Adapt ``params`` in place on ``video``; return its scored segments and the adaptation.
+        """Adapt ``params`` (a stacked batch of one, ``Projections.stacked``) in place on ``video``;
+        return its scored segments and the adaptation.
 
         ``class_features`` are the split's pre-projection prompt features (C x Dt);
         ``label_embeddings`` (C x E), when given, replace them @ Pt for the pseudo-label (stream).
@@ -132,8 +133,8 @@ class T3AL:
         key = adaptation_key(self.config)
         if any(adaptation_key(v) != key for v in variants):
             raise ValueError("variants must differ from the adapting config only in PROPOSAL_FIELDS")
-        pending = self.start(video, params, class_features, generator, hint, label_embeddings)
-        adapted = Adapter(self.config).adapt([pending.problem], params, optimizer)[0]
+        pending = self.start(video, params.row(0), class_features, generator, hint, label_embeddings)
+        adapted = Adapter(self.config).adapt([pending.adaptation_input], params, optimizer)[0]
         return self.finish(video, pending, adapted, class_features, variants, hint), adapted
 
     def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
@@ -141,7 +142,7 @@ class T3AL:
               label_embeddings: torch.Tensor | None = None) -> Pending:
         """Step 1, and the adaptation it asks for (``generator`` draws its samples)."""
         label, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
-        return Pending(label, probabilities, Problem(video, class_features[label], background, generator, hint))
+        return Pending(label, probabilities, AdaptationInput(video, class_features[label], background, generator, hint))
 
     def finish(self, video: VideoInput, pending: Pending, adapted: Adapted, class_features: torch.Tensor,
                variants: Sequence[AdaptConfig], hint: GroundTruthHint | None = None) -> list[VideoResult]:

@@ -13,7 +13,7 @@ import torch
 from t3al.cache import CacheError, CacheReader, Head
 
 from .adam import Adam
-from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
+from .adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, head_tensors, make_optimizer
 from .cluster import parallel_videos
 from .config import AdaptConfig, ConfigError
 from .distractors import distractors_for
@@ -211,7 +211,7 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
     first = chosen[0]
     localizer = localizer_for(first)
     params = Projections(*head_tensors(head, first))
-    problems: dict[tuple, Problem] = {}
+    inputs: dict[tuple, AdaptationInput] = {}
     pending = []
     presences: dict[tuple[int, int], np.ndarray] = {}
     for i, video in videos.items():
@@ -223,10 +223,10 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
             for rank, one in enumerate(_label_pendings(localizer, first, video, classes, params, class_features, hint,
                                                        seed, presences.get((i, s)))):
                 key = (i, classes[one.label], rank, s if split_dependent(first) else None)
-                if one.problem is not None:
-                    problems.setdefault(key, one.problem)
+                if one.adaptation_input is not None:
+                    inputs.setdefault(key, one.adaptation_input)
                 pending.append((i, s, key, class_features, one, hint))
-    adapted = dict(zip(problems, adapt_problems(first, head, list(problems.values()), device, budget)))
+    adapted = dict(zip(inputs, adapt_inputs(first, head, list(inputs.values()), device, budget)))
     for i, s, key, class_features, started, hint in pending:
         for j, result in zip(positions, localizer.finish(videos[i], started, adapted.get(key), class_features, chosen,
                                                          hint)):
@@ -238,7 +238,7 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
 
 @dataclass
 class _Stream:
-    """One public-code stream: parameters, optimiser and generator carried from video to video;
+    """One public-code stream: parameters (a batch of one), optimiser and generator carried from video to video;
     after each video the parameters go back to before its last step (T3AL, which also leaves the
     logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
 
@@ -254,7 +254,7 @@ class _Stream:
             video, self.params, self.optimizer, class_features, self.generator, self.configs, label_embeddings,
             _hint(self.configs, video, truths))
         if self.configs[0].restore == "before_last":
-            self.params.restore(adapted.adaptation.before_last)
+            self.params.restore_row(0, adapted.adaptation.before_last)
             self.params.logit_scale.requires_grad_(False)
         return results
 
@@ -269,7 +269,7 @@ def _localize_stream(reader: CacheReader, video_ids: list[str], classes: list[st
     class_features = _class_features(head, classes)
     streams = []
     for group in _groups(configs):
-        params = Projections(*head_tensors(head, configs[group[0]]))
+        params = batch_params(head, configs[group[0]], 1)
         streams.append(_Stream(group, [configs[i] for i in group], params, make_optimizer(params, configs[group[0]]),
                                torch.Generator().manual_seed(seed)))
     label_embeddings = (class_features @ torch.from_numpy(head.text_projection)).detach()

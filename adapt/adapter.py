@@ -255,7 +255,8 @@ class Adapter:
     def _picks(self, sim: torch.Tensor, lengths: list[int], inputs: Sequence[AdaptationInput]) -> torch.Tensor:
         """(B, 2K) frames of every row, drawn on the CPU from each row's curve and generator."""
         sim = sim.cpu()
-        picks = [samples(self.config, sim[b, :n], one.generator, one.hint) for b, (n, one) in enumerate(zip(lengths, inputs))]
+        picks = [samples(self.config, sim[b, :n], one.generator, one.hint)
+                 for b, (n, one) in enumerate(zip(lengths, inputs))]
         return torch.stack(picks).to(self.device)
 
     def _closed_form_step(self, frames, lengths, prompts, background, params, inputs) -> list[float]:

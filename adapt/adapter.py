@@ -133,7 +133,12 @@ def oracle_samples(inside: torch.Tensor, k: int, radius: int, generator: torch.G
 
 class RowByRow:
     """The kernels of a device whose batched matrix-vector products are several times slower than
-    B single ones (the CPU): every product row by row, padded frames skipped."""
+    B single ones (the CPU): every product row by row, on each video's own frames (no padded copy)."""
+
+    @staticmethod
+    def frames(inputs: Sequence[AdaptationInput], device: torch.device) -> list[torch.Tensor]:
+        """Each row's (N_b, Dv) frames on the device."""
+        return [one.video.features.to(device) for one in inputs]
 
     @staticmethod
     def each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -141,11 +146,11 @@ class RowByRow:
         return torch.stack([x @ y for x, y in zip(a, b)])
 
     @staticmethod
-    def curves(frames: torch.Tensor, lengths: list[int], direction: torch.Tensor) -> torch.Tensor:
+    def curves(frames: list[torch.Tensor], lengths: list[int], direction: torch.Tensor) -> torch.Tensor:
         """(B, N) frames @ direction of every row, 0 after each video's end."""
-        out = frames.new_zeros(frames.shape[:2])
+        out = direction.new_zeros(len(lengths), max(lengths))
         for b, n in enumerate(lengths):
-            out[b, :n] = frames[b, :n] @ direction[b]
+            out[b, :n] = frames[b] @ direction[b]
         return out
 
     @staticmethod
@@ -156,6 +161,15 @@ class RowByRow:
 
 class Batched:
     """The kernels of any other device (a GPU): one batched call per product."""
+
+    @staticmethod
+    def frames(inputs: Sequence[AdaptationInput], device: torch.device) -> torch.Tensor:
+        """(B, N, Dv) frames on the device, zero after each video's end."""
+        lengths = [one.video.n_frames for one in inputs]
+        frames = torch.zeros(len(inputs), max(lengths), inputs[0].video.features.shape[1], device=device)
+        for b, one in enumerate(inputs):
+            frames[b, :lengths[b]] = one.video.features.to(device)
+        return frames
 
     @staticmethod
     def each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -220,7 +234,7 @@ class Adapter:
                              f"(Projections.stacked), got a logit scale of shape {tuple(params.logit_scale.shape)}")
         cfg, device = self.config, self.device
         lengths = [one.video.n_frames for one in inputs]
-        frames = self._frames(inputs, lengths)
+        frames = self.kernels.frames(inputs, device)  # row b's frames are frames[b][:n]
         prompts = torch.stack([one.prompt for one in inputs]).to(device)
         background = torch.stack([one.background for one in inputs]).to(device)
         step = self._autograd_step if cfg.implementation == "direct" else self._closed_form_step
@@ -241,16 +255,9 @@ class Adapter:
             if not any(active):
                 break
         with torch.no_grad():
-            residuals = [frames[b, :n] @ before["visual_proj"][b] - background[b] for b, n in enumerate(lengths)]
+            residuals = [frames[b][:n] @ before["visual_proj"][b] - background[b] for b, n in enumerate(lengths)]
         return [Adapted(params.row(b), Adaptation({name: v[b].cpu() for name, v in before.items()}, losses[b]),
                         residuals[b].cpu()) for b in range(len(inputs))]
-
-    def _frames(self, inputs: Sequence[AdaptationInput], lengths: list[int]) -> torch.Tensor:
-        """(B, N, Dv) frames on the device, zero after each video's end."""
-        frames = torch.zeros(len(inputs), max(lengths), inputs[0].video.features.shape[1], device=self.device)
-        for b, one in enumerate(inputs):
-            frames[b, :lengths[b]] = one.video.features.to(self.device)
-        return frames
 
     def _picks(self, sim: torch.Tensor, lengths: list[int], inputs: Sequence[AdaptationInput]) -> torch.Tensor:
         """(B, 2K) frames of every row, drawn on the CPU from each row's curve and generator."""
@@ -291,7 +298,7 @@ class Adapter:
             visual, text, log_scale = (p[b] for p in params.parameters())
             e = l2norm(prompts[b] @ text)
             scale = log_scale.exp()
-            X = frames[b, :n] @ visual
+            X = frames[b][:n] @ visual
             curve = scale.detach() * ((X.detach() - background[b]) @ e.detach())
             chosen = samples(self.config, curve.cpu(), one.generator, one.hint).to(self.device)
             loss = adaptation_loss(l2norm(X[chosen]), e, scale, self.config)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .adam import Adam
-from .adapter import Adaptation, Adapted, Adapter, AdaptationInput, Projections
+from .adapter import Adaptation, AdaptationInput, Adapted, Adapter, Projections
 from .config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
@@ -72,8 +72,8 @@ class Pending:
     def relabelled(self, label: int, class_features: torch.Tensor, generator: torch.Generator) -> "Pending":
         """The same video's adaptation for another ``label`` (a further label of ``labels_per_video``):
         step 1's probabilities and background kept, that label's prompt, its own ``generator``."""
-        return Pending(label, self.probabilities, replace(self.adaptation_input, prompt=class_features[label],
-                                                          generator=generator))
+        return Pending(label, self.probabilities,
+                       replace(self.adaptation_input, prompt=class_features[label], generator=generator))
 
 
 def localizer_for(config: AdaptConfig) -> "T3AL | NaiveBaseline":

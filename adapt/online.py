@@ -11,7 +11,7 @@ import torch
 
 from t3al.cache import CacheReader, Head
 
-from .adapter import Adapted, Adapter, AdaptationInput, batch_params, make_optimizer
+from .adapter import AdaptationInput, Adapted, Adapter, batch_params, make_optimizer
 from .config import AdaptConfig
 from .localizer import T3AL
 from .ops import l2norm, moving_average

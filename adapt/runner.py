@@ -238,9 +238,9 @@ def _localize_group(head: Head, videos: dict[int, VideoInput], splits: list[list
 
 @dataclass
 class _Stream:
-    """One public-code stream: parameters (a batch of one), optimiser and generator carried from video to video;
-    after each video the parameters go back to before its last step (T3AL, which also leaves the
-    logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
+    """One public-code stream: parameters (a batch of one), optimiser and generator carried from
+    video to video; after each video the parameters go back to before its last step (T3AL, which
+    also leaves the logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
 
     positions: list[int]
     configs: list[AdaptConfig]

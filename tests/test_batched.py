@@ -11,7 +11,7 @@ import torch
 
 from t3al.adapt import adapter
 from t3al.adapt.adam import Adam, AdamGroup
-from t3al.adapt.adapter import (Adapter, OutOfMemory, AdaptationInput, Projections, adapt_inputs, batch_bytes,
+from t3al.adapt.adapter import (AdaptationInput, Adapter, OutOfMemory, Projections, adapt_inputs, batch_bytes,
                                 make_optimizer)
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.runner import Plan, SplitWork, localize_splits
@@ -179,7 +179,8 @@ def test_a_gpu_batch_takes_half_of_its_workers_share_of_the_free_memory(monkeypa
 
 def test_the_numeric_core_imports_no_module_that_runs_work():
     """The adapter raises its out-of-memory error without loading the process and Dask machinery."""
-    code = "import sys, t3al.adapt.adapter; print(sorted(m for m in ('t3al.adapt.cluster', 'joblib') if m in sys.modules))"
+    code = ("import sys, t3al.adapt.adapter; "
+            "print(sorted(m for m in ('t3al.adapt.cluster', 'joblib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -1,6 +1,6 @@
 """Step 2 of docs/method.md written once, over a batch of adaptations: stacked parameters, one
-Adam over the stack, each row its own video, prompt, generator and stop. One video is a batch of
-one; the device only chooses the kernels (row-by-row products on a CPU, ``bmm`` on a GPU)."""
+Adam over the stack, each row its own video, prompt, generator and stop. One video, and the
+public code's stream, are a batch of one; the device only chooses the kernels (``kernels_for``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,10 +9,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from t3al.cache import Head
+from t3al.cache import Head, T3alError
 
 from .adam import Adam, AdamGroup
-from .cluster import ClusterError
 from .config import AdaptConfig
 from .freezad import peak_samples
 from .losses import adaptation_loss, loss_terms
@@ -25,8 +24,8 @@ CPU_BATCH_BYTES = 1 << 29  # memory of one batch of adaptations on the CPU
 
 
 class Projections(torch.nn.Module):
-    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale
-    (or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,), for a batch of adaptations)."""
+    """The only trainable parameters of stage two: Pv (Dv x E), Pt (Dt x E) and s = log scale of
+    one model, or B of each stacked, (B, Dv, E), (B, Dt, E) and (B,): the rows the adapter trains."""
 
     def __init__(self, visual_proj: torch.Tensor, text_projection: torch.Tensor,
                  logit_scale: float | torch.Tensor) -> None:
@@ -35,13 +34,21 @@ class Projections(torch.nn.Module):
         self.text_projection = torch.nn.Parameter(torch.as_tensor(text_projection, dtype=torch.float32).clone())
         self.logit_scale = torch.nn.Parameter(torch.as_tensor(logit_scale, dtype=torch.float32).clone())
 
+    @classmethod
+    def stacked(cls, visual: torch.Tensor, text: torch.Tensor, scale: float | torch.Tensor,
+                count: int = 1) -> "Projections":
+        """``count`` rows, each a copy of one model's Pv, Pt and s."""
+        return cls(visual.expand(count, -1, -1), text.expand(count, -1, -1),
+                   torch.as_tensor(scale, dtype=torch.float32, device=visual.device).expand(count))
+
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters()}
 
-    def restore(self, values: dict[str, torch.Tensor]) -> None:
+    def restore_row(self, b: int, values: dict[str, torch.Tensor]) -> None:
+        """Row ``b`` of stacked parameters set to ``values`` (one model's, as ``row`` gives them)."""
         with torch.no_grad():
             for name, p in self.named_parameters():
-                p.copy_(values[name])
+                p[b] = values[name]
 
     def row(self, b: int) -> "Projections":
         """Row ``b`` of stacked parameters, detached, on the CPU."""
@@ -54,6 +61,12 @@ def head_tensors(head: Head, config: AdaptConfig) -> tuple[torch.Tensor, torch.T
     if not config.project_visual:
         visual = torch.eye(visual.shape[0], dtype=visual.dtype)
     return visual, torch.from_numpy(head.text_projection), head.logit_scale
+
+
+def batch_params(head: Head, config: AdaptConfig, count: int, device: torch.device | str = "cpu") -> Projections:
+    """The start of a batch of ``count`` adaptations: the head's parameters (``head_tensors``) in
+    every row, on ``device``. The stream is such a batch of one, carried from video to video."""
+    return Projections.stacked(*head_tensors(head, config), count).to(device)
 
 
 def make_optimizer(params: Projections, config: AdaptConfig) -> Adam:
@@ -85,9 +98,9 @@ class Adapted:
 
 
 @dataclass
-class Problem:
-    """One adaptation: a video, the prompt of its pseudo-label, its background, the generator of
-    its samples (a per-video seed, or the stream's) and what an oracle may know."""
+class AdaptationInput:
+    """What one adaptation starts from: a video, the prompt of its pseudo-label, its background,
+    the generator of its samples (a per-video seed, or the stream's) and what an oracle may know."""
 
     video: VideoInput
     prompt: torch.Tensor  # (Dt,) pre-projection prompt features
@@ -117,35 +130,71 @@ def oracle_samples(inside: torch.Tensor, k: int, radius: int, generator: torch.G
     return pick_samples(positives, k, n, radius, generator), pick_samples(negatives, k, n, radius, generator)
 
 
-def _stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """Stacked along a new first axis; one value is viewed, not copied."""
-    return values[0][None] if len(values) == 1 else torch.stack(values)
+class RowByRow:
+    """The kernels of a device whose batched matrix-vector products are several times slower than
+    B single ones (the CPU): every product row by row, on each video's own frames (no padded copy)."""
+
+    @staticmethod
+    def frames(inputs: Sequence[AdaptationInput], device: torch.device) -> list[torch.Tensor]:
+        """Each row's (N_b, Dv) frames on the device."""
+        return [one.video.features.to(device) for one in inputs]
+
+    @staticmethod
+    def each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a[i] @ b[i] for every row i."""
+        return torch.stack([x @ y for x, y in zip(a, b)])
+
+    @staticmethod
+    def curves(frames: list[torch.Tensor], lengths: list[int], direction: torch.Tensor) -> torch.Tensor:
+        """(B, N) frames @ direction of every row, 0 after each video's end."""
+        out = direction.new_zeros(len(lengths), max(lengths))
+        for b, n in enumerate(lengths):
+            out[b, :n] = frames[b] @ direction[b]
+        return out
+
+    @staticmethod
+    def rows(function: Callable[..., tuple], *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``function`` of every row of ``args``, its outputs stacked."""
+        return tuple(torch.stack(list(values)) for values in zip(*map(function, *args)))
 
 
-def _each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a[i] @ b[i] for every row i: B products on the CPU (where a batched matrix-vector product is
-    several times slower), one batched product elsewhere."""
-    if a.device.type in ROW_BY_ROW:
-        return _stack([x @ y for x, y in zip(a, b)])
-    if a.dim() == 2 and b.dim() == 2:
-        return (a * b).sum(dim=-1)
-    if b.dim() == 2:
-        return torch.bmm(a, b[:, :, None]).squeeze(-1)
-    if a.dim() == 2:
-        return torch.bmm(a[:, None, :], b).squeeze(1)
-    return torch.bmm(a, b)
+class Batched:
+    """The kernels of any other device (a GPU): one batched call per product."""
+
+    @staticmethod
+    def frames(inputs: Sequence[AdaptationInput], device: torch.device) -> torch.Tensor:
+        """(B, N, Dv) frames on the device, zero after each video's end."""
+        lengths = [one.video.n_frames for one in inputs]
+        frames = torch.zeros(len(inputs), max(lengths), inputs[0].video.features.shape[1], device=device)
+        for b, one in enumerate(inputs):
+            frames[b, :lengths[b]] = one.video.features.to(device)
+        return frames
+
+    @staticmethod
+    def each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a[i] @ b[i] for every row i."""
+        if a.dim() == 2 and b.dim() == 2:
+            return (a * b).sum(dim=-1)
+        if b.dim() == 2:
+            return torch.bmm(a, b[:, :, None]).squeeze(-1)
+        if a.dim() == 2:
+            return torch.bmm(a[:, None, :], b).squeeze(1)
+        return torch.bmm(a, b)
+
+    @staticmethod
+    def curves(frames: torch.Tensor, lengths: list[int], direction: torch.Tensor) -> torch.Tensor:
+        """(B, N) frames @ direction of every row (padded frames give 0)."""
+        return Batched.each(frames, direction)
+
+    @staticmethod
+    def rows(function: Callable[..., tuple], *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``function`` of every row of ``args``, vectorised."""
+        return torch.func.vmap(function)(*args)
 
 
-def _curves(frames: torch.Tensor, lengths: list[int], direction: torch.Tensor) -> torch.Tensor:
-    """(B, N) frames @ direction of every row (padded frames give 0; on the CPU they are skipped)."""
-    if frames.device.type not in ROW_BY_ROW:
-        return _each(frames, direction)
-    if len(lengths) == 1:
-        return (frames[0, :lengths[0]] @ direction[0])[None]
-    out = frames.new_zeros(frames.shape[:2])
-    for b, n in enumerate(lengths):
-        out[b, :n] = frames[b, :n] @ direction[b]
-    return out
+def kernels_for(device: torch.device) -> type[RowByRow] | type[Batched]:
+    """The one place the device chooses how a step runs: row by row on ``ROW_BY_ROW`` devices."""
+    return RowByRow if device.type in ROW_BY_ROW else Batched
 
 
 def _keep_stopped(before: dict[str, torch.Tensor], now: dict[str, torch.Tensor],
@@ -168,30 +217,32 @@ def _chain(parameter: torch.nn.Parameter, upstream: torch.Tensor | None,
 
 
 class Adapter:
-    """Adapts a batch of problems of one config on ``device``, in place on their parameters:
-    stacked (B, ...) ones, or one video's own (a batch of one)."""
+    """Adapts a batch of one config's adaptations on ``device``, in place on their stacked
+    parameters (B rows, one per adaptation)."""
 
     def __init__(self, config: AdaptConfig, device: torch.device | str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
+        self.kernels = kernels_for(self.device)
 
-    def adapt(self, problems: Sequence[Problem], params: Projections, optimizer: Adam | None) -> list[Adapted]:
-        """T steps of the separation + representation loss on every problem (rows that stop early
-        are frozen while the others go on); then each row's parameters, adaptation and residual."""
+    def adapt(self, inputs: Sequence[AdaptationInput], params: Projections, optimizer: Adam | None) -> list[Adapted]:
+        """T steps of the separation + representation loss on every row (rows that stop early are
+        frozen while the others go on); then each row's parameters, adaptation and residual."""
+        if params.logit_scale.shape != (len(inputs),):
+            raise ValueError(f"{len(inputs)} adaptation(s) need stacked parameters of as many rows "
+                             f"(Projections.stacked), got a logit scale of shape {tuple(params.logit_scale.shape)}")
         cfg, device = self.config, self.device
-        stacked = params.logit_scale.dim() == 1
-        lengths = [p.video.n_frames for p in problems]
-        frames = self._frames(problems, lengths)
-        prompts = _stack([p.prompt for p in problems]).to(device)
-        background = _stack([p.background for p in problems]).to(device)
+        lengths = [one.video.n_frames for one in inputs]
+        frames = self.kernels.frames(inputs, device)  # row b's frames are frames[b][:n]
+        prompts = torch.stack([one.prompt for one in inputs]).to(device)
+        background = torch.stack([one.background for one in inputs]).to(device)
         step = self._autograd_step if cfg.implementation == "direct" else self._closed_form_step
-        before, losses = params.snapshot(), [[] for _ in problems]
-        best, stale, active = [float("inf")] * len(problems), [0] * len(problems), [True] * len(problems)
+        before, losses = params.snapshot(), [[] for _ in inputs]
+        best, stale, active = [float("inf")] * len(inputs), [0] * len(inputs), [True] * len(inputs)
         for t in range(cfg.steps):
             if cfg.patience or t == cfg.steps - 1:
                 before = _keep_stopped(before, params.snapshot(), active)
-            rows = [p if stacked else p[None] for p in params.parameters()]
-            values = step(frames, lengths, prompts, background, params, rows, problems)
+            values = step(frames, lengths, prompts, background, params, inputs)
             optimizer.step(None if all(active) else torch.tensor([not a for a in active], device=device))
             for b, value in enumerate(values):
                 if not active[b]:
@@ -202,69 +253,53 @@ class Adapter:
                     active[b] = stale[b] < cfg.patience
             if not any(active):
                 break
-        visual = before["visual_proj"] if stacked else before["visual_proj"][None]
         with torch.no_grad():
-            residuals = [frames[b, :n] @ visual[b] - background[b] for b, n in enumerate(lengths)]
-        if not stacked:
-            return [Adapted(params, Adaptation(before, losses[0]), residuals[0])]
+            residuals = [frames[b][:n] @ before["visual_proj"][b] - background[b] for b, n in enumerate(lengths)]
         return [Adapted(params.row(b), Adaptation({name: v[b].cpu() for name, v in before.items()}, losses[b]),
-                        residuals[b].cpu()) for b in range(len(problems))]
+                        residuals[b].cpu()) for b in range(len(inputs))]
 
-    def _frames(self, problems: Sequence[Problem], lengths: list[int]) -> torch.Tensor:
-        """(B, N, Dv) frames on the device, zero after each video's end (one video: a view)."""
-        if len(problems) == 1:
-            return problems[0].video.features.to(self.device)[None]
-        frames = torch.zeros(len(problems), max(lengths), problems[0].video.features.shape[1], device=self.device)
-        for b, p in enumerate(problems):
-            frames[b, :lengths[b]] = p.video.features.to(self.device)
-        return frames
-
-    def _picks(self, sim: torch.Tensor, lengths: list[int], problems: Sequence[Problem]) -> torch.Tensor:
+    def _picks(self, sim: torch.Tensor, lengths: list[int], inputs: Sequence[AdaptationInput]) -> torch.Tensor:
         """(B, 2K) frames of every row, drawn on the CPU from each row's curve and generator."""
         sim = sim.cpu()
-        picks = [samples(self.config, sim[b, :n], p.generator, p.hint) for b, (n, p) in enumerate(zip(lengths, problems))]
-        return _stack(picks).to(self.device)
+        picks = [samples(self.config, sim[b, :n], one.generator, one.hint)
+                 for b, (n, one) in enumerate(zip(lengths, inputs))]
+        return torch.stack(picks).to(self.device)
 
-    def _loss_terms(self, projected: torch.Tensor, u: torch.Tensor, log_scale: torch.Tensor) -> tuple:
-        """``loss_terms`` of every row: one call per row on the CPU, one vectorised call elsewhere."""
-        terms = partial(loss_terms, config=self.config)
-        if self.device.type not in ROW_BY_ROW:
-            return torch.func.vmap(terms)(projected, u, log_scale)
-        return tuple(_stack(list(values)) for values in zip(*map(terms, projected, u, log_scale)))
-
-    def _closed_form_step(self, frames, lengths, prompts, background, params, rows, problems) -> list[float]:
+    def _closed_form_step(self, frames, lengths, prompts, background, params, inputs) -> list[float]:
         """One step, re-associated: the curve is V @ (Pv e), only the 2K sampled frames are
         projected, and the gradients follow by the chain rule from the loss's closed-form ones:
         Pv's is rows^T @ (gradient to rows @ Pv), Pt's the outer product of the prompt and the
         gradient to prompt @ Pt."""
-        visual, text, log_scale = rows
+        each, visual, log_scale = self.kernels.each, params.visual_proj, params.logit_scale
         with torch.no_grad():
-            u = _each(prompts, text)
+            u = each(prompts, params.text_projection)
             e = l2norm(u)
-            sim = log_scale.exp()[:, None] * (_curves(frames, lengths, _each(visual, e)) - _each(background, e)[:, None])
-            picks = self._picks(sim, lengths, problems)
-            chosen = _stack([frames[b][picks[b]] for b in range(len(problems))])
-            separation, representation, d_projected, *rest = self._loss_terms(_each(chosen, visual), u,
-                                                                              log_scale.detach())
+            sim = log_scale.exp()[:, None] * (self.kernels.curves(frames, lengths, each(visual, e))
+                                              - each(background, e)[:, None])
+            picks = self._picks(sim, lengths, inputs)
+            chosen = torch.stack([frames[b][picks[b]] for b in range(len(inputs))])
+            terms = partial(loss_terms, config=self.config)
+            separation, representation, d_projected, *rest = self.kernels.rows(terms, each(chosen, visual), u,
+                                                                               log_scale.detach())
         d_text, d_log_scale = rest or (None, None)
-        _chain(params.visual_proj, d_projected, lambda g: _each(chosen.transpose(1, 2), g))
+        _chain(params.visual_proj, d_projected, lambda g: each(chosen.transpose(1, 2), g))
         _chain(params.text_projection, d_text, lambda g: prompts[:, :, None] * g[:, None, :])
         _chain(params.logit_scale, d_log_scale, lambda g: g)
         return (separation.double() + representation.double()).tolist()
 
-    def _autograd_step(self, frames, lengths, prompts, background, params, rows, problems) -> list[float]:
+    def _autograd_step(self, frames, lengths, prompts, background, params, inputs) -> list[float]:
         """One step as the public code writes it, row by row: the full V @ Pv with gradient,
         autograd throughout."""
         for p in params.parameters():
             p.grad = None
         losses = []
-        for b, (n, problem) in enumerate(zip(lengths, problems)):
-            visual, text, log_scale = (p[b] for p in rows)
+        for b, (n, one) in enumerate(zip(lengths, inputs)):
+            visual, text, log_scale = (p[b] for p in params.parameters())
             e = l2norm(prompts[b] @ text)
             scale = log_scale.exp()
-            X = frames[b, :n] @ visual
+            X = frames[b][:n] @ visual
             curve = scale.detach() * ((X.detach() - background[b]) @ e.detach())
-            chosen = samples(self.config, curve.cpu(), problem.generator, problem.hint).to(self.device)
+            chosen = samples(self.config, curve.cpu(), one.generator, one.hint).to(self.device)
             loss = adaptation_loss(l2norm(X[chosen]), e, scale, self.config)
             loss.backward()
             losses.append(loss.item())
@@ -280,48 +315,45 @@ def batch_bytes(device: torch.device, workers: int = 1) -> int:
     return free // (2 * workers)
 
 
-def _batch_size(problems: Sequence[Problem], budget: int) -> int:
-    """How many of ``problems`` (shortest first) fit ``budget`` bytes: padded frames, and per row its
+def _batch_size(inputs: Sequence[AdaptationInput], budget: int) -> int:
+    """How many of ``inputs`` (shortest first) fit ``budget`` bytes: padded frames, and per row its
     parameters, their gradients, Adam's two moments and the snapshot."""
-    first = problems[0]
+    first = inputs[0]
     width, text, joint = first.video.features.shape[1], first.prompt.shape[0], first.background.shape[0]
     per_row = 5 * (width + text) * joint
     count = 1
-    while count < len(problems) and (count + 1) * (problems[count].video.n_frames * width + per_row) * 4 <= budget:
+    while count < len(inputs) and (count + 1) * (inputs[count].video.n_frames * width + per_row) * 4 <= budget:
         count += 1
     return count
 
 
-def adapt_problems(config: AdaptConfig, head: Head, problems: Sequence[Problem], device: torch.device | str = "cpu",
-                   budget: int | None = None) -> list[Adapted]:
-    """Every problem's adaptation from the head's parameters, in order: one by one (``budget``
+class OutOfMemory(T3alError, RuntimeError):
+    """The device cannot hold even one adaptation (every command line reports it in one line)."""
+
+
+def adapt_inputs(config: AdaptConfig, head: Head, inputs: Sequence[AdaptationInput],
+                 device: torch.device | str = "cpu", budget: int | None = None) -> list[Adapted]:
+    """Every input's adaptation from the head's parameters, in order: one by one (``budget``
     None), or in batches of similar length within ``budget`` bytes (``batch_bytes``); a batch the
     device finds no memory for is split in two, one video that does not fit is one line."""
     device = torch.device(device)
-    order = sorted(range(len(problems)), key=lambda i: problems[i].video.n_frames)
+    order = sorted(range(len(inputs)), key=lambda i: inputs[i].video.n_frames)
     done: dict[int, Adapted] = {}
     while order:
-        count = 1 if budget is None else _batch_size([problems[i] for i in order], budget)
+        count = 1 if budget is None else _batch_size([inputs[i] for i in order], budget)
         batch, order = order[:count], order[count:]
         try:
-            done.update(zip(batch, _adapt_batch(config, head, [problems[i] for i in batch], device)))
+            done.update(zip(batch, _adapt_batch(config, head, [inputs[i] for i in batch], device)))
         except torch.OutOfMemoryError:
             if count == 1:
-                raise OutOfMemory(f"{device}: out of memory adapting video {problems[batch[0]].video.video_id} "
+                raise OutOfMemory(f"{device}: out of memory adapting video {inputs[batch[0]].video.video_id} "
                                   f"alone; use fewer --jobs, or leave --device out") from None
             budget //= 2
             order = batch + order
-    return [done[i] for i in range(len(problems))]
+    return [done[i] for i in range(len(inputs))]
 
 
-class OutOfMemory(ClusterError):
-    """The device cannot hold even one adaptation (a ClusterError: where the work runs cannot take
-    it, so every command reports it in one line)."""
-
-
-def _adapt_batch(config: AdaptConfig, head: Head, problems: Sequence[Problem], device: torch.device) -> list[Adapted]:
-    visual, text, scale = head_tensors(head, config)
-    count = len(problems)
-    params = Projections(visual.expand(count, -1, -1), text.expand(count, -1, -1),
-                         torch.full((count,), scale, device=visual.device)).to(device)
-    return Adapter(config, device).adapt(problems, params, make_optimizer(params, config) if config.steps else None)
+def _adapt_batch(config: AdaptConfig, head: Head, inputs: Sequence[AdaptationInput],
+                 device: torch.device) -> list[Adapted]:
+    params = batch_params(head, config, len(inputs), device)
+    return Adapter(config, device).adapt(inputs, params, make_optimizer(params, config) if config.steps else None)

@@ -8,10 +8,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from t3al.cache import Head
-
 from .adam import Adam
-from .adapter import Adaptation, Adapted, Adapter, Problem, Projections, head_tensors
+from .adapter import Adaptation, AdaptationInput, Adapted, Adapter, Projections
 from .config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
@@ -52,11 +50,6 @@ def job_key(config: AdaptConfig, video: str, label: str, draws: str, truths: tup
     return localizer_for(config).share_key(), video, label, draws, truths if split_dependent(config) else None
 
 
-def model_parameters(head: Head, config: AdaptConfig) -> Projections:
-    """The model's own projections as ``config`` adapts them: where every adaptation and stream starts."""
-    return Projections(*head_tensors(head, config))
-
-
 def class_probabilities(x: torch.Tensor, class_embeddings: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """softmax over classes of exp(s) * cos(x, class embedding); x is (E,) or (N, E)."""
     return torch.softmax(scale.exp() * l2norm(x) @ l2norm(class_embeddings).T, dim=-1)
@@ -89,14 +82,14 @@ class Pending:
 
     label: int = -1
     probabilities: np.ndarray | None = None
-    problem: Problem | None = None
+    adaptation_input: AdaptationInput | None = None
     result: VideoResult | None = None
 
     def relabelled(self, label: int, class_features: torch.Tensor, generator: torch.Generator) -> "Pending":
         """The same video's adaptation for another ``label`` (a further label of ``labels_per_video``):
         step 1's probabilities and background kept, that label's prompt, its own ``generator``."""
-        return Pending(label, self.probabilities, replace(self.problem, prompt=class_features[label],
-                                                          generator=generator))
+        return Pending(label, self.probabilities,
+                       replace(self.adaptation_input, prompt=class_features[label], generator=generator))
 
 
 def localizer_for(config: AdaptConfig) -> "T3AL | NaiveBaseline":
@@ -130,7 +123,8 @@ class T3AL:
         label_embeddings: torch.Tensor | None = None,
         hint: GroundTruthHint | None = None,
     ) -> tuple[VideoResult, Adaptation]:
-        """Adapt ``params`` in place on ``video``; return its scored segments and the adaptation.
+        """Adapt ``params`` (a stacked batch of one, ``Projections.stacked``) in place on ``video``;
+        return its scored segments and the adaptation.
 
         ``class_features`` are the split's pre-projection prompt features (C x Dt);
         ``label_embeddings`` (C x E), when given, replace them @ Pt for the pseudo-label (stream).
@@ -155,8 +149,8 @@ class T3AL:
         key = adaptation_key(self.config)
         if any(adaptation_key(v) != key for v in variants):
             raise ValueError("variants must differ from the adapting config only in PROPOSAL_FIELDS")
-        pending = self.start(video, params, class_features, generator, hint, label_embeddings)
-        adapted = Adapter(self.config).adapt([pending.problem], params, optimizer)[0]
+        pending = self.start(video, params.row(0), class_features, generator, hint, label_embeddings)
+        adapted = Adapter(self.config).adapt([pending.adaptation_input], params, optimizer)[0]
         return self.finish(video, pending, adapted, class_features, variants, hint), adapted
 
     def start(self, video: VideoInput, params: Projections, class_features: torch.Tensor,
@@ -164,7 +158,7 @@ class T3AL:
               label_embeddings: torch.Tensor | None = None) -> Pending:
         """Step 1, and the adaptation it asks for (``generator`` draws its samples)."""
         label, probabilities, background = self.pseudo_label(video, params, class_features, label_embeddings, hint)
-        return Pending(label, probabilities, Problem(video, class_features[label], background, generator, hint))
+        return Pending(label, probabilities, AdaptationInput(video, class_features[label], background, generator, hint))
 
     def finish(self, video: VideoInput, pending: Pending, adapted: Adapted, class_features: torch.Tensor,
                variants: Sequence[AdaptConfig], hint: GroundTruthHint | None = None) -> list[VideoResult]:

@@ -11,9 +11,9 @@ import torch
 
 from t3al.cache import Head
 
-from .adapter import Adapted, Adapter, Problem, make_optimizer
+from .adapter import AdaptationInput, Adapted, Adapter, batch_params, make_optimizer
 from .config import AdaptConfig
-from .localizer import T3AL, model_parameters
+from .localizer import T3AL
 from .ops import l2norm, moving_average
 from .video import VideoInput, VideoResult
 
@@ -69,10 +69,10 @@ class OnlineT3AL:
         self.config, self.video_id, self.generator = config, video_id, generator
         self.localizer = T3AL(config)
         self.class_features = class_features
-        self.params = model_parameters(head, config)
+        self.params = batch_params(head, config, 1)
         self.optimizer = make_optimizer(self.params, config) if config.chunk_steps else None
         self.adapter = Adapter(config.replace(steps=config.chunk_steps))
-        self.label_embeddings = (class_features @ self.params.text_projection).detach()  # the model's own
+        self.label_embeddings = (class_features @ self.params.text_projection[0]).detach()  # the model's own
         self.frames = _Growing(head.visual_proj.shape[0], torch.float32)
         self.times: list[float] = []
         self.caption_frames: list[int] = []
@@ -126,16 +126,16 @@ class OnlineT3AL:
         start = max(0, n - cfg.online_window)
         window = VideoInput(self.video_id, self.frames.rows(start, n), np.asarray(self.times[start:n]),
                             torch.zeros(0, dtype=torch.long), self.captions.rows(0, 0))
-        self.label, self.probabilities, background = self.localizer.pseudo_label(window, self.params,
+        self.label, self.probabilities, background = self.localizer.pseudo_label(window, self.params.row(0),
                                                                                  self.class_features,
                                                                                  self.label_embeddings)
-        problem = Problem(window, self.class_features[self.label], background, self.generator)
-        adapted = self.adapter.adapt([problem], self.params, self.optimizer)[0]
+        adaptation_input = AdaptationInput(window, self.class_features[self.label], background, self.generator)
+        adapted = self.adapter.adapt([adaptation_input], self.params, self.optimizer)[0]
         self.losses += adapted.adaptation.losses
         self.used = n
         with torch.no_grad():
-            e = l2norm(self.class_features[self.label] @ self.params.text_projection)
-            smooth = moving_average(self.params.logit_scale.exp() * (l2norm(adapted.residual) @ e), cfg.window)
+            e = l2norm(self.class_features[self.label] @ adapted.params.text_projection)
+            smooth = moving_average(adapted.params.logit_scale.exp() * (l2norm(adapted.residual) @ e), cfg.window)
         final = n if end else n - cfg.window // 2
         new = []
         for i in range(len(self.curve), final):
@@ -175,8 +175,8 @@ class OnlineT3AL:
             return []
         with torch.no_grad():
             r = (self.frames.rows(first, last) @ adapted.adaptation.before_last["visual_proj"]).mean(dim=0) - background
-            label, score = self.localizer.label_and_score(r, self.class_features @ self.params.text_projection,
-                                                          self.params.logit_scale, self.label)
+            label, score = self.localizer.label_and_score(r, self.class_features @ adapted.params.text_projection,
+                                                          adapted.params.logit_scale, self.label)
         emission = Emission(first, last, self.times[first], self.times[last], label, score, self.times[n - 1])
         self.emissions.append(emission)
         return [emission]

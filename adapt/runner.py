@@ -14,11 +14,12 @@ import torch
 from t3al.cache import CacheError, CacheReader, Head
 
 from .adam import Adam
-from .adapter import Problem, Projections, adapt_problems, batch_bytes, head_tensors, make_optimizer
+from .adapter import (AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, head_tensors,
+                      make_optimizer)
 from .cluster import dask_backend, parallel_videos
 from .config import AdaptConfig, ConfigError
 from .distractors import distractors_for
-from .localizer import (T3AL, NaiveBaseline, Pending, chosen_labels, job_key, localizer_for, merged, model_parameters,
+from .localizer import (T3AL, NaiveBaseline, Pending, chosen_labels, job_key, localizer_for, merged,
                         shared_adaptations)
 from .online import localize_online
 from .presence import open_set, present_labels, presence
@@ -253,8 +254,8 @@ def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dic
     are the present ones, and absent ones lose their detections."""
     first = next(iter(group.values()))
     localizer = localizer_for(first)
-    params = model_parameters(head, first)
-    jobs: dict[tuple, Problem] = {}  # job key -> the adaptation it asks for
+    params = batch_params(head, first, 1).row(0)  # the model's own, for the pseudo-labels
+    jobs: dict[tuple, AdaptationInput] = {}  # job key -> the adaptation it asks for
     pending = []
     presences: dict[tuple[Hashable, str], np.ndarray] = {}
     for video, tasks in work:
@@ -266,10 +267,10 @@ def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dic
             for draws, one in _label_pendings(localizer, first, video, task.classes, params, class_features, hint,
                                               seed, presences.get((task.split, video.video_id))):
                 key = job_key(first, video.video_id, task.classes[one.label], draws, task.truths)
-                if one.problem is not None:
-                    jobs.setdefault(key, one.problem)
+                if one.adaptation_input is not None:
+                    jobs.setdefault(key, one.adaptation_input)
                 pending.append((video, task, key, class_features, one, hint))
-    adapted = dict(zip(jobs, adapt_problems(first, head, list(jobs.values()), device, budget)))
+    adapted = dict(zip(jobs, adapt_inputs(first, head, list(jobs.values()), device, budget)))
     for video, task, key, class_features, started, hint in pending:
         results = localizer.finish(video, started, adapted.get(key), class_features, list(group.values()), hint)
         for name, result in zip(group, results):
@@ -283,9 +284,9 @@ def _run_group(head: Head, work: list[tuple[VideoInput, list[Task]]], group: dic
 
 @dataclass
 class _Stream:
-    """One public-code stream: parameters, optimiser and generator carried from video to video;
-    after each video the parameters go back to before its last step (T3AL, which also leaves the
-    logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
+    """One public-code stream: parameters (a batch of one), optimiser and generator carried from
+    video to video; after each video the parameters go back to before its last step (T3AL, which
+    also leaves the logit scale frozen from then on) or stay as adapted (``restore = "none"``, AdaZAD)."""
 
     configs: dict[str, AdaptConfig]
     params: Projections
@@ -296,7 +297,7 @@ class _Stream:
     def start(cls, head: Head, configs: dict[str, AdaptConfig], seed: int) -> "_Stream":
         """A stream from the model's own parameters and the run's seed."""
         first = next(iter(configs.values()))
-        params = model_parameters(head, first)
+        params = batch_params(head, first, 1)
         return cls(configs, params, make_optimizer(params, first), torch.Generator().manual_seed(seed))
 
     def localize(self, video: VideoInput, class_features: torch.Tensor, label_embeddings: torch.Tensor,
@@ -306,7 +307,7 @@ class _Stream:
             video, self.params, self.optimizer, class_features, self.generator, list(self.configs.values()),
             label_embeddings, _hint(self.configs.values(), video, truths))
         if first.restore == "before_last":
-            self.params.restore(adapted.adaptation.before_last)
+            self.params.restore_row(0, adapted.adaptation.before_last)
             self.params.logit_scale.requires_grad_(False)
         return results
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from t3al.adapt.config import make_config
-from t3al.adapt.adapter import Problem, Projections, adapt_problems, batch_bytes, make_optimizer
+from t3al.adapt.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, make_optimizer
 from t3al.adapt.localizer import T3AL
 from t3al.adapt.pipeline import run
 from t3al.adapt.request import Execution, Request, Task
@@ -82,8 +82,7 @@ def time_video(config, video: VideoInput, head: Head, repeat: int) -> float:
     with single_thread():
         for _ in range(repeat):
             start = time.process_time()
-            params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection),
-                                 head.logit_scale)
+            params = batch_params(head, config, 1)
             optimizer = make_optimizer(params, config) if config.steps else None
             T3AL(config).localize(video, params, optimizer, classes, torch.Generator().manual_seed(0))
             times.append(time.process_time() - start)
@@ -142,10 +141,10 @@ def time_batched(config, video: VideoInput, head: Head, count: int, repeat: int)
     times = []
     with single_thread():
         for _ in range(repeat):
-            problems = [Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+            inputs = [AdaptationInput(video, torch.from_numpy(head.prompt_features[0]), background,
                                 torch.Generator().manual_seed(seed)) for seed in range(count)]
             start = time.process_time()
-            adapt_problems(config, head, problems, "cpu", budget=1 << 40)
+            adapt_inputs(config, head, inputs, "cpu", budget=1 << 40)
             times.append((time.process_time() - start) / count)
     return min(times)
 
@@ -165,10 +164,10 @@ def one_video(args: argparse.Namespace) -> None:
         background = video.features.mean(dim=0) @ params.visual_proj
     times = []
     for _ in range(args.repeat + 1):  # the first run warms the device up (kernels, allocator) and is not counted
-        problem = Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+        one = AdaptationInput(video, torch.from_numpy(head.prompt_features[0]), background,
                           torch.Generator().manual_seed(0))
         start = time.perf_counter()
-        adapt_problems(config, head, [problem], device, budget=batch_bytes(device))
+        adapt_inputs(config, head, [one], device, budget=batch_bytes(device))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)

@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
-from t3al.adapt.cluster import ClusterError
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
-from t3al.adapt.output import OutputError
 from t3al.adapt.spec import RunSpec, check_execution, resolve_configs
-from t3al.cache import CacheError, CacheReader
-from t3al.cache import T3alError
+from t3al.cache import CacheReader, T3alError
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
@@ -251,7 +248,9 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
 
         with tqdm(total=len(spec.videos), unit="video", disable=not progress, desc="localize") as bar:
             run = localize_vocabulary(spec, folder, overwrite=overwrite, on_video=bar.update, pages=pages)
-    except (CacheError, ClusterError, ConfigError, OutputError) as err:
+    except LocalizeError:
+        raise
+    except T3alError as err:
         raise LocalizeError(str(err)) from None
     presences = None if spec.config.presence_threshold is None else read_presences(folder / "detections.json")
     return Localization(folder, spec, run, Detections.read(folder / "detections.json"), presences, failed)

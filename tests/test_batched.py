@@ -11,7 +11,7 @@ import torch
 
 from t3al.adapt import adapter
 from t3al.adapt.adam import Adam, AdamGroup
-from t3al.adapt.adapter import (Adapter, OutOfMemory, Problem, Projections, adapt_problems, batch_bytes,
+from t3al.adapt.adapter import (AdaptationInput, Adapter, OutOfMemory, Projections, adapt_inputs, batch_bytes,
                                 make_optimizer)
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.request import Execution, Request, Task
@@ -104,23 +104,23 @@ ROWS = [
 ]
 
 
-def _problems(lengths=(40, 9, 23, 31)) -> list[Problem]:
+def _inputs(lengths=(40, 9, 23, 31)) -> list[AdaptationInput]:
     videos = [_video(n, name=f"v{n}") for n in lengths]
     hints = [GroundTruthHint(0, 1, torch.arange(n) % 5 < 2) for n in lengths]
-    return [Problem(v, torch.randn(4), 0.1 * torch.randn(4), torch.Generator().manual_seed(b), h)
+    return [AdaptationInput(v, torch.randn(4), 0.1 * torch.randn(4), torch.Generator().manual_seed(b), h)
             for b, (v, h) in enumerate(zip(videos, hints))]
 
 
-def _reseeded(problems: list[Problem]) -> list[Problem]:
-    return [Problem(p.video, p.prompt, p.background, torch.Generator().manual_seed(b), p.hint)
-            for b, p in enumerate(problems)]
+def _reseeded(inputs: list[AdaptationInput]) -> list[AdaptationInput]:
+    return [AdaptationInput(p.video, p.prompt, p.background, torch.Generator().manual_seed(b), p.hint)
+            for b, p in enumerate(inputs)]
 
 
 @pytest.mark.parametrize("config", ROWS, ids=lambda c: f"{c.positives}-{c.implementation}-{c.oracle}-{c.patience}")
 def test_every_row_of_a_batch_is_its_own_batch_of_one_on_the_cpu(config):
-    problems = _problems()
-    together = adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
-    alone = adapt_problems(config, _head(), _reseeded(problems), "cpu")
+    inputs = _inputs()
+    together = adapt_inputs(config, _head(), inputs, "cpu", budget=1 << 30)
+    alone = adapt_inputs(config, _head(), _reseeded(inputs), "cpu")
     for a, b in zip(together, alone):
         assert a.adaptation.losses == b.adaptation.losses and len(a.adaptation.losses) >= 1
         assert torch.equal(a.residual, b.residual)
@@ -132,29 +132,29 @@ def test_every_row_of_a_batch_is_its_own_batch_of_one_on_the_cpu(config):
 
 @pytest.mark.parametrize("config", ROWS[:1] + ROWS[3:5], ids=["pool", "oracle", "patience"])
 def test_gpu_kernels_give_the_cpu_rows_to_float_rounding(config, monkeypatch):
-    problems = _problems()
-    alone = adapt_problems(config, _head(), problems, "cpu")
+    inputs = _inputs()
+    alone = adapt_inputs(config, _head(), inputs, "cpu")
     monkeypatch.setattr(adapter, "ROW_BY_ROW", ())  # the GPU's bmm and vmap calls, run on the CPU
-    together = adapt_problems(config, _head(), _reseeded(problems), "cpu", budget=1 << 30)
+    together = adapt_inputs(config, _head(), _reseeded(inputs), "cpu", budget=1 << 30)
     for a, b in zip(together, alone):
         np.testing.assert_allclose(a.adaptation.losses, b.adaptation.losses, rtol=0, atol=1e-5)
         torch.testing.assert_close(a.residual, b.residual, rtol=0, atol=1e-5)
 
 
 def test_batches_fit_the_budget_shortest_first():
-    problems = _problems((10, 30, 20))
+    inputs = _inputs((10, 30, 20))
     per_row = 5 * (4 + 4) * 4  # parameters, gradients, two moments and a snapshot of Pv (4 x 4) and Pt (4 x 4)
     sizes = []
     run = Adapter.adapt
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Adapter, "adapt", lambda self, batch, *a: sizes.append([p.video.n_frames for p in batch])
                       or run(self, batch, *a))
-        adapt_problems(AdaptConfig(k=2, steps=1), _head(), problems, "cpu", budget=2 * (20 * 4 + per_row) * 4)
+        adapt_inputs(AdaptConfig(k=2, steps=1), _head(), inputs, "cpu", budget=2 * (20 * 4 + per_row) * 4)
     assert sizes == [[10, 20], [30]]
 
 
 def test_out_of_memory_halves_the_batch_and_one_video_that_does_not_fit_is_one_line(monkeypatch):
-    problems = _problems((10, 12, 14, 16))
+    inputs = _inputs((10, 12, 14, 16))
     batch = adapter._adapt_batch
 
     def small_device(config, head, chosen, device):
@@ -164,18 +164,38 @@ def test_out_of_memory_halves_the_batch_and_one_video_that_does_not_fit_is_one_l
 
     monkeypatch.setattr(adapter, "_adapt_batch", small_device)
     config = AdaptConfig(k=2, steps=2)
-    done = adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
-    alone = adapt_problems(config, _head(), _reseeded(problems), "cpu")
+    done = adapt_inputs(config, _head(), inputs, "cpu", budget=1 << 30)
+    alone = adapt_inputs(config, _head(), _reseeded(inputs), "cpu")
     assert [a.adaptation.losses for a in done] == [a.adaptation.losses for a in alone]
     monkeypatch.setattr(adapter, "_adapt_batch", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
     with pytest.raises(OutOfMemory, match="out of memory adapting video v10 alone; use fewer --jobs"):
-        adapt_problems(config, _head(), problems, "cpu", budget=1 << 30)
+        adapt_inputs(config, _head(), inputs, "cpu", budget=1 << 30)
 
 
 def test_a_gpu_batch_takes_half_of_its_workers_share_of_the_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 << 30, 80 << 30))
     assert batch_bytes(torch.device("cuda"), workers=3) == 2 << 30
     assert batch_bytes(torch.device("cpu"), workers=3) == adapter.CPU_BATCH_BYTES
+
+
+def test_the_numeric_core_imports_no_module_that_runs_work():
+    """The adapter raises its out-of-memory error without loading the process and Dask machinery."""
+    code = ("import sys, t3al.adapt.adapter; "
+            "print(sorted(m for m in ('t3al.adapt.cluster', 'joblib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_adapter_trains_stacked_parameters_only():
+    one = _inputs((12,))
+    with pytest.raises(ValueError, match="1 adaptation.* stacked parameters of as many rows"):
+        Adapter(AdaptConfig(k=2, steps=1)).adapt(one, Projections(torch.randn(4, 4), torch.randn(4, 4), 0.0), None)
+
+
+def test_the_device_alone_chooses_the_kernels():
+    assert adapter.kernels_for(torch.device("cpu")) is adapter.RowByRow
+    assert adapter.kernels_for(torch.device("cuda")) is adapter.Batched
+    assert Adapter(AdaptConfig(), "cpu").kernels is adapter.RowByRow
 
 
 def test_stage_two_never_imports_torch_dynamo(tmp_path):
@@ -209,10 +229,10 @@ def _record_batched(monkeypatch) -> list[AdaptConfig]:
     ran: list[AdaptConfig] = []
     adapt = Adapter.adapt
 
-    def recording(self, problems, *rest):
-        if len(problems) > 1:
+    def recording(self, inputs, *rest):
+        if len(inputs) > 1:
             ran.append(self.config)
-        return adapt(self, problems, *rest)
+        return adapt(self, inputs, *rest)
 
     monkeypatch.setattr(Adapter, "adapt", recording)
     return ran
@@ -262,8 +282,8 @@ def test_batched_path_gives_the_per_video_detections(tmp_path, monkeypatch, row_
 
 def test_stacked_adaptation_starts_from_the_heads_parameters():
     video = _video(5)
-    problems = [Problem(video, torch.ones(4), torch.zeros(4), torch.Generator())] * 2
-    for item in adapt_problems(AdaptConfig(steps=0), _head(), problems, "cpu", budget=1 << 30):
+    inputs = [AdaptationInput(video, torch.ones(4), torch.zeros(4), torch.Generator())] * 2
+    for item in adapt_inputs(AdaptConfig(steps=0), _head(), inputs, "cpu", budget=1 << 30):
         assert torch.equal(item.params.text_projection, 2 * torch.eye(4))
         assert float(item.params.logit_scale.detach()) == 1.5
         assert torch.allclose(item.residual, video.features) and item.adaptation.losses == []

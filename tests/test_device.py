@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from device_guard import explicit_devices
 from extract_helpers import ffmpeg_children, make_video
-from t3al.adapt.adapter import Problem, Projections, adapt_problems, batch_bytes
+from t3al.adapt.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes
 from t3al.adapt.config import make_config
 from t3al.adapt.video import VideoInput
 from t3al.cache import CacheReader, Head, VideoRecord
@@ -170,10 +170,10 @@ def test_import_records_the_precision_and_prompts_refuse_another(models, videos,
     assert CacheReader(cache).head().class_names == ["Diving"]
 
 
-def _problems(head: Head, lengths: tuple[int, ...]) -> list[Problem]:
+def _inputs(head: Head, lengths: tuple[int, ...]) -> list[AdaptationInput]:
     rng = np.random.default_rng(0)
     params = Projections(torch.from_numpy(head.visual_proj), torch.from_numpy(head.text_projection), head.logit_scale)
-    problems = []
+    inputs = []
     for seed, n in enumerate(lengths):
         features = rng.standard_normal((n, head.visual_proj.shape[0]), dtype=np.float32)
         frames = np.arange(0, n, 3)
@@ -181,9 +181,9 @@ def _problems(head: Head, lengths: tuple[int, ...]) -> list[Problem]:
                                                    [""] * len(frames), features[frames]))
         with torch.no_grad():
             background = video.features.mean(dim=0) @ params.visual_proj
-        problems.append(Problem(video, torch.from_numpy(head.prompt_features[0]), background,
+        inputs.append(AdaptationInput(video, torch.from_numpy(head.prompt_features[0]), background,
                                 torch.Generator().manual_seed(seed)))
-    return problems
+    return inputs
 
 
 def test_the_batched_step_gives_every_tensor_a_device():
@@ -191,9 +191,9 @@ def test_the_batched_step_gives_every_tensor_a_device():
     width = 16
     head = Head(rng.standard_normal((width, width), dtype=np.float32), rng.standard_normal((width, width), dtype=np.float32),
                 np.log(100.0), ["a", "b"], ["a", "b"], rng.standard_normal((2, width), dtype=np.float32))
-    problems = _problems(head, (40, 55))
+    inputs = _inputs(head, (40, 55))
     with explicit_devices():
-        adapted = adapt_problems(make_config("thumos14", steps=3), head, problems, torch.device("cpu"),
+        adapted = adapt_inputs(make_config("thumos14", steps=3), head, inputs, torch.device("cpu"),
                                  batch_bytes(torch.device("cpu")))  # both videos in one batch
     assert len(adapted) == 2 and adapted[1].residual.shape[0] == 55
 

@@ -27,7 +27,8 @@ def _video(features: np.ndarray, video_id: str = "v", caption_every: int = 5) ->
 
 
 def _params() -> Projections:
-    return Projections(torch.eye(WIDTH), torch.eye(WIDTH), float(np.log(100.0)))
+    """Identity projections and exp(s) = 100, as T3AL adapts them: a stacked batch of one."""
+    return Projections.stacked(torch.eye(WIDTH), torch.eye(WIDTH), float(np.log(100.0)))
 
 
 def _classes(n: int = 3) -> torch.Tensor:
@@ -37,8 +38,9 @@ def _classes(n: int = 3) -> torch.Tensor:
 def _spread_params() -> Projections:
     """Projections that mix the axes, with exp(s) = 6: scores and every parameter's gradient spread."""
     generator = torch.Generator().manual_seed(5)
-    return Projections(torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator),
-                       torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator), float(np.log(6.0)))
+    return Projections.stacked(torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator),
+                               torch.eye(WIDTH) + 0.2 * torch.randn(WIDTH, WIDTH, generator=generator),
+                               float(np.log(6.0)))
 
 
 def _spread_video() -> VideoInput:
@@ -75,7 +77,7 @@ def _gradients(config: AdaptConfig, video: VideoInput, seed: int = 0) -> list[di
 
 def test_pseudo_label_is_the_class_nearest_the_mean_frame():
     video = _video(synthetic_features(actions=((0, 200, 2),)))
-    label, probabilities, background = T3AL(AdaptConfig()).pseudo_label(video, _params(), _classes())
+    label, probabilities, background = T3AL(AdaptConfig()).pseudo_label(video, _params().row(0), _classes())
     assert label == 2 and probabilities.argmax() == 2 and probabilities.sum() == pytest.approx(1.0)
     assert torch.allclose(background, video.features.mean(dim=0), atol=1e-6)
 
@@ -145,7 +147,7 @@ def test_fast_step_sets_the_gradients_autograd_sets(separation, representation, 
 def test_region_score_is_the_label_probability_of_the_segments_mean_residual():
     video = _spread_video()
     result, _ = _run(AdaptConfig(steps=0, suppression=False), video, params=_spread_params())
-    params = _spread_params().requires_grad_(False)
+    params = _spread_params().row(0).requires_grad_(False)
     x = video.features @ params.visual_proj
     residual = x - x.mean(dim=0)  # F before normalisation, background removed
     classes = l2norm(_classes() @ params.text_projection)
@@ -171,9 +173,9 @@ def test_only_the_chosen_parameters_adapt():
     params = _params()
     config = AdaptConfig(steps=3, lr=1e-2, adapt=("text",))
     T3AL(config).localize(video, params, make_optimizer(params, config), _classes(), torch.Generator())
-    assert torch.equal(params.visual_proj, torch.eye(WIDTH))
+    assert torch.equal(params.visual_proj[0], torch.eye(WIDTH))
     assert float(params.logit_scale) == pytest.approx(np.log(100.0))
-    assert not torch.equal(params.text_projection, torch.eye(WIDTH))
+    assert not torch.equal(params.text_projection[0], torch.eye(WIDTH))
 
 
 def test_proposals_use_the_parameters_from_the_start_of_the_last_step():
@@ -211,7 +213,7 @@ def test_steps_zero_keeps_the_model_parameters():
     video = _video(synthetic_features())
     params = _params()
     T3AL(AdaptConfig(steps=0)).localize(video, params, None, _classes(), torch.Generator())
-    assert torch.equal(params.text_projection, torch.eye(WIDTH))
+    assert torch.equal(params.text_projection[0], torch.eye(WIDTH))
 
 
 @pytest.mark.parametrize("n_frames, reason", [(1, "at least 2"), (0, "at least 2")])
@@ -358,7 +360,7 @@ def test_text_only_adaptation_leaves_the_visual_curve_path_untouched():
     config = AdaptConfig(steps=3, lr=1e-2, adapt=("text", "scale"))
     _, adaptation = T3AL(config).localize(video, params, make_optimizer(params, config), _classes(), torch.Generator())
     assert torch.equal(adaptation.before_last["visual_proj"], torch.eye(WIDTH))
-    assert not torch.equal(params.text_projection, torch.eye(WIDTH))
+    assert not torch.equal(params.text_projection[0], torch.eye(WIDTH))
 
 
 def test_early_stopping_ends_adaptation_when_the_loss_stops_falling():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t3al.adapt.adapter import Projections, head_tensors, make_optimizer
+from t3al.adapt.adapter import batch_params, make_optimizer
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.localizer import T3AL
 from t3al.adapt.runner import localize_split, single_thread
@@ -38,7 +38,7 @@ def _stream_by_hand(cache, config: AdaptConfig, reseed: bool = False) -> list[Vi
     generator wrongly seeded again for each video)."""
     reader = CacheReader(cache)
     head = reader.head()
-    params = Projections(*head_tensors(head, config))
+    params = batch_params(head, config, 1)  # the stream: a batch of one
     optimizer = make_optimizer(params, config)  # one optimiser, its moments carried from video to video
     generator = torch.Generator().manual_seed(SEED)  # seeded once, its draws carried on
     class_features = torch.from_numpy(head.prompt_features[head.prompt_index(CLASSES)])
@@ -52,7 +52,7 @@ def _stream_by_hand(cache, config: AdaptConfig, reseed: bool = False) -> list[Vi
             result, adaptation = T3AL(config).localize(video, params, optimizer, class_features, generator,
                                                        label_embeddings)
             if config.restore == "before_last":
-                params.restore(adaptation.before_last)
+                params.restore_row(0, adaptation.before_last)
                 params.logit_scale.requires_grad_(False)
             results.append(result)
     return results

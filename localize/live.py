@@ -25,11 +25,11 @@ from t3al.adapt.pipeline import run_record, split_detections
 from t3al.adapt.runner import video_seed
 from t3al.adapt.spec import RunSpec, resolve_configs
 from t3al.adapt.vocabulary import vocabulary_spec
-from t3al.cache import CacheError, CacheReader, CacheWriter
-from t3al.extract.ffmpeg_frames import DecodeError, FrameGeometry
+from t3al.cache import CacheError, CacheReader, CacheWriter, T3alError
+from t3al.extract.ffmpeg_frames import FrameGeometry
 from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from t3al.extract.extractor import Extractor, Settings
-from t3al.extract.folder import ExtractError, ensure_prompts, load
+from t3al.extract.folder import ensure_prompts, load
 from t3al.extract.live import LiveDecoder, LiveVideo
 from t3al.extract.provenance import cache_info, open_cache
 
@@ -188,7 +188,7 @@ def live_main(live: str | None, source: Path | None, names: list[str], cache_dir
                                     config_file=config_file, seed=seed, model_name=model_name, pretrained=pretrained,
                                     model_configs=model_configs, extract_device=extract_device,
                                     caption_fps=caption_fps, overwrite=overwrite, progress=progress)
-    except (CacheError, ConfigError, OutputError, DecodeError, ExtractError) as err:
+    except T3alError as err:
         raise click.ClickException(str(err)) from None
     reader = CacheReader(cache_dir)
     page = write_viewer(folder / "index.html", collect_views(folder, reader, names, [run.video_id], 0), names,

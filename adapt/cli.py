@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from t3al.cache import CacheError
+from t3al.cache import CacheError, terminated_cleanly
 from t3al.evaluate import EvaluationError
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
@@ -23,6 +23,7 @@ from .spec import build_spec
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output folder; default runs/<cache>/<split>/<run name> (the name printed with the table).")
 @run_options
+@terminated_cleanly("t3al-adapt")  # kill or Ctrl-C: the claimed output folders go, exit 143 or 130
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
          config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
          overwrite: bool, out: Path | None, round_ap: bool, tiou_set: str | None, allow_failures: bool,

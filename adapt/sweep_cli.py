@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import click
 
-from t3al.cache import CacheError
+from t3al.cache import CacheError, terminated_cleanly
 from t3al.evaluate import EvaluationError
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
@@ -29,6 +29,7 @@ from .sweep import load_sweep, sweep_names, write_tables
 @click.option("--curves/--no-curves", default=True, show_default=True,
               help="Save every video's similarity curve per row (for plots and the HTML report).")
 @run_options
+@terminated_cleanly("t3al-sweep")  # kill or Ctrl-C: the claimed output folders go, exit 143 or 130
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
          preset: str | None, config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None,
          device: str | None, overwrite: bool, out: Path | None, curves: bool, round_ap: bool, tiou_set: str | None,

@@ -241,7 +241,8 @@ def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool, 
       in progress  a job is extracting it (or, an hour without a step, was left by a killed job:
                    the next run removes its mark)
       failed       recorded in failures.jsonl and still absent, with the reason
-      missing      in VIDEOS_DIR (else the cache's manifest) but not yet in the cache
+      missing      a video file of VIDEOS_DIR (by its extension; else a video of the cache's
+                   manifest) not yet in the cache
 
     Without VIDEOS_DIR, sources are not checked for changes. An unreadable head.h5 gets a line.
     """

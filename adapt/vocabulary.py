@@ -120,4 +120,4 @@ def localize_vocabulary(spec: VocabularySpec, folder: str | os.PathLike, *, over
         output.commit()
     return SettingRun(document={"run": record, "n_videos": len(outcome.results), "n_detections": len(detections)},
                       problems=[VideoProblem(names[p.video_id], p.reason) for p in outcome.problems],
-                      warnings=[w for r in outcome.results for w in r.warnings], replaced=output.replaced)
+                      warnings=[w for r in named for w in r.warning_lines()], replaced=output.replaced)

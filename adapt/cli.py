@@ -7,14 +7,10 @@ from typing import Any
 
 import click
 
-from t3al.cache import CacheError, terminated_cleanly
-from t3al.evaluate import EvaluationError
+from t3al.cache import T3alError, terminated_cleanly
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
-from t3al.manifests import ManifestError
 
-from .cluster import ClusterError
-from .config import ConfigError
 from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .spec import build_spec
 
@@ -46,7 +42,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
         runs = adapt_with_progress(spec, folders, "video-split", spec.setting, progress, overwrite=overwrite)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
+    except T3alError as err:  # every error of the project: its message, one line
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))

@@ -32,7 +32,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def terminated_cleanly(command: str) -> Iterator[None]:
     """SIGTERM (a cluster's time limit, ``kill``) and Ctrl-C end ``command`` as exceptions, so that
     temporary files and claimed folders are removed and ffmpeg processes stopped on the way out; then
-    one line, and the shell's exit status for the signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    one line, and the shell's exit status for the signal: 143 for SIGTERM, 130 for Ctrl-C. A ``with``
+    block, or a decorator on a command's function."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

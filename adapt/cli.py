@@ -7,14 +7,10 @@ from typing import Any
 
 import click
 
-from t3al.cache import CacheError
-from t3al.evaluate import EvaluationError
+from t3al.cache import T3alError, terminated_cleanly
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
-from t3al.manifests import ManifestError
 
-from .cluster import ClusterError
-from .config import ConfigError
 from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .spec import build_spec
 
@@ -23,6 +19,7 @@ from .spec import build_spec
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output folder; default runs/<cache>/<split>/<run name> (the name printed with the table).")
 @run_options
+@terminated_cleanly("t3al-adapt")  # kill or Ctrl-C: the claimed output folders go, exit 143 or 130
 def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Path | None, preset: str | None,
          config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None, device: str | None,
          overwrite: bool, out: Path | None, round_ap: bool, tiou_set: str | None, allow_failures: bool,
@@ -45,7 +42,7 @@ def main(cache: Path, setting: str, indices: tuple[int, ...], manifest_path: Pat
         name = next(iter(spec.configs))
         folders = {name: out or default_root(spec) / name}
         runs = adapt_with_progress(spec, folders, "video-split", spec.setting, progress, overwrite=overwrite)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
+    except T3alError as err:  # every error of the project: its message, one line
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(format_table({name: runs[name].document}))

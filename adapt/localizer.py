@@ -199,7 +199,7 @@ class T3AL:
         warnings = []
         if cfg.normalize:
             if sim.max() <= sim.min():
-                warnings.append(f"video {video.video_id}: constant similarity curve, no proposal")
+                warnings.append("constant similarity curve, no proposal")
             sim = min_max(sim)
         threshold = sim.mean() if cfg.threshold is None else cfg.threshold
         segments = group_segments(torch.nonzero(sim > threshold).flatten(), cfg.stride)

@@ -119,7 +119,7 @@ def _run_claimed(spec: RunSpec, runs: dict[str, ConfigRun], records: dict[str, d
             classes = spec.evaluation(index).classes
             detections[index] = split_detections(outcome.results, classes, f"split {index}")
             run_.problems.extend(outcome.problems)
-            run_.warnings.extend(w for r in outcome.results for w in r.warnings)
+            run_.warnings.extend(w for r in outcome.results for w in r.warning_lines())
             if name in outputs:
                 outputs[name].write_split(index, detections[index], outcome.results, classes, curves)
                 if online:

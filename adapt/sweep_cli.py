@@ -8,15 +8,12 @@ from typing import Any, Iterable
 
 import click
 
-from t3al.cache import CacheError
-from t3al.evaluate import EvaluationError
+from t3al.cache import T3alError, terminated_cleanly
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
-from t3al.manifests import ManifestError
 
 from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
-from .cluster import ClusterError
-from .config import AdaptConfig, ConfigError
+from .config import AdaptConfig
 from .spec import build_spec, config_hash
 from .sweep import load_sweep, sweep_names, write_tables
 
@@ -29,6 +26,7 @@ from .sweep import load_sweep, sweep_names, write_tables
 @click.option("--curves/--no-curves", default=True, show_default=True,
               help="Save every video's similarity curve per row (for plots and the HTML report).")
 @run_options
+@terminated_cleanly("t3al-sweep")  # kill or Ctrl-C: the claimed output folders go, exit 143 or 130
 def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manifest_path: Path | None,
          preset: str | None, config_file: Path | None, seed: int, jobs: int | None, scheduler: str | None,
          device: str | None, overwrite: bool, out: Path | None, curves: bool, round_ap: bool, tiou_set: str | None,
@@ -60,7 +58,7 @@ def main(cache: Path, table: str, setting: str, indices: tuple[int, ...], manife
                                    curves=curves, overwrite=overwrite)
         documents = {name: result.document for name, result in runs.items()}
         paths = write_tables(documents, out)
-    except (CacheError, ClusterError, ConfigError, ManifestError, EvaluationError) as err:
+    except T3alError as err:  # every error of the project: its message, one line
         raise click.ClickException(str(err)) from None
     problems = report_runs(runs, folders)
     click.echo(sweep.description)

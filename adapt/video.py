@@ -96,7 +96,7 @@ class VideoResult:
     labels: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what is odd about the result, without the video's id
     curves: dict[int, np.ndarray] = field(default_factory=dict)  # label -> curve, when several labels were localized
     emitted: list[float] = field(default_factory=list)  # online protocol: stream time each segment was emitted at
     presence: np.ndarray | None = None  # (C,) presence of every class, under the open-set rule (adapt/presence.py)
@@ -106,3 +106,8 @@ class VideoResult:
         if not self.segments:
             return np.zeros((0, 2))
         return self.timestamps[np.asarray(self.segments, dtype=np.int64)]
+
+    def warning_lines(self) -> list[str]:
+        """The warnings as a run reports them, under the id this result carries (t3al-localize's
+        results carry the video's own name, as its detections and problems do)."""
+        return [f"video {self.video_id}: {warning}" for warning in self.warnings]

@@ -84,4 +84,4 @@ def localize_vocabulary(spec: RunSpec, folder: str | os.PathLike, *, overwrite: 
         output.commit()
     return ConfigRun(document={"run": record, "n_videos": len(outcome.results), "n_detections": len(detections)},
                       problems=[VideoProblem(names[p.video_id], p.reason) for p in outcome.problems],
-                      warnings=[w for r in outcome.results for w in r.warnings], replaced=output.replaced)
+                      warnings=[w for r in named for w in r.warning_lines()], replaced=output.replaced)

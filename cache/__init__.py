@@ -1,5 +1,6 @@
-"""The cache between the stages: its schema (v1), an atomic writer and a lazy reader; and the one
-way the project writes a file whole (``write_atomically``)."""
+"""The cache between the stages: its schema (v1), an atomic writer and a lazy reader; the one
+way the project writes a file whole (``write_atomically``); the project's error base (``T3alError``) and
+its end on a signal (``terminated_cleanly``)."""
 from .schema import (
     SCHEMA_VERSION,
     CacheError,
@@ -11,7 +12,7 @@ from .schema import (
     check_video_name,
     safe_video_id,
 )
-from .errors import T3alError
+from .errors import T3alError, terminated_cleanly
 from .files import write_atomically, write_problem
 from .store import CacheReader, CacheWriter, DiskFullError, check_writable
 
@@ -30,6 +31,7 @@ __all__ = [
     "check_video_name",
     "check_writable",
     "safe_video_id",
+    "terminated_cleanly",
     "write_atomically",
     "write_problem",
 ]

@@ -10,11 +10,11 @@ from typing import Iterator
 import click
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from t3al.cache import T3alError
+from t3al.cache import T3alError, terminated_cleanly
 
 from .defaults import CAPTION_DECODINGS, CAPTION_TEXTS, DECODE_ERROR_POLICIES, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .folder import (ExtractError, ExtractUsageError, add_prompts, check_cache_dir, class_names, extract_folder, load,
-                     log_to_stderr, terminated_cleanly)
+                     log_to_stderr)
 
 CAPTION_LENGTHS = click.IntRange(6, 77)  # open_clip's beam search needs more than 5 tokens; 77: the text context
 
@@ -148,7 +148,7 @@ def run(videos_dir: Path, cache_dir: Path, model_name: str, pretrained: str, mod
     """Extract every video of VIDEOS_DIR into CACHE_DIR (complete videos are skipped on rerun)."""
     with reported():
         names = _class_names(classes, None, None)
-        with terminated_cleanly():
+        with terminated_cleanly("t3al-extract"):
             done = extract_folder(
                 videos_dir, cache_dir, model=model_name, pretrained=pretrained, model_configs=model_configs,
                 device=device, precision=precision, batch_size=batch_size, fps=fps, caption_fps=caption_fps,
@@ -241,7 +241,8 @@ def status(cache_dir: Path, videos_dir: Path | None, limit: int, as_json: bool, 
       in progress  a job is extracting it (or, an hour without a step, was left by a killed job:
                    the next run removes its mark)
       failed       recorded in failures.jsonl and still absent, with the reason
-      missing      in VIDEOS_DIR (else the cache's manifest) but not yet in the cache
+      missing      a video file of VIDEOS_DIR (by its extension; else a video of the cache's
+                   manifest) not yet in the cache
 
     Without VIDEOS_DIR, sources are not checked for changes. An unreadable head.h5 gets a line.
     """

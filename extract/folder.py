@@ -3,13 +3,11 @@
 wrappers over them; errors are ``ExtractError`` with a one-line message, never a command line's."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -65,23 +63,6 @@ class FolderExtraction:
         if self.failed:
             lines.append(f"t3al-extract: failures listed in {self.cache / 'failures.jsonl'}")
         return lines
-
-
-@contextlib.contextmanager
-def terminated_cleanly() -> Iterator[None]:
-    """SIGTERM (a cluster's time limit, ``kill``) ends the run as an exception, so that temporary
-    files are removed and ffmpeg processes stopped on the way out; the exit status is the shell's
-    for a signal, 143 (and 130 for Ctrl-C)."""
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise SystemExit(128 + signal.SIGINT) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def log_to_stderr() -> None:

@@ -54,10 +54,11 @@ class CacheStatus:
 def _sources(cache: CacheReader, videos_dir: Path | None) -> tuple[dict[str, os.stat_result | None], dict[str, str],
                                                                     dict[str, str]]:
     """Videos the cache should hold, by cache id, with their file's stat when VIDEOS_DIR is given
-    (else from the cache's manifest, without stat); the files ``run`` will refuse, with the reason;
-    and the videos' own names where they differ from their ids."""
+    (its video files by extension, as ``run --only-videos`` and t3al-localize list them: a
+    readme.txt is never a video to wait for), else from the cache's manifest, without stat; the
+    files ``run`` will refuse, with the reason; and the videos' own names where they differ from their ids."""
     if videos_dir is not None:
-        videos, refused = list_videos(videos_dir)
+        videos, refused = list_videos(videos_dir, only_videos=True)
         stats: dict[str, os.stat_result | None] = {}
         for video in videos:
             try:

@@ -11,7 +11,8 @@ import click
 
 from t3al.adapt.distractors import DEFAULT_THRESHOLD
 from t3al.adapt.options import execution_options, report_runs, setting_options
-from t3al.extract.folder import log_to_stderr, terminated_cleanly
+from t3al.cache import terminated_cleanly
+from t3al.extract.folder import log_to_stderr
 
 from .actions import ActionsError, parse_actions
 from .localization import CAPTION_FPS, FPS, LocalizeError, LocalizeUsageError, default_cache, localize
@@ -72,7 +73,7 @@ def main(**options: Any) -> None:
 
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
-    with terminated_cleanly():  # kill or Ctrl-C: the claimed run folder and temporary files go, exit 143 or 130
+    with terminated_cleanly("t3al-localize"):  # kill or Ctrl-C: the claimed run folder and temporary files go, exit 143 or 130
         run_command(**options)
 
 

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 
 from extract_helpers import VFR_SETPTS, ffmpeg_children, make_audio, make_damaged_videos, make_video, vfr_times
-from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id
-from t3al.extract.cli import main, terminated_cleanly
+from t3al.cache import CacheInfo, CacheReader, ModelIdentity, safe_video_id, terminated_cleanly
+from t3al.extract.cli import main
 from t3al.extract.ffmpeg_frames import DecodeError, FrameGeometry
 from t3al.extract.importer import read_caption_file
 from t3al.extract.extractor import FrameNormalizer, caption_rows
@@ -498,7 +498,7 @@ def test_unusual_entries_get_one_line_each_and_unsafe_names_a_safe_id(models, go
 def test_sigterm_ends_a_run_as_an_exception_so_cleanup_runs():
     cleaned, before = [], signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stopped:
-        with terminated_cleanly():
+        with terminated_cleanly("t3al-extract"):
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)

@@ -202,3 +202,18 @@ def test_a_writer_killed_with_sigkill_is_not_in_progress_and_its_mark_goes_at_th
     assert status.missing[0].detail.startswith("left by a stopped job (its process has ended; the next run removes")
     CacheWriter(cache, CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32"))
     assert not mark.exists()
+
+
+def test_a_folders_other_files_are_not_expected_videos(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.MKV", "readme.txt", "cover.jpg"):
+        (videos / name).write_bytes(b"bytes")
+    CacheWriter(tmp_path / "cache", CacheInfo(ModelIdentity("m", "t"), feature_dtype="float32")) \
+        .write_video(_record("a", videos / "a.mp4"))
+    status = cache_status(tmp_path / "cache", videos)
+    assert status.expected == 2 and status.counts() == {"done": 1, "stale": 0, "in_progress": 0, "failed": 0,
+                                                        "missing": 1}
+    assert status.missing == [Entry("b")]
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "cache"), str(videos)])
+    assert result.output.splitlines()[0].endswith(": 1 done, 0 stale, 0 in progress, 0 failed, 1 missing of 2 expected")

@@ -178,3 +178,19 @@ def test_every_video_plays_from_the_viewer_in_chromium(chromium, localized, tmp_
     states = {html.unescape(video): state for video, state in
               re.findall(r'<li data-video="([^"]*)" data-state="([^"]*)">', dom)}
     assert states == {name: "played" for name in FILE_NAMES}
+
+
+def test_stage_two_warnings_name_the_video_as_its_file_is_named(tmp_path):
+    name = "my clip #1"
+    cache = _named_cache(tmp_path / "cache", [name])
+    writer = CacheWriter(cache, CacheInfo(model=ModelIdentity("test-model", "random"), feature_dtype="float32"))
+    writer.video_path(safe_video_id(name)).unlink()
+    frames = np.tile(np.eye(8, dtype=np.float32)[0], (120, 1))  # every frame alike: a constant similarity curve
+    writer.write_video(VideoRecord(safe_video_id(name), frames, np.arange(120) / 10.0, 10.0,
+                                   caption_frames=np.arange(0, 120, 5), caption_texts=["c"] * 24,
+                                   caption_features=frames[::5], duration=12.0, name=name))
+    result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault, high jump", "--out", str(tmp_path / "run"),
+                                       "--closed-world", "--jobs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: video {name}: constant similarity curve, no proposal"]

@@ -11,12 +11,12 @@ from tqdm import tqdm
 
 from t3al.manifests import TIOU_SETS
 
-from .cluster import SCHEDULER_ENV
+from .engine.cluster import SCHEDULER_ENV
 from .config import DEFAULT_PRESET, GROUPS, SETTINGS, UNPUBLISHED, AdaptConfig, make_config, preset_names
-from .spec import RunSpec, default_jobs, shown_value
+from .engine.spec import RunSpec, default_jobs, shown_value
 
 if typing.TYPE_CHECKING:
-    from .pipeline import ConfigRun
+    from .engine.pipeline import ConfigRun
 
 
 class ThresholdType(click.ParamType):
@@ -113,8 +113,8 @@ def adapt_with_progress(spec: RunSpec, folders: dict[str, Path], unit: str, desc
                         **kwargs: Any) -> dict[str, ConfigRun]:
     """Run stage two with a progress bar over video-splits. Its modules (and torch) are imported here,
     once the settings are valid, so that --help and the one-line errors start in a fraction of a second."""
-    from .output import OutputError
-    from .pipeline import run
+    from .engine.output import OutputError
+    from .engine.pipeline import run
     with tqdm(total=spec.video_splits(), unit=unit, disable=not progress, desc=desc) as bar:
         try:
             return run(spec, folders, on_video=bar.update, **kwargs)

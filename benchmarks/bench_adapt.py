@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from t3al.adapt.config import make_config
-from t3al.adapt.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, make_optimizer
-from t3al.adapt.localizer import T3AL
-from t3al.adapt.pipeline import run
-from t3al.adapt.request import Execution, Request, Task
-from t3al.adapt.runner import run_request, single_thread
-from t3al.adapt.spec import RunSpec, build_spec
-from t3al.adapt.video import VideoInput
+from t3al.adapt.algorithm.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, make_optimizer
+from t3al.adapt.algorithm.localizer import T3AL
+from t3al.adapt.engine.pipeline import run
+from t3al.adapt.engine.request import Execution, Request, Task
+from t3al.adapt.engine.runner import run_request, single_thread
+from t3al.adapt.engine.spec import RunSpec, build_spec
+from t3al.adapt.algorithm.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
 
 WIDTH = 768

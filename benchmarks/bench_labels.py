@@ -12,8 +12,8 @@ import argparse
 import time
 
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.request import Execution, Request, Task
-from t3al.adapt.runner import run_request
+from t3al.adapt.engine.request import Execution, Request, Task
+from t3al.adapt.engine.runner import run_request
 from t3al.cache import CacheReader
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from t3al.adapt.pipeline import run
-from t3al.adapt.spec import build_spec
+from t3al.adapt.engine.pipeline import run
+from t3al.adapt.engine.spec import build_spec
 
 METHODS = {"T3AL": {}, "T3AL_0": {"steps": 0, "chunk_steps": 0, "suppression": False}}
 

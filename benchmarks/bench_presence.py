@@ -1,4 +1,4 @@
-"""The per-video cost of the presence (adapt/presence.py), beside the per-video cost of stage two.
+"""The per-video cost of the presence (adapt/algorithm/presence.py), beside the per-video cost of stage two.
 
 Times ``video_presence`` on every video of a cache with the given action names (default: the
 cache's first two prompts that are not distractors), one torch thread, as stage two's workers run
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.distractors import DISTRACTORS
-from t3al.adapt.presence import presence
-from t3al.adapt.runner import _load, single_thread, video_presence
+from t3al.adapt.algorithm.distractors import DISTRACTORS
+from t3al.adapt.algorithm.presence import presence
+from t3al.adapt.engine.runner import _load, single_thread, video_presence
 from t3al.cache import CacheReader
 
 

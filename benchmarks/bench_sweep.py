@@ -16,9 +16,9 @@ import time
 
 from bench_adapt import with_bench_cache
 
-from t3al.adapt.pipeline import run
-from t3al.adapt.spec import build_spec
-from t3al.adapt.sweep import load_sweep
+from t3al.adapt.engine.pipeline import run
+from t3al.adapt.engine.spec import build_spec
+from t3al.adapt.engine.sweep import load_sweep
 
 
 def sweep_rows(tables: list[str]) -> dict:

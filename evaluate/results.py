@@ -4,7 +4,7 @@
 as ActivityNet results JSON or CSV. A curve file, ``curves/<video>.npz``, is one video's ``Curve``:
 its per-frame similarity, the segments cut from it with their labels and scores, each localized
 label's curve and (open set) every class's presence. ``t3al-adapt`` and ``t3al-localize`` write
-them (``adapt/output.py``); ``t3al-evaluate``, its plots and the viewer read them.
+them (``adapt/engine/output.py``); ``t3al-evaluate``, its plots and the viewer read them.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from t3al.adapt.distractors import DEFAULT_THRESHOLD
+from t3al.adapt.algorithm.distractors import DEFAULT_THRESHOLD
 from t3al.adapt.options import execution_options, report_runs, setting_options
 from t3al.cache import terminated_cleanly
 from t3al.extract.folder import log_to_stderr

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from tqdm import tqdm
 
 from t3al.adapt.config import DEFAULT_PRESET, ConfigError
-from t3al.adapt.distractors import DEFAULT_THRESHOLD, distractors_for
-from t3al.adapt.spec import RunSpec, check_execution, resolve_configs
+from t3al.adapt.algorithm.distractors import DEFAULT_THRESHOLD, distractors_for
+from t3al.adapt.engine.spec import RunSpec, check_execution, resolve_configs
 from t3al.cache import CacheReader, T3alError
 from t3al.cache.schema import INFO_FILE
 
 from .actions import ActionsError, parse_actions
 
 if TYPE_CHECKING:  # stage one and two (torch) load when a run starts, so importing this is quick
-    from t3al.adapt.pipeline import ConfigRun
+    from t3al.adapt.engine.pipeline import ConfigRun
     from t3al.evaluate.results import Detections
 
 FPS = 2.0  # stage one's defaults here: a CPU extracts a minute of video in minutes (README)
@@ -78,8 +78,8 @@ class Localization:
 
     def write_json(self, path: str | Path) -> None:
         """The detections in the ActivityNet results format, as the run folder's detections.json."""
-        from t3al.adapt.output import external_data
-        from t3al.adapt.pipeline import run_record
+        from t3al.adapt.engine.output import external_data
+        from t3al.adapt.engine.pipeline import run_record
 
         self.table.write_json(_folder_for(path), external_data(run_record(self.spec, self.spec.name)), self.presences)
 
@@ -202,7 +202,7 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
     command's setting options); ``note`` receives the progress and warning lines the command prints
     on stderr (default: the ``t3al.localize`` logger). The run folder is written whole or not at all.
     """
-    from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
+    from t3al.adapt.engine.vocabulary import build_vocabulary_spec, localize_vocabulary
     from t3al.evaluate.presence import read_presences
     from t3al.evaluate.results import Detections
 

@@ -47,7 +47,7 @@ def write_tiny_cache(root: Path, videos: dict[str, np.ndarray], classes: list[st
     last two axes (synthetic_features' background is the last): a class the frames point at beats
     them, one they never point at does not.
     """
-    from t3al.adapt.distractors import DISTRACTORS
+    from t3al.adapt.algorithm.distractors import DISTRACTORS
 
     rng = np.random.default_rng(seed)
     width = next(iter(videos.values())).shape[1] if videos else len(classes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t3al.adapt.adam import Adam, AdamGroup
+from t3al.adapt.algorithm.adam import Adam, AdamGroup
 
 
 def _two_steps(adam: Adam, params: list[torch.Tensor], grads: list[tuple[float, float]]) -> list[list[float]]:

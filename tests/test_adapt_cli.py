@@ -206,7 +206,7 @@ def test_a_video_failing_in_two_splits_is_one_failed_video(tmp_path):
 
 
 def test_a_device_without_memory_for_one_video_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    from t3al.adapt import adapter
+    from t3al.adapt.algorithm import adapter
 
     def no_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")

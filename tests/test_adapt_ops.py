@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from t3al.adapt.ops import (
+from t3al.adapt.algorithm.ops import (
     byol_loss,
     consensus_keep,
     group_segments,

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from t3al.adapt import cli as adapt_cli
-from t3al.adapt import output as output_module
-from t3al.adapt import runner
-from t3al.adapt.output import OutputError, RunOutput
+from t3al.adapt.engine import output as output_module
+from t3al.adapt.engine import runner
+from t3al.adapt.engine.output import OutputError, RunOutput
 
 from conftest import write_toy_world
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from t3al.adapt import adapter
-from t3al.adapt.adam import Adam, AdamGroup
-from t3al.adapt.adapter import (AdaptationInput, Adapter, OutOfMemory, Projections, adapt_inputs, batch_bytes,
+from t3al.adapt.algorithm import adapter
+from t3al.adapt.algorithm.adam import Adam, AdamGroup
+from t3al.adapt.algorithm.adapter import (AdaptationInput, Adapter, OutOfMemory, Projections, adapt_inputs, batch_bytes,
                                 make_optimizer)
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.request import Execution, Request, Task
-from t3al.adapt.runner import run_request
-from t3al.adapt.video import GroundTruthHint, VideoInput
+from t3al.adapt.engine.request import Execution, Request, Task
+from t3al.adapt.engine.runner import run_request
+from t3al.adapt.algorithm.video import GroundTruthHint, VideoInput
 from t3al.cache import CacheReader, Head
 
 from conftest import score_spread, write_toy_world
@@ -180,8 +180,8 @@ def test_a_gpu_batch_takes_half_of_its_workers_share_of_the_free_memory(monkeypa
 
 def test_the_numeric_core_imports_no_module_that_runs_work():
     """The adapter raises its out-of-memory error without loading the process and Dask machinery."""
-    code = ("import sys, t3al.adapt.adapter; "
-            "print(sorted(m for m in ('t3al.adapt.cluster', 'joblib') if m in sys.modules))")
+    code = ("import sys, t3al.adapt.algorithm.adapter; "
+            "print(sorted(m for m in ('t3al.adapt.engine.cluster', 'joblib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -200,7 +200,7 @@ def test_the_device_alone_chooses_the_kernels():
 
 def test_stage_two_never_imports_torch_dynamo(tmp_path):
     cache = write_toy_world(tmp_path, CLASSES, {"v0": (80, 10, 50, 0), "v1": (60, 20, 40, 1)}, [["Jump", "Throw"]])
-    code = ("import sys; from t3al.adapt.runner import localize_split; "
+    code = ("import sys; from t3al.adapt.engine.runner import localize_split; "
             f"out = localize_split({str(cache)!r}, ['v0', 'v1'], ['Jump', 'Throw'], "
             "__import__('t3al.adapt.config').adapt.config.AdaptConfig(steps=3)); "
             "assert len(out.results) == 2; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
-from t3al.adapt import cluster
+from t3al.adapt.engine import cluster
 from t3al.adapt.cli import main as adapt_main
 from t3al.adapt.sweep_cli import main as sweep_main
-from t3al.adapt.video import VideoProblem
+from t3al.adapt.algorithm.video import VideoProblem
 
 from conftest import score_spread, write_toy_world
 

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from device_guard import explicit_devices
 from extract_helpers import ffmpeg_children, make_video
-from t3al.adapt.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes
+from t3al.adapt.algorithm.adapter import AdaptationInput, Projections, adapt_inputs, batch_bytes
 from t3al.adapt.config import make_config
-from t3al.adapt.video import VideoInput
+from t3al.adapt.algorithm.video import VideoInput
 from t3al.cache import CacheReader, Head, VideoRecord
 from t3al.extract import models as extract_models
 from t3al.extract.captions import CaptionGenerator, CaptionSettings

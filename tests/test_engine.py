@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from t3al.adapt.adapter import Adapter
+from t3al.adapt.algorithm.adapter import Adapter
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.localizer import job_key
-from t3al.adapt.request import Execution, Request, Task
-from t3al.adapt.runner import localize_split, run_request
-from t3al.adapt.video import VideoProblem, VideoResult
+from t3al.adapt.algorithm.localizer import job_key
+from t3al.adapt.engine.request import Execution, Request, Task
+from t3al.adapt.engine.runner import localize_split, run_request
+from t3al.adapt.algorithm.video import VideoProblem, VideoResult
 from t3al.cache import CacheReader
 
 from conftest import synthetic_features, write_tiny_cache

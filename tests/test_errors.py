@@ -37,7 +37,7 @@ def test_every_error_class_that_derives_from_a_builtin_also_derives_from_the_bas
 
 
 def test_errors_keep_their_other_bases_so_existing_handlers_still_catch_them():
-    from t3al.adapt.cluster import ClusterError
+    from t3al.adapt.engine.cluster import ClusterError
     from t3al.adapt.config import ConfigError
     from t3al.evaluate import EvaluationError
     from t3al.manifests import ManifestError

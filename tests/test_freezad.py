@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t3al.adapt.config import ConfigError, make_config, method_values
-from t3al.adapt.freezad import (
+from t3al.adapt.algorithm.freezad import (
     actionness,
     freezad_scores,
     log_weights,
@@ -17,7 +17,7 @@ from t3al.adapt.freezad import (
     peak_positives,
     peak_samples,
 )
-from t3al.adapt.ops import select_samples
+from t3al.adapt.algorithm.ops import select_samples
 from t3al.manifests import dataset_rules
 
 LN2, LN3, LN6 = math.log(2), math.log(3), math.log(6)

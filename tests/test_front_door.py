@@ -151,7 +151,7 @@ def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("t3al.adapt.vocabulary.run_request", interrupted)
+    monkeypatch.setattr("t3al.adapt.engine.vocabulary.run_request", interrupted)
     result = CliRunner().invoke(main, [str(cache), "--actions", "pole vault", "--out", str(tmp_path / "run"),
                                        "--jobs", "1", "--no-progress"])
     assert result.exit_code == 130 and not (tmp_path / "run").exists()

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import synthetic_features, write_tiny_cache
 from t3al.adapt.config import AdaptConfig, ConfigError
-from t3al.adapt.localizer import chosen_labels
-from t3al.adapt.request import Execution, Request, Task
-from t3al.adapt.runner import run_request
+from t3al.adapt.algorithm.localizer import chosen_labels
+from t3al.adapt.engine.request import Execution, Request, Task
+from t3al.adapt.engine.runner import run_request
 from t3al.cache import CacheReader
 
 CLASSES = ["a", "b", "c", "d"]

@@ -45,13 +45,20 @@ def test_stage_two_never_imports_the_front_door():
     assert not {m for m in _t3al_modules("adapt") if m.startswith("t3al.localize")}
 
 
+def test_the_algorithm_never_imports_what_runs_it():
+    """adapt/algorithm/ (the method on a video or a batch) knows nothing of the engine that plans
+    and spreads its work, nor of the command lines."""
+    running = ("t3al.adapt.engine", "t3al.adapt.cli", "t3al.adapt.sweep_cli", "t3al.adapt.options")
+    assert not {m for m in _t3al_modules("adapt/algorithm") if m.startswith(running)}
+
+
 def test_the_front_door_imports_no_other_command_line():
     """localize/ calls the Python functions of stages one and two, never their command modules."""
     assert not _t3al_modules("localize") & {"t3al.adapt.cli", "t3al.adapt.sweep_cli", "t3al.extract.cli"}
 
 
 def test_the_module_walk_sees_relative_and_absolute_imports():
-    assert {"t3al.adapt.options", "t3al.adapt.spec"} <= _t3al_modules("adapt")
+    assert {"t3al.adapt.options", "t3al.adapt.engine.spec"} <= _t3al_modules("adapt")
     assert "t3al.extract.folder" in _t3al_modules("localize")
 
 

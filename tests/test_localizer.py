@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from t3al.adapt.config import AdaptConfig, ConfigError, make_config
-from t3al.adapt.freezad import freezad_scores, peak_positives
-from t3al.adapt.adapter import Adaptation, Projections, head_tensors, make_optimizer, samples
-from t3al.adapt.localizer import T3AL, adaptation_key
-from t3al.adapt.runner import localize_split
-from t3al.adapt.ops import l2norm, moving_average
-from t3al.adapt.video import GroundTruthHint, VideoInput, VideoProblem
+from t3al.adapt.algorithm.freezad import freezad_scores, peak_positives
+from t3al.adapt.algorithm.adapter import Adaptation, Projections, head_tensors, make_optimizer, samples
+from t3al.adapt.algorithm.localizer import T3AL, adaptation_key
+from t3al.adapt.engine.runner import localize_split
+from t3al.adapt.algorithm.ops import l2norm, moving_average
+from t3al.adapt.algorithm.video import GroundTruthHint, VideoInput, VideoProblem
 from t3al.cache import Head, VideoRecord
 
 from conftest import score_spread, synthetic_features, write_tiny_cache
@@ -502,7 +502,7 @@ def test_without_visual_projection_x_is_the_raw_features_and_pv_never_adapts():
 
 
 def test_without_visual_projection_a_model_whose_dv_is_not_e_is_refused():
-    from t3al.adapt.runner import _check_widths
+    from t3al.adapt.engine.runner import _check_widths
 
     _check_widths(_head(), [AdaptConfig(project_visual=False)])
     with pytest.raises(ConfigError, match="Dv equals E"):

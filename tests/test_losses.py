@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.losses import adaptation_loss, loss_gradients
-from t3al.adapt.ops import l2norm
+from t3al.adapt.algorithm.losses import adaptation_loss, loss_gradients
+from t3al.adapt.algorithm.ops import l2norm
 
 VARIANTS = [(s, r) for s in ("byol", "bce", "none") for r in ("text", "pairwise", "none") if (s, r) != ("none", "none")]
 

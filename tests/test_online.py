@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from t3al.adapt.cli import main
 from t3al.adapt.config import AdaptConfig, ConfigError, make_config
-from t3al.adapt.online import OnlineT3AL, localize_online
-from t3al.adapt.spec import run_name
-from t3al.adapt.video import VideoInput
+from t3al.adapt.algorithm.online import OnlineT3AL, localize_online
+from t3al.adapt.engine.spec import run_name
+from t3al.adapt.algorithm.video import VideoInput
 from t3al.cache import CacheInfo, CacheReader, CacheWriter, ModelIdentity
 from t3al.manifests import Manifest
 

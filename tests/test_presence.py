@@ -11,10 +11,10 @@ import torch
 
 from conftest import synthetic_features, write_tiny_cache
 from t3al.adapt.config import AdaptConfig, ConfigError
-from t3al.adapt.distractors import DISTRACTORS, distractors_for
-from t3al.adapt.presence import open_set, peak_window, present_labels, presence
-from t3al.adapt.runner import localize_split
-from t3al.adapt.video import VideoResult
+from t3al.adapt.algorithm.distractors import DISTRACTORS, distractors_for
+from t3al.adapt.algorithm.presence import open_set, peak_window, present_labels, presence
+from t3al.adapt.engine.runner import localize_split
+from t3al.adapt.algorithm.video import VideoResult
 
 
 def _unit(degrees: float) -> list[float]:
@@ -158,8 +158,8 @@ def test_the_rule_needs_the_distractor_prompts_in_the_cache(tmp_path):
 
 
 def test_presences_go_beside_the_detections_of_a_vocabulary_run(tmp_path):
-    from t3al.adapt.spec import resolve_configs
-    from t3al.adapt.vocabulary import build_vocabulary_spec, localize_vocabulary
+    from t3al.adapt.engine.spec import resolve_configs
+    from t3al.adapt.engine.vocabulary import build_vocabulary_spec, localize_vocabulary
     from t3al.evaluate.presence import read_presences
 
     cache = _world(tmp_path)
@@ -183,8 +183,8 @@ def test_the_open_set_rule_and_the_class_oracle_are_refused_together():
 
 def test_an_evaluated_run_under_the_rule_reports_each_splits_presence_quality(tmp_path):
     from conftest import write_toy_world
-    from t3al.adapt.pipeline import run
-    from t3al.adapt.spec import build_spec
+    from t3al.adapt.engine.pipeline import run
+    from t3al.adapt.engine.spec import build_spec
 
     classes = ["Jump", "Throw", "Swim"]
     actions = {"v0": (100, 20, 60, 0), "v1": (100, 30, 70, 1), "v2": (100, 10, 50, 2), "v3": (100, 40, 90, 0)}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from t3al.adapt.config import SETTINGS, AdaptConfig, make_config
-from t3al.adapt.spec import MAX_NAMED_CHANGES, config_hash, run_name, shown_value
+from t3al.adapt.engine.spec import MAX_NAMED_CHANGES, config_hash, run_name, shown_value
 
 PRESET = "thumos14"
 BASE = make_config(PRESET)

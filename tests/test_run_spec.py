@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from t3al.adapt import cli as adapt_cli
-from t3al.adapt import spec as spec_module
+from t3al.adapt.engine import spec as spec_module
 from t3al.adapt import sweep_cli
 from t3al.adapt.config import make_config
-from t3al.adapt.spec import build_spec, config_hash, run_name
-from t3al.adapt.sweep import parse_sweep
+from t3al.adapt.engine.spec import build_spec, config_hash, run_name
+from t3al.adapt.engine.sweep import parse_sweep
 from t3al.evaluate.cli import main as evaluate_main
 from t3al.manifests import Manifest
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from t3al.adapt import cli, sweep_cli
 from t3al.adapt.config import ConfigError
-from t3al.adapt.video import VideoProblem
+from t3al.adapt.algorithm.video import VideoProblem
 
 from conftest import write_toy_world
 

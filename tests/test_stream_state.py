@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t3al.adapt.adapter import batch_params, make_optimizer
+from t3al.adapt.algorithm.adapter import batch_params, make_optimizer
 from t3al.adapt.config import AdaptConfig
-from t3al.adapt.localizer import T3AL
-from t3al.adapt.runner import localize_split, single_thread
-from t3al.adapt.video import VideoInput, VideoResult
+from t3al.adapt.algorithm.localizer import T3AL
+from t3al.adapt.engine.runner import localize_split, single_thread
+from t3al.adapt.algorithm.video import VideoInput, VideoResult
 from t3al.cache import CacheReader
 
 from conftest import synthetic_features, write_tiny_cache

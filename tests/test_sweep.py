@@ -7,13 +7,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from t3al.adapt import runner
+from t3al.adapt.engine import runner
 from t3al.adapt.config import ConfigError, make_config
-from t3al.adapt.adapter import Adapter
-from t3al.adapt.localizer import shared_adaptations
-from t3al.adapt.pipeline import run
-from t3al.adapt.spec import build_spec
-from t3al.adapt.sweep import load_sweep, parse_sweep, sweep_names
+from t3al.adapt.algorithm.adapter import Adapter
+from t3al.adapt.algorithm.localizer import shared_adaptations
+from t3al.adapt.engine.pipeline import run
+from t3al.adapt.engine.spec import build_spec
+from t3al.adapt.engine.sweep import load_sweep, parse_sweep, sweep_names
 from t3al.adapt.sweep_cli import main
 
 from conftest import write_toy_world

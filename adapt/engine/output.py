@@ -26,7 +26,7 @@ from t3al.evaluate.presence import write_presence_csv
 from t3al.evaluate.results import Curve, write_curve
 
 if TYPE_CHECKING:  # the module is imported by commands whose --help loads no torch
-    from .video import VideoResult
+    from ..algorithm.video import VideoResult
 
 RUN_FILES = ("config.json", "results.json", "report",  # and a vocabulary run's (t3al-localize) own files:
              "detections.json", "detections.csv", "presence.csv", "curves", "index.html")

@@ -12,7 +12,7 @@ from typing import Hashable, Mapping
 
 from t3al.cache import CacheReader
 
-from .config import AdaptConfig
+from ..config import AdaptConfig
 
 Instances = tuple[tuple[float, float, int], ...]  # (start s, end s, class index in the vocabulary) of a video
 

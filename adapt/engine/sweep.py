@@ -20,7 +20,7 @@ from t3al.evaluate.report import format_table
 
 from t3al.manifests import read_text
 
-from .config import ConfigError
+from ..config import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,7 @@ import torch
 
 from .adam import Adam
 from .adapter import Adaptation, AdaptationInput, Adapted, Adapter, Projections
-from .config import PROPOSAL_FIELDS, AdaptConfig
+from ..config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
 from .video import GroundTruthHint, VideoInput, VideoResult

@@ -17,7 +17,7 @@ from t3al.cache import CacheError, CacheReader
 from t3al.evaluate.splits import manifest_tious
 from t3al.manifests import TIOU_SETS, EvaluationSet, Manifest, ManifestError, dataset_rules, setting_name
 
-from .config import AdaptConfig, ConfigError, make_config
+from ..config import AdaptConfig, ConfigError, make_config
 from .request import Execution, Instances, Request, Task
 
 MAX_NAMED_CHANGES = 4  # settings spelled out in a run name; the hash tells the rest apart

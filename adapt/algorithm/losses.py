@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import AdaptConfig
+from ..config import AdaptConfig
 from .ops import byol_loss, l2norm
 
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
-from t3al.adapt.config import DEFAULT_PRESET, ConfigError
 from t3al.adapt.algorithm.distractors import DEFAULT_THRESHOLD, distractors_for
-from t3al.adapt.engine.spec import RunSpec, check_execution, resolve_configs
+from t3al.adapt.config import DEFAULT_PRESET, ConfigError
+from t3al.adapt.engine.spec import RunSpec, check_execution, resolve_configs, run_name
 from t3al.cache import CacheReader, T3alError
 from t3al.cache.schema import INFO_FILE
 
@@ -229,10 +229,11 @@ def localize(videos_or_cache: str | Path, actions: str | Sequence[str], *, cache
                                  "--presence-threshold (and presence_threshold from --config)")
     if not closed_world and config.presence_threshold is None:  # the open set, unless --config set its threshold
         try:
-            configs = resolve_configs(preset or DEFAULT_PRESET, config_file,
-                                      {**settings, "presence_threshold": DEFAULT_THRESHOLD}, seed=seed)
+            config = config.replace(presence_threshold=DEFAULT_THRESHOLD)
         except ConfigError as err:
-            raise LocalizeError(str(err)) from None
+            raise LocalizeUsageError(f"the open set (the default; --closed-world gives every video its most likely "
+                                     f"action): {err}") from None
+        configs = {run_name(config, preset or DEFAULT_PRESET, seed): config}
     prompts = names + ([] if closed_world else distractors_for(names))
     cache = source if is_cache else Path(cache) if cache is not None else default_cache(source)
     failed = _stage_one(source, cache, is_cache, prompts, closed_world, note, model=model, pretrained=pretrained,

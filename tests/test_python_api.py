@@ -115,6 +115,9 @@ def test_localize_errors_are_exceptions(tmp_path):
         localize(cache, [])
     with pytest.raises(LocalizeUsageError, match="leave out --presence-threshold"):
         localize(cache, CLASSES, closed_world=True, settings={"presence_threshold": 0.5})
+    with pytest.raises(LocalizeUsageError, match="the open set .* --closed-world .*: protocol online has no open-set"):
+        localize(tmp_path / "no videos", CLASSES, settings={"protocol": "online"})
+    assert not (tmp_path / "no videos").exists()  # refused before stage one
     with pytest.raises(LocalizeError, match="--videos: not in cache"):
         localize(cache, CLASSES, videos=["v9"], out=tmp_path / "x", jobs=1)
     assert not (tmp_path / "x").exists()

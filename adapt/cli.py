@@ -11,8 +11,8 @@ from t3al.cache import T3alError, terminated_cleanly
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 
-from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .engine.spec import build_spec
+from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from t3al.manifests import TIOU_SETS
 
-from .engine.cluster import SCHEDULER_ENV
 from .config import DEFAULT_PRESET, GROUPS, SETTINGS, UNPUBLISHED, AdaptConfig, make_config, preset_names
+from .engine.cluster import SCHEDULER_ENV
 from .engine.spec import RunSpec, default_jobs, shown_value
 
 if typing.TYPE_CHECKING:

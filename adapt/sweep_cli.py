@@ -12,10 +12,10 @@ from t3al.cache import T3alError, terminated_cleanly
 from t3al.evaluate.detection import describe_tious
 from t3al.evaluate.report import format_table
 
-from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 from .config import AdaptConfig
 from .engine.spec import build_spec, config_hash
 from .engine.sweep import load_sweep, sweep_names, write_tables
+from .options import adapt_with_progress, default_root, report_notes, report_runs, run_options, setting_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

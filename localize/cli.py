@@ -73,7 +73,7 @@ def main(**options: Any) -> None:
 
     Example: t3al-localize my_videos/ --actions "pole vault, high jump"
     """
-    with terminated_cleanly("t3al-localize"):  # kill or Ctrl-C: the claimed run folder and temporary files go, exit 143 or 130
+    with terminated_cleanly("t3al-localize"):  # kill or Ctrl-C: the run folder and temporary files go, exit 143/130
         run_command(**options)
 
 

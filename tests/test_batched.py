@@ -12,7 +12,7 @@ import torch
 from t3al.adapt.algorithm import adapter
 from t3al.adapt.algorithm.adam import Adam, AdamGroup
 from t3al.adapt.algorithm.adapter import (AdaptationInput, Adapter, OutOfMemory, Projections, adapt_inputs, batch_bytes,
-                                make_optimizer)
+                                          make_optimizer)
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.engine.request import Execution, Request, Task
 from t3al.adapt.engine.runner import run_request

@@ -13,7 +13,7 @@ from PIL import Image
 
 from extract_helpers import VFR_SETPTS, make_audio, make_damaged_videos, make_video, vfr_times
 from t3al.extract.ffmpeg_frames import (MAX_WARNINGS, DecodeError, FrameGeometry, FrameStream, VideoInfo, _read_pts,
-                                 decode_warnings, ffmpeg_binary, probe, stream_frames)
+                                        decode_warnings, ffmpeg_binary, probe, stream_frames)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 
 from t3al.cache import Head, T3alError
 
-from .adam import Adam, AdamGroup
 from ..config import AdaptConfig
+from .adam import Adam, AdamGroup
 from .freezad import peak_samples
 from .losses import adaptation_loss, loss_terms
 from .ops import l2norm, moving_average, pick_samples, select_samples

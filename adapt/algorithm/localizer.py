@@ -8,9 +8,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..config import PROPOSAL_FIELDS, AdaptConfig
 from .adam import Adam
 from .adapter import Adaptation, AdaptationInput, Adapted, Adapter, Projections
-from ..config import PROPOSAL_FIELDS, AdaptConfig
 from .freezad import freezad_scores
 from .ops import consensus_keep, group_segments, l2norm, min_max, moving_average
 from .video import GroundTruthHint, VideoInput, VideoResult

@@ -11,8 +11,8 @@ import torch
 
 from t3al.cache import Head
 
-from .adapter import AdaptationInput, Adapted, Adapter, batch_params, make_optimizer
 from ..config import AdaptConfig
+from .adapter import AdaptationInput, Adapted, Adapter, batch_params, make_optimizer
 from .localizer import T3AL
 from .ops import l2norm, moving_average
 from .video import VideoInput, VideoResult

@@ -99,7 +99,7 @@ class VideoResult:
     warnings: list[str] = field(default_factory=list)  # what is odd about the result, without the video's id
     curves: dict[int, np.ndarray] = field(default_factory=dict)  # label -> curve, when several labels were localized
     emitted: list[float] = field(default_factory=list)  # online protocol: stream time each segment was emitted at
-    presence: np.ndarray | None = None  # (C,) presence of every class, under the open-set rule (adapt/algorithm/presence.py)
+    presence: np.ndarray | None = None  # (C,) presence of every class, under the open-set rule (presence.py)
 
     def seconds(self) -> np.ndarray:
         """Segments as (S, 2) start/end times from the decoder's timestamps."""

@@ -14,12 +14,12 @@ from t3al.evaluate import Detections, EvaluationError, GroundTruth
 from t3al.evaluate.presence import presence_quality
 from t3al.evaluate.splits import evaluate_setting
 
-from ..config import UNPUBLISHED
 from ..algorithm.online import delay_summary, emission_rows
+from ..algorithm.video import VideoProblem, VideoResult
+from ..config import UNPUBLISHED
 from .output import RunOutput, claimed, result_presences
 from .runner import Outcome, run_request
 from .spec import RunSpec
-from ..algorithm.video import VideoProblem, VideoResult
 
 
 @dataclass

@@ -15,16 +15,16 @@ from t3al.cache import CacheError, CacheReader, Head
 
 from ..algorithm.adam import Adam
 from ..algorithm.adapter import (AdaptationInput, Projections, adapt_inputs, batch_bytes, batch_params, head_tensors,
-                      make_optimizer)
-from .cluster import dask_backend, parallel_videos
-from ..config import AdaptConfig, ConfigError
+                                 make_optimizer)
 from ..algorithm.distractors import distractors_for
 from ..algorithm.localizer import (T3AL, NaiveBaseline, Pending, chosen_labels, job_key, localizer_for, merged,
-                        shared_adaptations)
+                                   shared_adaptations)
 from ..algorithm.online import localize_online
 from ..algorithm.presence import open_set, present_labels, presence
-from .request import Execution, Instances, Request, Task
 from ..algorithm.video import GroundTruthHint, VideoInput, VideoProblem, VideoResult
+from ..config import AdaptConfig, ConfigError
+from .cluster import dask_backend, parallel_videos
+from .request import Execution, Instances, Request, Task
 
 
 def video_seed(seed: int, video_id: str) -> int:
@@ -89,9 +89,9 @@ def _check_distractors(head: Head, tasks: Sequence[Task], configs: Iterable[Adap
     missing = [d for d in needed if d not in head.class_names]
     if missing:
         raise ConfigError(f"presence_threshold compares each action with {len(needed)} distractor actions "
-                          f"(t3al.adapt.algorithm.distractors.DISTRACTORS) and the cache lacks the prompts of {len(missing)} "
-                          f"(e.g. {missing[0]!r}): add them with t3al-extract prompts CACHE_DIR --classes "
-                          f"\"{','.join(missing)}\"", "presence_threshold")
+                          f"(t3al.adapt.algorithm.distractors.DISTRACTORS) and the cache lacks the prompts of "
+                          f"{len(missing)} (e.g. {missing[0]!r}): add them with t3al-extract prompts CACHE_DIR "
+                          f"--classes \"{','.join(missing)}\"", "presence_threshold")
 
 
 def video_presence(head: Head, video: VideoInput, classes: Sequence[str], config: AdaptConfig) -> np.ndarray:

@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 
 from t3al.cache import CacheError, CacheReader, safe_video_id
 
+from ..algorithm.video import VideoProblem
 from ..config import DEFAULT_PRESET, AdaptConfig, ConfigError
 from .output import claimed
 from .pipeline import ConfigRun, run_record, split_detections
 from .request import Execution, Task
 from .runner import run_request
 from .spec import RunSpec
-from ..algorithm.video import VideoProblem
 
 
 def chosen_videos(reader: CacheReader, videos: Sequence[str]) -> tuple[str, ...]:

@@ -31,7 +31,8 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
     except a full disk (DiskFullError) and a fault of the device (DeviceFault), which stop the run
     without touching any other video's files. Each video is claimed first: one that another run
     on the cache is extracting is waited for and reused, or extracted when that run stopped
-    without it."""
+    without it. A run lets go of its own videos before it waits, and waits holding nothing, so two
+    runs never wait for each other."""
     todo = []
     for video in videos:
         try:
@@ -45,23 +46,20 @@ def run_folder(videos: list[VideoFile], writer: CacheWriter, extractor: Extracto
             todo.append((video, stat))
     if summary.skipped:
         log.info("%d videos already complete in the cache, skipped", len(summary.skipped))
-    with contextlib.ExitStack() as claims:
-        mine, theirs = [], []
+    mine, theirs = [], []
+    with contextlib.ExitStack() as claims:  # this run's own videos, let go before it waits for another run's
         for video, stat in todo:
             held = claims.enter_context(writer.claimed(video.video_id))
             (mine if held else theirs).append((video, stat))
         _extract(mine, writer, extractor, summary)
-        if theirs:
-            log.info("%d video(s) are being extracted by another run on this cache: waiting for them", len(theirs))
-        left = []
-        for video, stat in theirs:
-            claims.enter_context(writer.claimed(video.video_id, wait=True))
+    if theirs:
+        log.info("%d video(s) are being extracted by another run on this cache: waiting for them", len(theirs))
+    for video, stat in theirs:  # one at a time, in listing order: two waiting runs never wait for each other
+        with writer.claimed(video.video_id, wait=True):
             if writer.is_complete(video.video_id, stat.st_size, stat.st_mtime):
                 summary.skipped.append(video.video_id)
             else:
-                left.append((video, stat))
-        if left:
-            _extract(left, writer, extractor, summary)
+                _extract([(video, stat)], writer, extractor, summary)
     return summary
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from t3al.cache import CacheReader
+from t3al.extract import extract_folder
 from t3al.extract.cli import main as extract_main
 from t3al.extract.listing import VIDEO_SUFFIXES
 from t3al.localize.cli import default_cache, main
@@ -156,6 +158,48 @@ def test_ctrl_c_in_localize_exits_130_and_leaves_no_run(tmp_path, monkeypatch):
                                        "--jobs", "1", "--no-progress"])
     assert result.exit_code == 130 and not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_a_run_lets_go_of_the_videos_it_extracted_before_it_waits_for_another_runs(models, tmp_path):
+    """Two runs whose claims interleave (each took some of the folder's videos) must not wait for
+    each other: while this run waits for "a", held by another run, its own "b" is already free."""
+    import threading
+
+    from filelock import FileLock, Timeout
+
+    from extract_helpers import make_video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        make_video(folder / f"{name}.mp4", frames=20, rate="10")
+    cache = tmp_path / "cache"
+    model_folder, checkpoints = models
+    options = dict(model=COCA, pretrained=str(checkpoints[COCA]), model_configs=[str(model_folder)], device="cpu",
+                   caption_fps=1.0, caption_length=6, batch_size=8, classes=["pole vault"])
+    extract_folder(folder, cache, **options)  # the cache exists, without its videos
+    for name in ("a", "b"):
+        (cache / "videos" / f"{name}.h5").unlink()
+    held, b_was_free = threading.Event(), []
+
+    def other_run() -> None:  # holds "a" until this run has written "b", then checks that "b" is free
+        with FileLock(cache / "videos" / ".a.h5.claim"):
+            held.set()
+            while not (cache / "videos" / "b.h5").exists():
+                time.sleep(0.05)
+            try:
+                with FileLock(cache / "videos" / ".b.h5.claim", timeout=20):
+                    b_was_free.append(True)
+            except Timeout:
+                b_was_free.append(False)
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    held.wait(10)
+    done = extract_folder(folder, cache, **options)
+    other.join(30)
+    assert b_was_free == [True]
+    assert sorted(done.summary.done) == ["a", "b"]  # "a" extracted once the other run let go without it
 
 
 def test_two_runs_on_one_folder_extract_each_video_once(models, tmp_path):

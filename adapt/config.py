@@ -1,6 +1,7 @@
 """Stage-two configuration: one validated dataclass, presets shipped as TOML, one factory."""
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import sys
@@ -63,17 +64,18 @@ _DEFAULTS = _read_preset(DEFAULT_PRESET)
 GROUPS = ("method", "adaptation", "proposals", "scoring", "stream", "online")
 
 
-class Constraint:
+class Constraint(abc.ABC):
     """One rule a setting's value must follow, which writes its own message when the value breaks it
     (as scikit-learn's parameter constraints do). A setting's value is checked against its type
     first; a value of the right type must satisfy one of the setting's constraints."""
 
+    @abc.abstractmethod
     def satisfied_by(self, value: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``value`` follows the rule."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """What the rule asks for, to follow "must be" ("a number >= 0")."""
-        raise NotImplementedError
 
     def message(self, name: str, value: Any) -> str:
         return f"{name} must be {self.describe()}, got {value!r}"
@@ -88,6 +90,9 @@ class OneOf(Constraint):
     def satisfied_by(self, value: Any) -> bool:
         return value in self.names
 
+    def describe(self) -> str:
+        return f"one of {', '.join(self.names)}"
+
     def message(self, name: str, value: Any) -> str:
         return f"{name} must be one of {', '.join(self.names)}; got {value!r}"
 
@@ -100,6 +105,9 @@ class SomeOf(Constraint):
 
     def satisfied_by(self, value: Any) -> bool:
         return all(v in self.names for v in value)
+
+    def describe(self) -> str:
+        return f"values among {', '.join(self.names)}"
 
     def message(self, name: str, value: Any) -> str:
         unknown = [v for v in value if v not in self.names]

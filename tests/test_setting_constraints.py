@@ -23,6 +23,15 @@ def test_each_constraint_refuses_a_value_outside_it_in_its_own_words(constraint,
     assert constraint.message("x", value) == message
 
 
+@pytest.mark.parametrize("constraint, text", [
+    (OneOf(("fast", "direct")), "one of fast, direct"), (SomeOf(("visual", "text")), "values among visual, text"),
+    (AtLeast(2), "a number >= 2"), (Within(0.0, 1.0, "[0, 1)", upper_open=True), "in [0, 1)"),
+    (Finite(), "a finite number"), (Option("mean", None), "'mean'"),
+])
+def test_every_constraint_says_what_it_asks_for_so_any_two_can_share_a_setting(constraint, text):
+    assert constraint.describe() == text
+
+
 def test_a_value_inside_a_constraint_satisfies_it():
     assert OneOf(("a", "b")).satisfied_by("b") and SomeOf(("a", "b")).satisfied_by(("b", "a"))
     assert AtLeast(0).satisfied_by(0) and Within(-1.0, 1.0, "[-1, 1]").satisfied_by(1.0) and Finite().satisfied_by(-3)

@@ -318,7 +318,7 @@ class AdaptConfig:
             raise ConfigError("adapt names no parameter: use steps = 0 for the unadapted model", "adapt")
         if self.protocol == "online":
             self._check_online()
-        if self.labels_per_video > 1 and (self.protocol != "reset" or self.oracle or self.method == "naive"):
+        if self.labels_per_video > 1 and (self.protocol != "reset" or self.oracle or not self.runs_t3al_steps):
             raise ConfigError("labels_per_video above 1 needs the per-video reset protocol, an adapting method and no "
                               "oracle (each label gets its own adaptation of the video)", "labels_per_video")
         if self.presence_threshold is not None and "class" in self.oracle:
@@ -331,7 +331,7 @@ class AdaptConfig:
     def _check_online(self) -> None:
         """The online protocol runs T3AL's own steps causally (docs/online.md); what it has no causal
         form for is refused."""
-        if self.method == "naive" or self.scoring != "region" or self.positives != "pool" or self.oracle:
+        if not self.runs_t3al_steps or self.scoring != "region" or self.positives != "pool" or self.oracle:
             raise ConfigError("protocol online runs T3AL's steps (method t3al or t3al0, region scoring, pool "
                               "positives, no oracle)", "protocol")
         if self.presence_threshold is not None:
@@ -340,6 +340,11 @@ class AdaptConfig:
         if self.online_window < self.chunk + self.window:
             raise ConfigError(f"online_window must hold a chunk and a smoothing window (at least "
                               f"{self.chunk + self.window} frames), got {self.online_window}", "online_window")
+
+    @property
+    def runs_t3al_steps(self) -> bool:
+        """Whether the method localizes with T3AL's steps: every method but the naive per-frame baseline."""
+        return self.method != "naive"
 
     def replace(self, **changes: Any) -> "AdaptConfig":
         """A copy with some fields changed (validated)."""

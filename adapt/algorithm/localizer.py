@@ -94,7 +94,7 @@ class Pending:
 
 def localizer_for(config: AdaptConfig) -> "T3AL | NaiveBaseline":
     """The localizer of ``config``: the naive baseline's own, or T3AL's for every other method."""
-    return NaiveBaseline(config) if config.method == "naive" else T3AL(config)
+    return T3AL(config) if config.runs_t3al_steps else NaiveBaseline(config)
 
 
 class T3AL:

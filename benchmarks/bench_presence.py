@@ -18,7 +18,7 @@ import torch
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.algorithm.distractors import DISTRACTORS
 from t3al.adapt.algorithm.presence import presence
-from t3al.adapt.engine.runner import _load, single_thread, video_presence
+from t3al.adapt.engine.work import _load, single_thread, video_presence
 from t3al.cache import CacheReader
 
 

@@ -144,7 +144,7 @@ def test_a_replaced_run_keeps_the_folders_other_files_and_drops_its_stale_splits
 def test_a_killed_worker_during_t3al_adapt_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     cache = _world(tmp_path)
     out = tmp_path / "out"
-    monkeypatch.setattr(runner, "_run_chunk", _killed_on_v2)
+    monkeypatch.setattr(runner, "run_chunk", _killed_on_v2)
     result = CliRunner().invoke(adapt_cli.main, [str(cache), "--out", str(out), "--jobs", "2", "--no-progress"])
     _one_line_error(result, "a worker process was killed (out of memory? the kernel's OOM killer sends kill -9) "
                             "while adapting v0, v1, v2, v3; nothing was written: rerun with fewer --jobs")
@@ -152,10 +152,10 @@ def test_a_killed_worker_during_t3al_adapt_is_one_line_and_writes_nothing(tmp_pa
 
 
 def _killed_on_v2(cache, video_ids, *args):
-    """runner._run_chunk, killed when its chunk holds video 'v2'."""
+    """The worker's run_chunk, killed when its chunk holds video 'v2'."""
     if "v2" in video_ids:
         os.kill(os.getpid(), signal.SIGKILL)
     return runner_chunk(cache, video_ids, *args)
 
 
-runner_chunk = runner._run_chunk
+runner_chunk = runner.run_chunk

@@ -11,7 +11,8 @@ import torch
 from t3al.adapt.algorithm.adapter import batch_params, make_optimizer
 from t3al.adapt.config import AdaptConfig
 from t3al.adapt.algorithm.localizer import T3AL
-from t3al.adapt.engine.runner import localize_split, single_thread
+from t3al.adapt.engine.runner import localize_split
+from t3al.adapt.engine.work import single_thread
 from t3al.adapt.algorithm.video import VideoInput, VideoResult
 from t3al.cache import CacheReader
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from t3al.adapt.engine import runner
+from t3al.adapt.engine import work
 from t3al.adapt.config import ConfigError, make_config
 from t3al.adapt.algorithm.adapter import Adapter
 from t3al.adapt.algorithm.localizer import shared_adaptations
@@ -108,8 +108,8 @@ def test_sweep_rows_equal_separate_runs(tmp_path):
 def test_each_video_is_read_once_per_split_for_all_reset_rows(tmp_path, monkeypatch):
     cache = _world(tmp_path)
     reads = []
-    load = runner._load
-    monkeypatch.setattr(runner, "_load", lambda reader, video_id: reads.append(video_id) or load(reader, video_id))
+    load = work._load
+    monkeypatch.setattr(work, "_load", lambda reader, video_id: reads.append(video_id) or load(reader, video_id))
     rows = {name: settings for name, settings in parse_sweep(SWEEP, "toy", "toy").rows.items()
             if settings.get("protocol") != "stream"}
     run(build_spec(cache, rows=rows, indices=[0], jobs=1))

@@ -63,11 +63,13 @@ def _shown(videos: list[str], limit: int = 10) -> str:
     return ", ".join(videos[:limit]) + (f" and {len(videos) - limit} more" if len(videos) > limit else "")
 
 
-def parallel_videos(tasks: Iterable[tuple[list[str], tuple]], jobs: int) -> Iterator[Any]:
-    """The results, in order, of ``tasks``: (videos, ``joblib.delayed(f)(...)``) pairs run on joblib
-    workers. A worker that dies raises WorkerDiedError naming the videos of the tasks running then."""
+def parallel_videos(tasks: Iterable[tuple[list[str], tuple]], jobs: int,
+                    scheduler: str | None = None) -> Iterator[Any]:
+    """The results, in order, of ``tasks``: (videos, ``joblib.delayed(f)(...)``) pairs run on ``jobs``
+    local joblib workers, or on the workers of the Dask ``scheduler``. A local worker that dies raises
+    WorkerDiedError naming the videos of the tasks running then."""
     tasks = list(tasks)
-    with tempfile.TemporaryDirectory(prefix="t3al-tasks-") as marks:
+    with dask_backend(scheduler), tempfile.TemporaryDirectory(prefix="t3al-tasks-") as marks:
         calls = (joblib.delayed(_marked)(os.path.join(marks, str(i)), *call) for i, (_, call) in enumerate(tasks))
         try:
             yield from joblib.Parallel(n_jobs=jobs, return_as="generator")(calls)

@@ -14,7 +14,7 @@ from ..algorithm.distractors import distractors_for
 from ..algorithm.localizer import localizer_for
 from ..algorithm.video import VideoProblem, VideoResult
 from ..config import AdaptConfig, ConfigError
-from .cluster import dask_backend, parallel_videos
+from .cluster import parallel_videos
 from .request import Execution, Request, Task
 from .work import Entries, run_chunk, run_streams
 
@@ -85,13 +85,12 @@ def run_request(request: Request, on_video: Callable[[int], None] = lambda n: No
     on_video((len(request.tasks) - len(present)) * len(configs))
     stream = {name: c for name, c in configs.items() if c.protocol == "stream" and localizer_for(c).adapts}
     per_video = {name: c for name, c in configs.items() if name not in stream}
-    with dask_backend(request.execution.scheduler):
-        if stream:
-            for split in dict.fromkeys(task.split for task in present):
-                run_streams(reader, [t for t in present if t.split == split], stream, request.seed, results.entries,
-                            on_video)
-        if per_video:
-            _run_per_video(request, present, per_video, results.entries, on_video)
+    if per_video:
+        _run_per_video(request, present, per_video, results.entries, on_video)
+    if stream:
+        for split in dict.fromkeys(task.split for task in present):
+            run_streams(reader, [t for t in present if t.split == split], stream, request.seed, results.entries,
+                        on_video)
     return results
 
 
@@ -109,7 +108,7 @@ def _run_per_video(request: Request, tasks: list[Task], configs: dict[str, Adapt
     cache = str(request.reader.root.resolve())
     calls = ((chunk, joblib.delayed(run_chunk)(cache, chunk, [by_video[v] for v in chunk], configs, request.seed,
                                                execution)) for chunk in chunks)
-    for chunk, done in zip(chunks, parallel_videos(calls, execution.jobs)):
+    for chunk, done in zip(chunks, parallel_videos(calls, execution.jobs, execution.scheduler)):
         entries.update(done)
         on_video(sum(len(by_video[v]) for v in chunk) * len(configs))
 

@@ -25,7 +25,7 @@ class WorkerDiedError(ClusterError):
 
 
 @contextmanager
-def dask_backend(address: str | None) -> Iterator[None]:
+def _dask_backend(address: str | None) -> Iterator[None]:
     """Send joblib's tasks to the Dask scheduler at ``address`` while inside; None: local joblib.
 
     The workers read the cache themselves (a filesystem they share with this machine) and use
@@ -69,7 +69,7 @@ def parallel_videos(tasks: Iterable[tuple[list[str], tuple]], jobs: int,
     local joblib workers, or on the workers of the Dask ``scheduler``. A local worker that dies raises
     WorkerDiedError naming the videos of the tasks running then."""
     tasks = list(tasks)
-    with dask_backend(scheduler), tempfile.TemporaryDirectory(prefix="t3al-tasks-") as marks:
+    with _dask_backend(scheduler), tempfile.TemporaryDirectory(prefix="t3al-tasks-") as marks:
         calls = (joblib.delayed(_marked)(os.path.join(marks, str(i)), *call) for i, (_, call) in enumerate(tasks))
         try:
             yield from joblib.Parallel(n_jobs=jobs, return_as="generator")(calls)

@@ -39,8 +39,8 @@ from t3al.adapt.algorithm.localizer import T3AL
 from t3al.adapt.engine.pipeline import run
 from t3al.adapt.engine.request import Execution, Request, Task
 from t3al.adapt.engine.runner import run_request
-from t3al.adapt.engine.work import single_thread
 from t3al.adapt.engine.spec import RunSpec, build_spec
+from t3al.adapt.engine.work import single_thread
 from t3al.adapt.algorithm.video import VideoInput
 from t3al.cache import CacheError, CacheInfo, CacheReader, CacheWriter, Head, ModelIdentity, VideoRecord
 

@@ -85,7 +85,6 @@ def terminated_cleanly(command: str) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stopped:
-        stop.caught.set()
         signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
         print(f"{command}: stopped by {signal.Signals(signum).name}; nothing half-written is kept", file=sys.stderr)
         raise SystemExit(128 + signum) from None

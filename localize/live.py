@@ -22,9 +22,9 @@ from t3al.adapt.config import DEFAULT_PRESET, AdaptConfig, ConfigError
 from t3al.adapt.algorithm.online import Emission, OnlineT3AL
 from t3al.adapt.engine.output import OutputError, claimed, what_it_replaces
 from t3al.adapt.engine.pipeline import run_record, split_detections
-from t3al.adapt.engine.work import video_seed
 from t3al.adapt.engine.spec import RunSpec, resolve_configs
 from t3al.adapt.engine.vocabulary import vocabulary_spec
+from t3al.adapt.engine.work import video_seed
 from t3al.cache import CacheError, CacheReader, CacheWriter, T3alError
 from t3al.extract.ffmpeg_frames import FrameGeometry
 from t3al.extract.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED

@@ -94,7 +94,7 @@ class OneOf(Constraint):
         return f"one of {', '.join(self.names)}"
 
     def message(self, name: str, value: Any) -> str:
-        return f"{name} must be one of {', '.join(self.names)}; got {value!r}"
+        return f"{name} must be {self.describe()}; got {value!r}"
 
 
 @dataclass(frozen=True)
